@@ -1,0 +1,38 @@
+"""A small convolutional network that trains in minutes on a CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxwm.models import common
+
+
+class CNN(nn.Module):
+  """Two conv blocks (conv-BN-ReLU x2, max-pool) and a dense layer.
+
+  Input float [B, H, W, C] in [0, 1]; output logits [B, num_classes]. Sows
+  ``block1``, ``block2`` (feature maps) and ``features`` [B, dense_width].
+  """
+
+  num_classes: int
+  width: int = 32
+  dense_width: int = 256
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = common.normalize(x, self.dtype)
+    for block, channels in enumerate((self.width, 2 * self.width), start=1):
+      for _ in range(2):
+        x = nn.Conv(channels, (3, 3), use_bias=False, dtype=self.dtype)(x)
+        x = nn.relu(common.batch_norm(train, self.dtype)(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+      self.sow("intermediates", f"block{block}", x)
+    x = x.reshape(x.shape[0], -1)
+    x = nn.Dense(self.dense_width, dtype=self.dtype)(x)
+    x = nn.relu(x)
+    return common.classifier_head(x, self.num_classes, self.dtype, self)
