@@ -1,0 +1,264 @@
+"""``fit`` and ``evaluate``: the loops around the compiled step.
+
+The training set lives on the device. Each epoch draws one permutation with
+``jax.random.permutation``; each step gathers its batch from device memory in
+a small jitted function, so the host only dispatches work. Values are copied
+back to the host only every ``log_every_steps`` steps, for the progress line.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from jaxwm.data.dataset import Dataset
+from jaxwm.train import sharding
+from jaxwm.train.checkpoint import Checkpointer
+from jaxwm.train.state import TrainState
+from jaxwm.train.step import StepFn
+
+# (batch, key) -> batch of the same shapes, run on device before each step.
+BatchFn = Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
+
+
+def _progress_bar(total: int, initial: int, enabled: bool | None):
+  if enabled is None:
+    enabled = sys.stderr.isatty() or "ipykernel" in sys.modules
+  if not enabled:
+    return None
+  from tqdm import auto as tqdm_auto  # pylint: disable=g-import-not-at-top
+  return tqdm_auto.tqdm(total=total, initial=initial, unit="step",
+                        dynamic_ncols=True)
+
+
+class _Progress:
+  """Logs step, loss, accuracy, images/s and ETA at a fixed step interval."""
+
+  def __init__(self, total_steps: int, first_step: int, batch_size: int,
+               every: int, progress_bar: bool | None):
+    self._total = total_steps
+    self._batch_size = batch_size
+    self._every = max(1, every)
+    self._pending: list[dict[str, jax.Array]] = []
+    self._mark_step, self._mark_time = first_step, time.perf_counter()
+    self._bar = _progress_bar(total_steps, first_step, progress_bar)
+
+  def update(self, step: int, metrics: dict[str, jax.Array],
+             force: bool = False) -> None:
+    self._pending.append(metrics)
+    if self._bar is not None:
+      self._bar.update(1)
+    if not force and step % self._every:
+      return
+    means = jax.device_get(jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)),
+                                        *self._pending))
+    self._pending = []
+    now = time.perf_counter()
+    steps_per_s = (step - self._mark_step) / max(now - self._mark_time, 1e-9)
+    self._mark_step, self._mark_time = step, now
+    eta = (self._total - step) / max(steps_per_s, 1e-9)
+    logging.info(
+        "step %d/%d  loss %.4f  accuracy %.4f  %.0f images/s  ETA %.0fs",
+        step, self._total, means["loss"], means["accuracy"],
+        steps_per_s * self._batch_size, eta)
+    if self._bar is not None:
+      self._bar.set_postfix(loss=f"{means['loss']:.4f}",
+                            acc=f"{means['accuracy']:.3f}")
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+
+
+def _device_batcher(images, labels, batch_size: int, mesh: Mesh,
+                    batch_fn: BatchFn | None):
+  """Returns ``batcher(perm, index, base_key, step) -> (batch, key)``."""
+
+  def gather(images, labels, perm, index, base_key, step):
+    rows = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
+    key = jax.random.fold_in(base_key, step)
+    batch = {"image": images[rows], "label": labels[rows]}
+    if batch_fn is not None:
+      batch = batch_fn(batch, jax.random.fold_in(key, 1))
+    return batch, key
+
+  rep = sharding.replicated(mesh)
+  gather = jax.jit(gather, out_shardings=(sharding.batch_sharded(mesh), rep))
+  images = sharding.replicate(images, mesh)
+  labels = sharding.replicate(labels, mesh)
+  return lambda perm, index, key, step: gather(images, labels, perm, index,
+                                               key, step)
+
+
+def _host_batcher(images, labels, batch_size: int, mesh: Mesh,
+                  batch_fn: BatchFn | None):
+  """Like :func:`_device_batcher`, for multi-host jobs: each process feeds
+  its share of every global batch with ``make_array_from_process_local_data``."""
+  per_process = batch_size // jax.process_count()
+  offset = jax.process_index() * per_process
+
+  def finish(batch, base_key, step):
+    key = jax.random.fold_in(base_key, step)
+    if batch_fn is not None:
+      batch = batch_fn(batch, jax.random.fold_in(key, 1))
+    return batch, key
+
+  rep = sharding.replicated(mesh)
+  finish = jax.jit(finish, out_shardings=(sharding.batch_sharded(mesh), rep))
+  state = {}
+
+  def batcher(perm, index, base_key, step):
+    if state.get("perm") is not perm:
+      state["perm"], state["host_perm"] = perm, np.asarray(perm)
+    start = index * batch_size + offset
+    rows = state["host_perm"][start:start + per_process]
+    local = {"image": images[rows], "label": labels[rows]}
+    return finish(sharding.host_local_batch(local, mesh), base_key, step)
+
+  return batcher
+
+
+def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
+        batch_size: int, num_epochs: int, data_rng: jax.Array,
+        targets: np.ndarray | None = None,
+        mesh: Mesh | None = None,
+        workdir: str | None = None,
+        checkpoint_every_epochs: int = 1,
+        log_every_steps: int = 100,
+        feed: str = "auto",
+        batch_fn: BatchFn | None = None,
+        on_epoch_end: Callable[[int, TrainState], Any] | None = None,
+        progress_bar: bool | None = None) -> TrainState:
+  """Trains ``state`` for ``num_epochs`` epochs over ``train_data``.
+
+  Args:
+    step_fn: from :func:`jaxwm.train.make_train_step` (same ``mesh``).
+    state: the initial state; replaced by the last checkpoint in ``workdir``
+      when one exists (resumption).
+    train_data: the training set; the last partial batch of an epoch is
+      dropped.
+    batch_size: the global batch size, a multiple of the mesh's devices.
+    num_epochs: total epochs (including those already done when resuming).
+    data_rng: uint32 [2] key for the epoch permutations; the step keys are
+      ``fold_in(state.rng, step)``.
+    targets: optional labels replacing ``train_data.labels``: int [N] or soft
+      float [N, K] (distillation, label- and logit-query stealing).
+    mesh: the device mesh; defaults to all devices.
+    workdir: where checkpoints go; None disables checkpointing.
+    checkpoint_every_epochs: save every this many epochs and at the end.
+    log_every_steps: progress line interval (the only host synchronisation).
+    feed: ``"device"`` (dataset in device memory), ``"host"`` (per-process
+      batches, for multi-host jobs) or ``"auto"`` (device on one process).
+    batch_fn: optional on-device transform of each gathered batch.
+    on_epoch_end: called as ``on_epoch_end(epoch, state)`` after each epoch.
+    progress_bar: show a tqdm bar; default: when stderr is a terminal or in
+      a notebook.
+
+  Returns:
+    The trained state.
+  """
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  sharding.check_batch_size(batch_size, mesh)
+  num_examples = len(train_data)
+  steps_per_epoch = num_examples // batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(
+        f"batch size {batch_size} exceeds the {num_examples} training "
+        "examples; use a smaller batch size.")
+  labels = train_data.labels if targets is None else np.asarray(targets)
+  if labels.shape[0] != num_examples:
+    raise ValueError(f"targets have {labels.shape[0]} rows, expected "
+                     f"{num_examples} (one per training example).")
+  if feed == "auto":
+    feed = "device" if jax.process_count() == 1 else "host"
+  make_batcher = {"device": _device_batcher, "host": _host_batcher}.get(feed)
+  if make_batcher is None:
+    raise ValueError(f"feed must be 'device', 'host' or 'auto', got {feed!r}.")
+  batcher = make_batcher(train_data.images, labels, batch_size, mesh,
+                         batch_fn)
+
+  run_info = {"num_examples": num_examples, "batch_size": batch_size}
+  state = sharding.replicate(state, mesh)
+  checkpointer = Checkpointer(workdir) if workdir else None
+  start_epoch = 0
+  if checkpointer is not None and checkpointer.latest_step() is not None:
+    state, metadata = checkpointer.restore(checkpointer.latest_step(), state)
+    for name, value in run_info.items():
+      if metadata.get(name) != value:
+        raise ValueError(
+            f"the checkpoint in {workdir} was made with {name}="
+            f"{metadata.get(name)}, this run has {value}; use a new --workdir.")
+    start_epoch = int(metadata["epoch"])
+
+  base_key = jnp.array(state.rng)  # a separate buffer: state is donated.
+  permute = jax.jit(lambda key, epoch: jax.random.permutation(
+      jax.random.fold_in(key, epoch), num_examples),
+                    out_shardings=sharding.replicated(mesh))
+  total_steps = steps_per_epoch * num_epochs
+  progress = _Progress(total_steps, start_epoch * steps_per_epoch,
+                       batch_size, log_every_steps, progress_bar)
+  try:
+    for epoch in range(start_epoch, num_epochs):
+      perm = permute(data_rng, epoch)
+      for index in range(steps_per_epoch):
+        global_step = epoch * steps_per_epoch + index
+        batch, key = batcher(perm, index, base_key, global_step)
+        state, metrics = step_fn(state, batch, key)
+        progress.update(global_step + 1, metrics,
+                        force=index == steps_per_epoch - 1)
+      if on_epoch_end is not None:
+        on_epoch_end(epoch + 1, state)
+      if checkpointer is not None and (
+          (epoch + 1) % checkpoint_every_epochs == 0 or
+          epoch + 1 == num_epochs):
+        checkpointer.save((epoch + 1) * steps_per_epoch, state,
+                          {"epoch": epoch + 1, **run_info})
+  finally:
+    progress.close()
+    if checkpointer is not None:
+      checkpointer.close()
+  return state
+
+
+def predict_logits(predict_fn, variables: Any, images: np.ndarray,
+                   batch_size: int = 1000,
+                   mesh: Mesh | None = None) -> np.ndarray:
+  """Logits [N, K] for uint8 or float images [N, H, W, C], batched.
+
+  The last batch is padded to full size so that one compiled shape serves
+  every batch. ``predict_fn`` comes from :func:`jaxwm.train.make_predict_fn`.
+  """
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
+  num = images.shape[0]
+  outputs = []
+  for start in range(0, num, batch_size):
+    chunk = images[start:start + batch_size]
+    pad = batch_size - chunk.shape[0]
+    if pad:
+      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]),
+                                              chunk.dtype)])
+    chunk = jax.device_put(chunk, sharding.batch_sharded(mesh))
+    outputs.append(predict_fn(variables, chunk))
+  logits = np.concatenate([np.asarray(o) for o in outputs])
+  return logits[:num]
+
+
+def evaluate(predict_fn, variables: Any, dataset: Dataset,
+             batch_size: int = 1000, mesh: Mesh | None = None
+             ) -> dict[str, float]:
+  """Accuracy and mean cross-entropy of a model on ``dataset``."""
+  logits = predict_logits(predict_fn, variables, dataset.images, batch_size,
+                          mesh)
+  log_probs = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32))
+  loss = -jnp.mean(jnp.take_along_axis(
+      log_probs, jnp.asarray(dataset.labels)[:, None], axis=1))
+  accuracy = np.mean(np.argmax(logits, axis=1) == dataset.labels)
+  return {"accuracy": float(accuracy), "loss": float(loss)}
