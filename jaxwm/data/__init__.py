@@ -1,0 +1,17 @@
+"""Datasets: the validated in-memory Dataset, loaders by name, and splits."""
+
+from jaxwm.data.dataset import Dataset
+from jaxwm.data.loaders import load
+from jaxwm.data.splits import disjoint_split
+from jaxwm.data.splits import stratified_indices
+from jaxwm.data.splits import stratified_subset
+from jaxwm.data.synthetic import synthetic
+
+__all__ = [
+    "Dataset",
+    "disjoint_split",
+    "load",
+    "stratified_indices",
+    "stratified_subset",
+    "synthetic",
+]
