@@ -1,0 +1,11 @@
+"""Model watermarks.
+
+Modules:
+  commitments: SHA-256 hash commitments over a canonical array encoding.
+  hash_draws: unbiased draws (seeds, integers, subsets) from SHA-256.
+  transcript: Fiat-Shamir transcripts and their challenges.
+  trigger_sets: abstract or folder trigger images with random labels.
+  adi: Adi et al. KeyGen / Verify with commitments, and Mark's data helpers.
+  public: the publicly verifiable variant (cut-and-choose + Fiat-Shamir).
+  key_files: key save/load through jaxwm.secure_files.
+"""

@@ -1,0 +1,158 @@
+"""Tests of jaxwm.watermark.adi: KeyGen, Verify and Mark's data helpers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxwm.secure_files import TamperedFileError
+from jaxwm.watermark import adi
+
+SHAPE = (12, 12, 1)
+
+
+@pytest.fixture(scope="module")
+def keys():
+  return adi.keygen(10, 2, SHAPE, seed=0)
+
+
+def test_keygen_commits_to_every_image_and_label(keys):
+  mk, vk = keys
+  assert len(mk) == len(vk) == 10
+  assert mk.triggers.image_shape == vk.image_shape == SHAPE
+  assert mk.triggers.num_classes == vk.num_classes == 2
+  assert vk.image_commitments.shape == vk.label_commitments.shape == (10, 32)
+  recomputed = adi.commit_to(mk)
+  np.testing.assert_array_equal(recomputed.image_commitments,
+                                vk.image_commitments)
+  np.testing.assert_array_equal(recomputed.label_commitments,
+                                vk.label_commitments)
+  openings = np.concatenate([mk.image_openings, mk.label_openings])
+  assert len({row.tobytes() for row in openings}) == 20
+
+
+def test_seed_fixes_the_trigger_set_but_openings_stay_secret():
+  a, va = adi.keygen(4, 3, SHAPE, seed=7)
+  b, vb = adi.keygen(4, 3, SHAPE, seed=7)
+  np.testing.assert_array_equal(a.triggers.images, b.triggers.images)
+  np.testing.assert_array_equal(a.triggers.labels, b.triggers.labels)
+  assert not np.array_equal(a.image_openings, b.image_openings)
+  assert va.digest() != vb.digest()
+
+
+def test_verify_accepts_the_marked_model_hand_worked(keys, lookup_model):
+  mk, vk = keys
+  result = adi.verify(mk, vk, lookup_model(mk.triggers))
+  # All 10 labels agree at chance 1/2: p = 2^-10.
+  assert result.matches == result.trials == 10 and result.agreement == 1.0
+  assert result.p_value == pytest.approx(2.0**-10, rel=1e-12)
+  assert result.chance == 0.5 and result.accepted
+
+
+def test_verify_partial_agreement_hand_worked(keys, lookup_model):
+  mk, vk = keys
+  labels = mk.triggers.labels.copy()
+  labels[:2] = 1 - labels[:2]
+  result = adi.verify(mk, vk, lookup_model(mk.triggers, labels), alpha=0.05)
+  # P[X >= 8], X ~ Bin(10, 1/2) = (45 + 10 + 1) / 1024.
+  assert result.matches == 8
+  assert result.p_value == pytest.approx(56 / 1024, rel=1e-12)
+  assert not result.accepted
+  assert adi.verify(mk, vk, lookup_model(mk.triggers, labels),
+                    alpha=0.06).accepted
+
+
+def test_verify_rejects_a_model_at_chance():
+  mk, vk = adi.keygen(100, 10, SHAPE, seed=1)
+  result = adi.verify(mk, vk, lambda x: np.zeros((len(x), 10)))
+  assert result.matches == int(np.sum(mk.triggers.labels == 0))
+  assert result.p_value > 0.01 and not result.accepted
+
+
+def test_mismatched_keys_are_rejected_before_any_query(keys, refuse_queries):
+  mk, _ = keys
+  _, other_vk = adi.keygen(10, 2, SHAPE, seed=0)
+  with pytest.raises(adi.KeyMismatchError, match="do not open"):
+    adi.verify(mk, other_vk, refuse_queries)
+  _, small_vk = adi.keygen(5, 2, SHAPE, seed=0)
+  with pytest.raises(adi.KeyMismatchError, match="pass the pair"):
+    adi.verify(mk, small_vk, refuse_queries)
+
+
+def test_verify_checks_the_model_output(keys, lookup_model):
+  mk, vk = keys
+  with pytest.raises(ValueError, match=r"\[10, 2\]"):
+    adi.verify(mk, vk, lambda x: np.zeros((len(x), 3)))
+  with pytest.raises(ValueError, match="non-finite"):
+    adi.verify(mk, vk, lambda x: np.full((len(x), 2), np.nan))
+  with pytest.raises(ValueError, match="alpha"):
+    adi.verify(mk, vk, lookup_model(mk.triggers), alpha=0.0)
+
+
+def test_keys_round_trip_through_secure_files(tmp_path, keys, lookup_model):
+  mk, vk = keys
+  mk.save(str(tmp_path / "mk"))
+  vk.save(str(tmp_path / "vk"))
+  mk2 = adi.MarkingKey.load(str(tmp_path / "mk"))
+  vk2 = adi.VerificationKey.load(str(tmp_path / "vk"))
+  np.testing.assert_array_equal(mk2.triggers.images, mk.triggers.images)
+  np.testing.assert_array_equal(mk2.label_openings, mk.label_openings)
+  assert vk2.digest() == vk.digest()
+  assert adi.verify(mk2, vk2, lookup_model(mk.triggers)).accepted
+  with pytest.raises(TamperedFileError, match="not a 'jaxwm/adi/marking"):
+    adi.MarkingKey.load(str(tmp_path / "vk"))
+
+
+def test_keygen_with_a_given_trigger_set(keys, lookup_model):
+  mk, _ = keys
+  mk2, vk2 = adi.keygen(10, 2, SHAPE, trigger_set=mk.triggers)
+  np.testing.assert_array_equal(mk2.triggers.images, mk.triggers.images)
+  assert adi.verify(mk2, vk2, lookup_model(mk.triggers)).accepted
+  with pytest.raises(ValueError, match="keygen was asked"):
+    adi.keygen(11, 2, SHAPE, trigger_set=mk.triggers)
+
+
+def test_trigger_arrays_are_float_images_and_labels(keys):
+  mk, _ = keys
+  images, labels = adi.trigger_arrays(mk)
+  assert images.dtype == jnp.float32 and labels.dtype == jnp.int32
+  np.testing.assert_allclose(images, mk.triggers.images / 255.0, atol=1e-7)
+  np.testing.assert_array_equal(labels, mk.triggers.labels)
+
+
+def test_batch_with_triggers_appends_k_distinct_triggers(keys):
+  mk, _ = keys
+  trigger_images, trigger_labels = adi.trigger_arrays(mk)
+  images = jnp.zeros((6,) + SHAPE, jnp.float32)
+  labels = jnp.full((6,), 7, jnp.int32)
+  mix = jax.jit(adi.batch_with_triggers, static_argnames="k")
+  seen = set()
+  for i in range(30):
+    out_images, out_labels = mix(images, labels, trigger_images,
+                                 trigger_labels, jax.random.key(i))
+    assert out_images.shape == (8,) + SHAPE and out_labels.shape == (8,)
+    np.testing.assert_array_equal(out_images[:6], images)
+    np.testing.assert_array_equal(out_labels[:6], labels)
+    chosen = [int(np.flatnonzero((np.asarray(trigger_images) == image).all(
+        axis=(1, 2, 3)))[0]) for image in np.asarray(out_images[6:])]
+    assert chosen[0] != chosen[1]
+    np.testing.assert_array_equal(out_labels[6:],
+                                  np.asarray(trigger_labels)[chosen])
+    seen.update(chosen)
+  assert seen == set(range(10))
+
+
+def test_batch_with_triggers_bad_arguments(keys):
+  mk, _ = keys
+  trigger_images, trigger_labels = adi.trigger_arrays(mk)
+  labels = jnp.zeros((2,), jnp.int32)
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match="k must be in"):
+    adi.batch_with_triggers(jnp.zeros((2,) + SHAPE), labels, trigger_images,
+                            trigger_labels, key, k=11)
+  with pytest.raises(TypeError, match="uint8"):
+    adi.batch_with_triggers(jnp.zeros((2,) + SHAPE, jnp.uint8), labels,
+                            trigger_images, trigger_labels, key)
+  with pytest.raises(ValueError, match="image shape"):
+    adi.batch_with_triggers(jnp.zeros((2, 4, 4, 1)), labels, trigger_images,
+                            trigger_labels, key)
