@@ -24,6 +24,7 @@ import hmac
 import io
 import json
 import os
+import zipfile
 from typing import Any, Mapping
 
 import numpy as np
@@ -46,6 +47,28 @@ def _paths(prefix: str) -> tuple[str, str, str]:
 
 def sha256_hex(data: bytes) -> str:
   return hashlib.sha256(data).hexdigest()
+
+
+def _canonical_json(value: Any) -> bytes:
+  return json.dumps(value, sort_keys=True, indent=1).encode()
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+  """An uncompressed ``.npz`` whose bytes depend on the arrays alone (fixed
+  zip timestamps, sorted names), so saving a key twice gives one digest."""
+  buffer = io.BytesIO()
+  with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+    for name in sorted(arrays):
+      value = np.asarray(arrays[name])
+      if value.dtype == object:
+        raise TypeError(
+            f"array {name!r} has dtype object, which cannot be saved without "
+            "pickle; convert it to a numeric or fixed-width string array.")
+      member = io.BytesIO()
+      np.lib.format.write_array(member, value, allow_pickle=False)
+      info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+      archive.writestr(info, member.getvalue())
+  return buffer.getvalue()
 
 
 def _atomic_write(path: str, data: bytes) -> None:
@@ -71,17 +94,7 @@ def save(prefix: str, arrays: Mapping[str, np.ndarray],
   """
   npz_path, json_path, manifest_path = _paths(prefix)
   os.makedirs(os.path.dirname(os.path.abspath(npz_path)), exist_ok=True)
-  buffer = io.BytesIO()
-  clean = {}
-  for name, value in arrays.items():
-    value = np.asarray(value)
-    if value.dtype == object:
-      raise TypeError(
-          f"array {name!r} has dtype object, which cannot be saved without "
-          "pickle; convert it to a numeric or fixed-width string array.")
-    clean[name] = value
-  np.savez(buffer, **clean)
-  npz_bytes = buffer.getvalue()
+  npz_bytes = _npz_bytes(arrays)
   json_bytes = json.dumps(dict(metadata), sort_keys=True, indent=1).encode()
   manifest = {
       "format": FORMAT,
@@ -90,7 +103,7 @@ def save(prefix: str, arrays: Mapping[str, np.ndarray],
           os.path.basename(json_path): sha256_hex(json_bytes),
       },
   }
-  manifest_bytes = json.dumps(manifest, sort_keys=True, indent=1).encode()
+  manifest_bytes = _canonical_json(manifest)
   _atomic_write(npz_path, npz_bytes)
   _atomic_write(json_path, json_bytes)
   _atomic_write(manifest_path, manifest_bytes)
@@ -131,6 +144,8 @@ def load(prefix: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
       raise TypeError(type(expected).__name__)
     if manifest["format"] != FORMAT:
       raise ValueError(f"format {manifest['format']!r} is not {FORMAT!r}")
+    if _canonical_json(manifest) != manifest_bytes:
+      raise ValueError("the manifest is not in its canonical form")
   except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
     raise TamperedFileError(
         f"{manifest_path} is not a valid jaxwm manifest ({e}); restore it "

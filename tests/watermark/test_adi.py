@@ -112,31 +112,33 @@ def test_keygen_with_a_given_trigger_set(keys, lookup_model):
     adi.keygen(11, 2, SHAPE, trigger_set=mk.triggers)
 
 
-def test_trigger_arrays_are_float_images_and_labels(keys):
+def test_trigger_arrays_are_the_stored_images_and_labels(keys):
   mk, _ = keys
   images, labels = adi.trigger_arrays(mk)
-  assert images.dtype == jnp.float32 and labels.dtype == jnp.int32
-  np.testing.assert_allclose(images, mk.triggers.images / 255.0, atol=1e-7)
+  assert images.dtype == jnp.uint8 and labels.dtype == jnp.int32
+  np.testing.assert_array_equal(images, mk.triggers.images)
   np.testing.assert_array_equal(labels, mk.triggers.labels)
 
 
-def test_batch_with_triggers_appends_k_distinct_triggers(keys):
+def test_batch_with_triggers_overwrites_the_last_k_rows(keys):
   mk, _ = keys
   trigger_images, trigger_labels = adi.trigger_arrays(mk)
-  images = jnp.zeros((6,) + SHAPE, jnp.float32)
-  labels = jnp.full((6,), 7, jnp.int32)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.integers(0, 256, (6,) + SHAPE, dtype=np.uint8))
+  labels = jnp.arange(6, dtype=jnp.int32) + 20
   mix = jax.jit(adi.batch_with_triggers, static_argnames="k")
   seen = set()
   for i in range(30):
     out_images, out_labels = mix(images, labels, trigger_images,
                                  trigger_labels, jax.random.key(i))
-    assert out_images.shape == (8,) + SHAPE and out_labels.shape == (8,)
-    np.testing.assert_array_equal(out_images[:6], images)
-    np.testing.assert_array_equal(out_labels[:6], labels)
+    assert out_images.shape == (6,) + SHAPE and out_labels.shape == (6,)
+    assert out_images.dtype == jnp.uint8 and out_labels.dtype == jnp.int32
+    np.testing.assert_array_equal(out_images[:4], images[:4])
+    np.testing.assert_array_equal(out_labels[:4], labels[:4])
     chosen = [int(np.flatnonzero((np.asarray(trigger_images) == image).all(
-        axis=(1, 2, 3)))[0]) for image in np.asarray(out_images[6:])]
+        axis=(1, 2, 3)))[0]) for image in np.asarray(out_images[4:])]
     assert chosen[0] != chosen[1]
-    np.testing.assert_array_equal(out_labels[6:],
+    np.testing.assert_array_equal(out_labels[4:],
                                   np.asarray(trigger_labels)[chosen])
     seen.update(chosen)
   assert seen == set(range(10))
@@ -145,14 +147,20 @@ def test_batch_with_triggers_appends_k_distinct_triggers(keys):
 def test_batch_with_triggers_bad_arguments(keys):
   mk, _ = keys
   trigger_images, trigger_labels = adi.trigger_arrays(mk)
-  labels = jnp.zeros((2,), jnp.int32)
+  images = jnp.zeros((4,) + SHAPE, jnp.uint8)
+  labels = jnp.zeros((4,), jnp.int32)
   key = jax.random.key(0)
-  with pytest.raises(ValueError, match="k must be in"):
-    adi.batch_with_triggers(jnp.zeros((2,) + SHAPE), labels, trigger_images,
+  with pytest.raises(ValueError, match=r"k must be in \[1, min\(n, B - 1\)\] = "
+                     r"\[1, 3\]"):
+    adi.batch_with_triggers(images, labels, trigger_images, trigger_labels,
+                            key, k=4)
+  big = jnp.zeros((16,) + SHAPE, jnp.uint8)
+  with pytest.raises(ValueError, match=r"\[1, 10\]"):
+    adi.batch_with_triggers(big, jnp.zeros((16,), jnp.int32), trigger_images,
                             trigger_labels, key, k=11)
-  with pytest.raises(TypeError, match="uint8"):
-    adi.batch_with_triggers(jnp.zeros((2,) + SHAPE, jnp.uint8), labels,
+  with pytest.raises(TypeError, match="float32"):
+    adi.batch_with_triggers(images.astype(jnp.float32), labels,
                             trigger_images, trigger_labels, key)
   with pytest.raises(ValueError, match="image shape"):
-    adi.batch_with_triggers(jnp.zeros((2, 4, 4, 1)), labels, trigger_images,
-                            trigger_labels, key)
+    adi.batch_with_triggers(jnp.zeros((4, 4, 4, 1), jnp.uint8), labels,
+                            trigger_images, trigger_labels, key)

@@ -228,7 +228,8 @@ def _write_malicious_key(prefix, marker, metadata):
       digests[os.path.basename(prefix) + suffix] = hashlib.sha256(
           f.read()).hexdigest()
   with open(prefix + ".manifest.json", "w") as f:
-    json.dump({"format": secure_files.FORMAT, "sha256": digests}, f)
+    json.dump({"format": secure_files.FORMAT, "sha256": digests}, f,
+              sort_keys=True, indent=1)
 
 
 @pytest.mark.parametrize("load, kind", [

@@ -1,0 +1,12 @@
+"""Dataset watermarks: triggers, poisoned-label marking and watermark keys."""
+
+from jaxwm.poison.poisoned_label import mark
+from jaxwm.poison.poisoned_label import PoisonedLabelConfig
+from jaxwm.poison.triggers import badnets_trigger
+from jaxwm.poison.triggers import blend
+from jaxwm.poison.triggers import BlendTrigger
+from jaxwm.poison.triggers import blended_trigger
+from jaxwm.poison.triggers import wanet_trigger
+from jaxwm.poison.triggers import warp
+from jaxwm.poison.triggers import WarpTrigger
+from jaxwm.poison.watermark_key import WatermarkKey

@@ -1,0 +1,159 @@
+"""Black-box dataset ownership verification (UBW paper, Section 4.2).
+
+Given only a suspect model's predicted probabilities, the owner samples m
+test images from the watermark's source classes (excluding the target class
+of a targeted watermark) that the suspect classifies correctly, queries the
+model on each image x and on its watermarked version G(x), and runs the
+one-sided paired t-test of :func:`jaxwm.verify.ttest.paired_ttest`.
+
+* Untargeted watermarks (UBW): P = the probability of the true label y;
+  the watermark lowers it, H1: P_b > P_m + tau (Proposition 1).
+* Targeted watermarks (BadNets, Blended, WaNet, ...): the watermark raises
+  the probability of the target label y_t, so the test runs on the
+  probability of *not* predicting it, P = 1 - f(.)_{y_t}; H1 then reads
+  f(G(x))_{y_t} > f(x)_{y_t} + tau, and Delta P is the rise of the target
+  probability.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from absl import logging
+import jax
+import numpy as np
+
+from jaxwm.data.dataset import Dataset
+from jaxwm.poison import triggers
+from jaxwm.poison.watermark_key import WatermarkKey
+from jaxwm.verify.ttest import paired_ttest
+from jaxwm.verify.ttest import PairedTTestResult
+
+PredictProba = Callable[[np.ndarray], np.ndarray]
+# Probabilities may exceed [0, 1] by float32 rounding; more is an error.
+_PROBABILITY_SLACK = 1e-5
+
+
+def _query(predict_proba: PredictProba, images: np.ndarray,
+           num_classes: int) -> np.ndarray:
+  """predict_proba on uint8 [B, H, W, C] images -> float64 [B, K] in [0, 1]."""
+  probabilities = np.asarray(
+      predict_proba(images.astype(np.float32) / 255.0), np.float64)
+  expected = (images.shape[0], num_classes)
+  if probabilities.shape != expected:
+    raise ValueError(
+        f"predict_proba returned shape {probabilities.shape}, expected "
+        f"{expected}: one probability vector over the K classes per image.")
+  if not np.all(np.isfinite(probabilities)) or (
+      probabilities.min() < -_PROBABILITY_SLACK or
+      probabilities.max() > 1 + _PROBABILITY_SLACK):
+    raise ValueError(
+        "predict_proba returned values outside [0, 1] or NaN; it must return "
+        "probabilities (apply softmax to logits).")
+  return np.clip(probabilities, 0.0, 1.0)
+
+
+def _eligible_indices(key: WatermarkKey, labels: np.ndarray) -> np.ndarray:
+  """Test samples from the source classes whose label is not the target."""
+  eligible = np.isin(labels, key.source_classes)
+  if key.targeted:
+    eligible &= labels != key.target_label
+  return np.flatnonzero(eligible)
+
+
+def _correctly_classified_sample(
+    predict_proba: PredictProba, test_dataset: Dataset,
+    candidates: np.ndarray, m: int, seed: int,
+    batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Up to m random candidates the model classifies correctly.
+
+  Walks the candidates in a seeded random order, querying the model batch by
+  batch, until m correct ones are found: a uniform sample of the correctly
+  classified candidates that spends few queries.
+
+  Returns:
+    (indices int64 [m'], benign probabilities float64 [m', K]), m' <= m.
+  """
+  order = candidates[np.asarray(
+      jax.random.permutation(jax.random.key(seed), candidates.size))]
+  chosen, probabilities = [], []
+  found = 0
+  for start in range(0, order.size, batch_size):
+    batch = order[start:start + batch_size]
+    batch_probabilities = _query(predict_proba, test_dataset.images[batch],
+                                 test_dataset.num_classes)
+    correct = np.argmax(batch_probabilities, axis=1) == (
+        test_dataset.labels[batch])
+    chosen.append(batch[correct])
+    probabilities.append(batch_probabilities[correct])
+    found += int(correct.sum())
+    if found >= m:
+      break
+  if not chosen:
+    return np.zeros(0, np.int64), np.zeros((0, test_dataset.num_classes))
+  return np.concatenate(chosen)[:m], np.concatenate(probabilities)[:m]
+
+
+def verify_dataset_ownership(predict_proba: PredictProba, key: WatermarkKey,
+                             test_dataset: Dataset, m: int = 100,
+                             tau: float = 0.25, seed: int = 0,
+                             batch_size: int = 256) -> PairedTTestResult:
+  """Tests whether a suspect model was trained on the watermarked dataset.
+
+  Args:
+    predict_proba: the black-box suspect: float images [B, H, W, C] in
+      [0, 1] -> probabilities [B, K].
+    key: the owner's WatermarkKey.
+    test_dataset: held-out images with true labels, same classes as the
+      watermarked training set.
+    m: how many images to test (100 in Appendix C.2); if fewer eligible
+      images are classified correctly, all of them are used (a warning is
+      logged) and the result's ``m`` says how many.
+    tau: the margin of H0 (Section 5.3 uses 0.25).
+    seed: seeds the random choice of test images.
+    batch_size: images per call of ``predict_proba``.
+
+  Returns:
+    The PairedTTestResult; the model is judged trained on the dataset when
+    its p-value is below the significance level.
+
+  Raises:
+    ValueError: fewer than 2 eligible, correctly classified test images,
+      or inputs that do not match the key.
+  """
+  if test_dataset.num_classes != key.num_classes:
+    raise ValueError(
+        f"the test set has {test_dataset.num_classes} classes but the key "
+        f"was made for {key.num_classes}; use a test set of the same task.")
+  triggers.check_trigger_fits(key.trigger, test_dataset.image_shape)
+  if int(m) < 2 or int(batch_size) < 1:
+    raise ValueError(f"m must be >= 2 and batch_size >= 1, got m={m}, "
+                     f"batch_size={batch_size}.")
+  candidates = _eligible_indices(key, test_dataset.labels)
+  indices, benign = _correctly_classified_sample(
+      predict_proba, test_dataset, candidates, int(m), int(seed),
+      int(batch_size))
+  if indices.size < 2:
+    raise ValueError(
+        f"only {indices.size} of the {candidates.size} test images from the "
+        f"source classes {key.source_classes} (target {key.target_label} "
+        "excluded) are classified correctly by the suspect model; the test "
+        "needs at least 2. Use a larger test set.")
+  if indices.size < m:
+    logging.warning("Only %d eligible, correctly classified test images; "
+                    "testing with m=%d instead of %d.", indices.size,
+                    indices.size, m)
+  marked = np.concatenate([
+      _query(predict_proba, key.apply_trigger_uint8(
+          test_dataset.images[indices[start:start + batch_size]]),
+             key.num_classes)
+      for start in range(0, indices.size, batch_size)])
+  if key.targeted:
+    p_benign = 1.0 - benign[:, key.target_label]
+    p_marked = 1.0 - marked[:, key.target_label]
+  else:
+    rows = np.arange(indices.size)
+    true_labels = test_dataset.labels[indices]
+    p_benign = benign[rows, true_labels]
+    p_marked = marked[rows, true_labels]
+  return paired_ttest(p_benign, p_marked, tau)
