@@ -105,32 +105,35 @@ def random_flip(images: jax.Array, key: jax.Array) -> jax.Array:
   return jnp.where(flip, images[:, :, ::-1], images)
 
 
-def _erasing_boxes(key: jax.Array, batch: int, height: int, width: int,
+def _erasing_boxes(uniform: jax.Array, height: int, width: int,
                    scale: tuple[float, float], ratio: tuple[float, float]
-                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Samples one rectangle per example (Zhong et al., Alg. 1, lines 5-14).
+                   ) -> jax.Array:
+  """One rectangle per example (Zhong et al., Alg. 1, lines 5-14).
+
+  Args:
+    uniform: U[0, 1) draws [B, 2 * ERASING_ATTEMPTS + 2].
 
   Returns:
-    (top [B], left [B], size [B, 2] = (h, w)) as int32; size (0, 0) when
-    none of the ERASING_ATTEMPTS candidates fits inside the image.
+    int32 [B, 4]: (top, left, h, w); h = w = 0 when none of the
+    ERASING_ATTEMPTS candidates fits inside the image.
   """
-  area_key, ratio_key, top_key, left_key = jax.random.split(key, 4)
-  shape = (batch, ERASING_ATTEMPTS)
-  area = height * width * jax.random.uniform(
-      area_key, shape, minval=scale[0], maxval=scale[1])
-  aspect = jnp.exp(jax.random.uniform(
-      ratio_key, shape, minval=math.log(ratio[0]), maxval=math.log(ratio[1])))
-  h = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
-  w = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
+  area_u, ratio_u = jnp.split(uniform[:, :-2], 2, axis=1)
+  area = height * width * (scale[0] + (scale[1] - scale[0]) * area_u)
+  log_ratio = (math.log(ratio[0]) +
+               (math.log(ratio[1]) - math.log(ratio[0])) * ratio_u)
+  h = jnp.round(jnp.sqrt(area * jnp.exp(log_ratio))).astype(jnp.int32)
+  w = jnp.round(jnp.sqrt(area * jnp.exp(-log_ratio))).astype(jnp.int32)
   fits = (h < height) & (w < width)
-  first = jnp.argmax(fits, axis=1)
+  first = jnp.argmax(fits, axis=1)[:, None]
   found = fits.any(axis=1)
-  h = jnp.where(found, jnp.take_along_axis(h, first[:, None], 1)[:, 0], 0)
-  w = jnp.where(found, jnp.take_along_axis(w, first[:, None], 1)[:, 0], 0)
-  # top ~ U{0, ..., height - h}, left ~ U{0, ..., width - w}.
-  top = jax.random.randint(top_key, (batch,), 0, height - h + 1)
-  left = jax.random.randint(left_key, (batch,), 0, width - w + 1)
-  return top, left, jnp.stack([h, w], axis=1)
+  h = jnp.where(found, jnp.take_along_axis(h, first, 1)[:, 0], 0)
+  w = jnp.where(found, jnp.take_along_axis(w, first, 1)[:, 0], 0)
+  # top ~ U{0, ..., height - h}, left ~ U{0, ..., width - w}; the minimum
+  # guards against u * n rounding up to n in float32.
+  top = jnp.minimum(jnp.floor(uniform[:, -2] * (height - h + 1)), height - h)
+  left = jnp.minimum(jnp.floor(uniform[:, -1] * (width - w + 1)), width - w)
+  top, left = top.astype(jnp.int32), left.astype(jnp.int32)
+  return jnp.stack([top, left, h, w], axis=1)
 
 
 def random_erasing(images: jax.Array, key: jax.Array, probability: float,
@@ -165,17 +168,17 @@ def random_erasing(images: jax.Array, key: jax.Array, probability: float,
   if isinstance(value, str) and value != "random":
     raise ValueError(f"value={value!r}; use a number or 'random'.")
   batch, height, width, _ = images.shape
-  box_key, apply_key, fill_key = jax.random.split(key, 3)
-  top, left, size = _erasing_boxes(box_key, batch, height, width, scale, ratio)
-  apply = jax.random.bernoulli(apply_key, probability, (batch,))
-  rows = jnp.arange(height)[None, :, None]
-  cols = jnp.arange(width)[None, None, :]
-  inside = ((rows >= top[:, None, None]) &
-            (rows < (top + size[:, 0])[:, None, None]) &
-            (cols >= left[:, None, None]) &
-            (cols < (left + size[:, 1])[:, None, None]))
-  mask = (inside & apply[:, None, None])[..., None]
-  if value == "random":
+  draw_key, fill_key = jax.random.split(key)
+  # Column 0 decides whether to erase, the others draw the rectangle.
+  uniform = jax.random.uniform(draw_key, (batch, 2 * ERASING_ATTEMPTS + 3))
+  top, left, h, w = (b[:, None, None] for b in _erasing_boxes(
+      uniform[:, 1:], height, width, scale, ratio).T)
+  rows = jnp.arange(height)[:, None]
+  cols = jnp.arange(width)[None, :]
+  inside = ((rows >= top) & (rows < top + h) &
+            (cols >= left) & (cols < left + w))
+  mask = (inside & (uniform[:, :1, None] < probability))[..., None]
+  if isinstance(value, str):
     fill = jax.random.uniform(fill_key, images.shape, images.dtype)
   else:
     fill = jnp.asarray(value, images.dtype)

@@ -12,7 +12,8 @@ from jaxwm.models import common
 
 
 class CNN(nn.Module):
-  """Two conv blocks (conv-BN-ReLU x2, max-pool) and a dense layer.
+  """Two conv blocks (``convs_per_block`` x conv-BN-ReLU, then max-pool) and a
+  dense layer.
 
   Input float [B, H, W, C] in [0, 1]; output logits [B, num_classes]. Sows
   ``block1``, ``block2`` (feature maps) and ``features`` [B, dense_width].
@@ -20,6 +21,7 @@ class CNN(nn.Module):
 
   num_classes: int
   width: int = 32
+  convs_per_block: int = 1
   dense_width: int = 256
   dtype: Any = jnp.float32
 
@@ -27,7 +29,7 @@ class CNN(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = common.normalize(x, self.dtype)
     for block, channels in enumerate((self.width, 2 * self.width), start=1):
-      for _ in range(2):
+      for _ in range(self.convs_per_block):
         x = nn.Conv(channels, (3, 3), use_bias=False, dtype=self.dtype)(x)
         x = nn.relu(common.batch_norm(train, self.dtype)(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")

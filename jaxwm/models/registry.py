@@ -7,10 +7,16 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxwm.models import cnn
+from jaxwm.models import cnn, resnet, vgg, wrn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "cnn": cnn.CNN,
+    "resnet18": resnet.resnet18,
+    "resnet34": resnet.resnet34,
+    "vgg16_bn": vgg.vgg16_bn,
+    "vgg19_bn": vgg.vgg19_bn,
+    "wrn16_4": wrn.wrn16_4,
+    "wrn28_10": wrn.wrn28_10,
 }
 
 
