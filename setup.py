@@ -26,7 +26,7 @@ setuptools.setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "matplotlib>=3.8"],
+        "dev": ["pytest>=8.0", "matplotlib>=3.8"],
         "tfds": ["tensorflow-datasets>=4.9.6", "array_record>=0.5"],
         "bench": ["torch>=2.4", "torchvision>=0.19"],
     },

@@ -1,0 +1,69 @@
+"""Adi et al. model watermark and its removal attacks:
+``--config=configs/model_watermark.py:VARIANT``.
+
+VARIANT is ``adi_fromscratch`` or ``adi_pretrained`` followed by the
+variant of ``configs/train.py`` (a dataset, optionally a model, optionally
+``runlocal``), e.g. ``adi_fromscratch,fashion_mnist`` or
+``adi_pretrained,digits,runlocal``.
+
+The training recipe is that of ``configs/train.py`` with the paper's step
+schedule (Section 4.6: the learning rate divided by ten after each third of
+training) so that "the last learning rate that was used during training",
+which every fine-tuning run uses, is well defined.
+"""
+
+import ml_collections
+
+from configs import train as train_configs
+
+MODES = {"adi_fromscratch": "fromscratch", "adi_pretrained": "pretrained"}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  mode, _, rest = (arg or "adi_fromscratch,fashion_mnist").partition(",")
+  if mode not in MODES:
+    raise ValueError(
+        f"config variant {arg!r} must start with one of {', '.join(MODES)}, "
+        "e.g. adi_fromscratch,fashion_mnist.")
+  config = train_configs.base_config(rest)
+  runlocal = "runlocal" in rest.split(",")
+  epochs = config.train.num_epochs
+  config.train.schedule = "step"
+  config.train.milestones = (epochs // 3, 2 * epochs // 3) if epochs >= 3 else ()
+
+  config.watermark = ml_collections.ConfigDict(dict(
+      mode=MODES[mode],
+      num_triggers=100,             # n, Section 4.2.
+      triggers_per_batch=2,         # k, Section 4.1.
+      trigger_seed=ml_collections.config_dict.placeholder(int),  # None: secret.
+      alpha=0.01,
+      # PRETRAINED: continue training the non-marked model with the triggers.
+      pretrained_epochs=max(1, epochs // 3),
+      pretrained_learning_rate=config.train.learning_rate * config.train.gamma,
+  ))
+  config.attack = ml_collections.ConfigDict(dict(
+      held_out_fraction=0.2,        # the attacker's share of the training set.
+      names=("ftll", "ftal", "rtll", "rtal"),
+      num_epochs=epochs,            # as many as training (Section 4.4).
+      # None: the last learning rate of config.train (Section 4.6).
+      learning_rate=ml_collections.config_dict.placeholder(float),
+  ))
+  config.piracy = ml_collections.ConfigDict(dict(
+      enabled=True,
+      num_triggers=100,             # TS-NEW.
+      attacks=("ftal", "rtal"),     # run on the pirated model (Figure 7).
+  ))
+  config.transfer = ml_collections.ConfigDict(dict(
+      enabled=True,
+      dataset="digits",             # resized to the source image shape.
+      num_epochs=20,                # Section 4.4: "another 20 epochs".
+      learning_rate=ml_collections.config_dict.placeholder(float),
+  ))
+  if runlocal:
+    config.train.batch_size = 32
+    config.watermark.num_triggers = 20
+    config.attack.held_out_fraction = 0.5
+    config.attack.num_epochs = 1
+    config.piracy.num_triggers = 20
+    config.transfer.num_epochs = 1
+  return config

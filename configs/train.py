@@ -1,0 +1,77 @@
+"""Train a classifier: ``--config=configs/train.py:VARIANT``.
+
+VARIANT is a comma list of a dataset (``digits``, ``fashion_mnist``, or any
+``tfds:NAME`` such as ``tfds:cifar10``), optionally a model (``cnn``,
+``resnet18``, ``resnet34``, ``vgg16_bn``, ``vgg19_bn``, ``wrn16_4``,
+``wrn28_10``) and optionally ``runlocal`` (a tiny, fast smoke run), e.g.
+``fashion_mnist,cnn`` or ``fashion_mnist,resnet18,runlocal``.
+"""
+
+import ml_collections
+
+MODELS = ("cnn", "resnet18", "resnet34", "vgg16_bn", "vgg19_bn", "wrn16_4",
+          "wrn28_10")
+
+
+def parse_variant(arg: str | None) -> tuple[str, str | None, bool]:
+  """``"fashion_mnist,resnet18,runlocal"`` -> (dataset, model, runlocal)."""
+  parts = [p for p in (arg or "fashion_mnist").split(",") if p]
+  runlocal = "runlocal" in parts
+  models = [p for p in parts if p in MODELS]
+  datasets = [p for p in parts if p not in MODELS and p != "runlocal"]
+  if len(datasets) != 1 or len(models) > 1:
+    raise ValueError(
+        f"config variant {arg!r} must name one dataset, at most one model "
+        f"({', '.join(MODELS)}) and optionally runlocal.")
+  return datasets[0], (models[0] if models else None), runlocal
+
+
+def training_config(model: str) -> ml_collections.ConfigDict:
+  """The optimisation recipe for ``model`` (shared by every launcher)."""
+  small = model == "cnn"
+  return ml_collections.ConfigDict(dict(
+      batch_size=128,
+      num_epochs=12 if small else 30,
+      optimizer="sgd",
+      learning_rate=0.05 if small else 0.1,
+      momentum=0.9,
+      nesterov=True,
+      weight_decay=5e-4,
+      schedule="cosine",
+      milestones=(),
+      gamma=0.1,
+      warmup_epochs=0.0,
+      dtype="float32",
+      augment=dict(shift=2, flip=True, erasing=0.0),
+      checkpoint_every_epochs=1,
+      log_every_steps=100,
+  ))
+
+
+def base_config(arg: str | None) -> ml_collections.ConfigDict:
+  """Dataset, model, seed and training recipe for a variant string."""
+  dataset, model, runlocal = parse_variant(arg)
+  model = model or "cnn"
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.dataset = dataset
+  config.data_dir = ml_collections.config_dict.placeholder(str)
+  config.model = model
+  config.model_kwargs = ml_collections.ConfigDict()
+  config.train_fraction = 1.0
+  config.eval_batch_size = 1000
+  config.train = training_config(model)
+  if dataset == "digits":
+    config.train.batch_size = 64
+    config.train.num_epochs = 40
+    config.train.augment.shift = 1
+    config.train.augment.flip = False
+  if runlocal:
+    config.train_fraction = 0.1
+    config.train.num_epochs = 1
+    config.train.log_every_steps = 10
+  return config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return base_config(arg)

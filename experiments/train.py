@@ -1,0 +1,22 @@
+r"""Trains and evaluates a classifier.
+
+  python -m experiments.train --config=configs/train.py:fashion_mnist,cnn \
+      --workdir=/tmp/fmnist --output_json=/tmp/fmnist.json
+"""
+
+from absl import app
+
+from jaxwm import launch
+from jaxwm.train import recipe
+
+launch.define_flags("configs/train.py")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  launch.run("train", recipe.train_and_evaluate)
+
+
+if __name__ == "__main__":
+  app.run(main)
