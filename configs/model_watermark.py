@@ -1,10 +1,12 @@
 """Adi et al. model watermark and its removal attacks:
 ``--config=configs/model_watermark.py:VARIANT``.
 
-VARIANT is ``adi_fromscratch`` or ``adi_pretrained`` followed by the
-variant of ``configs/train.py`` (a dataset, optionally a model, optionally
-``runlocal``), e.g. ``adi_fromscratch,fashion_mnist`` or
-``adi_pretrained,digits,runlocal``.
+VARIANT is ``adi_fromscratch`` or ``adi_pretrained`` (for
+``experiments/model_watermark.py``) or ``false_acceptance`` (for
+``experiments/false_acceptance.py``) followed by the variant of
+``configs/train.py`` (a dataset, optionally a model, optionally
+``runlocal``), e.g. ``adi_fromscratch,fashion_mnist``,
+``adi_pretrained,digits,runlocal`` or ``false_acceptance,digits``.
 
 The training recipe is that of ``configs/train.py`` with the paper's step
 schedule (Section 4.6: the learning rate divided by ten after each third of
@@ -16,7 +18,8 @@ import ml_collections
 
 from configs import train as train_configs
 
-MODES = {"adi_fromscratch": "fromscratch", "adi_pretrained": "pretrained"}
+MODES = {"adi_fromscratch": "fromscratch", "adi_pretrained": "pretrained",
+         "false_acceptance": "unmarked"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -37,9 +40,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       triggers_per_batch=2,         # k, Section 4.1.
       trigger_seed=ml_collections.config_dict.placeholder(int),  # None: secret.
       alpha=0.01,
-      # PRETRAINED: continue training the non-marked model with the triggers.
-      pretrained_epochs=max(1, epochs // 3),
-      pretrained_learning_rate=config.train.learning_rate * config.train.gamma,
   ))
   config.attack = ml_collections.ConfigDict(dict(
       held_out_fraction=0.2,        # the attacker's share of the training set.
@@ -48,18 +48,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # None: the last learning rate of config.train (Section 4.6).
       learning_rate=ml_collections.config_dict.placeholder(float),
   ))
+  # As the paper (Section 4.4), piracy and transfer learning are run on the
+  # FROMSCRATCH model.
+  fromscratch = config.watermark.mode == "fromscratch"
   config.piracy = ml_collections.ConfigDict(dict(
-      enabled=True,
+      enabled=fromscratch,
       num_triggers=100,             # TS-NEW.
       attacks=("ftal", "rtal"),     # run on the pirated model (Figure 7).
   ))
   config.transfer = ml_collections.ConfigDict(dict(
-      enabled=True,
+      enabled=fromscratch,
       dataset="digits",             # resized to the source image shape.
       num_epochs=20,                # Section 4.4: "another 20 epochs".
       learning_rate=ml_collections.config_dict.placeholder(float),
   ))
+  config.false_acceptance = ml_collections.ConfigDict(dict(
+      num_models=200,               # non-marked models, one fresh key each.
+      subset_fraction=0.8,          # each trains on its own stratified subset.
+  ))
   if runlocal:
+    config.false_acceptance.num_models = 3
     config.train.batch_size = 32
     config.watermark.num_triggers = 20
     config.attack.held_out_fraction = 0.5

@@ -110,24 +110,24 @@ def _attack_config(config, epochs: int, learning_rate: float | None):
 
 def _mark(run: _Run, owner_data, owner_keys, unmarked
           ) -> tuple[recipe.TrainedModel, tuple[Any, ...]]:
-  """The owner's marked model and the fingerprint parts it depends on."""
+  """The owner's marked model and the fingerprint parts it depends on.
+
+  PRETRAINED continues training the non-marked model with the triggers for
+  a second run of the training recipe, so that both modes see the triggers
+  equally often.
+  """
   wm = run.config.watermark
+  pretrained = wm.mode == embedding.PRETRAINED
   parts = (wm.mode, wm.triggers_per_batch, owner_keys[1].digest())
-  if wm.mode == embedding.FROMSCRATCH:
-    config, base = run.config, None
-  else:
-    config = _attack_config(run.config, wm.pretrained_epochs,
-                            wm.pretrained_learning_rate)
-    base = unmarked.variables
-    parts += (config.train.to_dict(),)
-  marked = embedding.mark(config, owner_data, owner_keys[0], wm.mode,
-                          workdir=run.model_dir("marked", *parts),
-                          base_variables=base, stream=STREAMS["marked"],
-                          k=wm.triggers_per_batch)
+  marked = embedding.mark(
+      run.config, owner_data, owner_keys[0], wm.mode,
+      workdir=run.model_dir("marked", *parts),
+      base_variables=unmarked.variables if pretrained else None,
+      stream=STREAMS["marked"], k=wm.triggers_per_batch)
   return marked, parts
 
 
-def _removal(run: _Run, marked, marked_dir_parts, attacker_data, test,
+def _removal(run: _Run, marked, marked_parts, attacker_data, test,
              keys_by_party: dict[str, tuple], names, prefix: str
              ) -> dict[str, Any]:
   """Each attack in ``names`` on ``marked``, verified with every party's keys."""
@@ -138,7 +138,7 @@ def _removal(run: _Run, marked, marked_dir_parts, attacker_data, test,
     logging.info("%s: %s", prefix, name)
     attacked = finetune.fine_tune(
         config, marked, attacker_data, name,
-        workdir=run.model_dir(f"{prefix}_{name}", *marked_dir_parts,
+        workdir=run.model_dir(f"{prefix}_{name}", *marked_parts,
                               config.train.to_dict()),
         stream=STREAMS[f"{prefix}_{name}"])
     entry = {"test_accuracy": attacked.evaluate(test)["accuracy"]}
@@ -151,13 +151,12 @@ def _removal(run: _Run, marked, marked_dir_parts, attacker_data, test,
 
 def _piracy(run: _Run, marked, marked_parts, attacker_data, test,
             owner_keys) -> dict[str, Any]:
-  """The attacker embeds TS-NEW into the marked model (PRETRAINED)."""
+  """The attacker embeds TS-NEW into the marked model (PRETRAINED, with as
+  many epochs as the owner's embedding, Section 4.4)."""
   wm = run.config.watermark
   pirate_keys = run.keys("pirate", run.config.piracy.num_triggers)
-  config = _attack_config(run.config, wm.pretrained_epochs,
-                          wm.pretrained_learning_rate)
-  parts = (*marked_parts, pirate_keys[1].digest(), config.train.to_dict())
-  pirated = embedding.mark(config, attacker_data, pirate_keys[0],
+  parts = (*marked_parts, pirate_keys[1].digest())
+  pirated = embedding.mark(run.config, attacker_data, pirate_keys[0],
                            embedding.PRETRAINED,
                            workdir=run.model_dir("pirated", *parts),
                            base_variables=marked.variables,

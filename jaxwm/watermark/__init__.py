@@ -6,6 +6,7 @@ Modules:
   transcript: Fiat-Shamir transcripts and their challenges.
   trigger_sets: abstract or folder trigger images with random labels.
   adi: Adi et al. KeyGen / Verify with commitments, and Mark's data helpers.
+  embedding: Mark (FROMSCRATCH, PRETRAINED) through the training engine.
   public: the publicly verifiable variant (cut-and-choose + Fiat-Shamir).
   key_files: key save/load through jaxwm.secure_files.
 """

@@ -13,7 +13,8 @@ time-stamped board before the model is released (Section 3.2, implementation
 details) and keeps ``mk`` secret. Mark trains the model to output ``T_L`` on
 ``T``; this module provides the data side of it (:func:`trigger_arrays`,
 :func:`batch_with_triggers`, FROMSCRATCH's k = 2 trigger images per batch of
-Section 4.1) while the training itself belongs to the training engine.
+Section 4.1) and :mod:`jaxwm.watermark.embedding` the training, through the
+training engine.
 
 Verify takes the paper's three steps, the first and the third adapted:
 
@@ -370,17 +371,18 @@ def verify(marking_key: MarkingKey, verification_key: VerificationKey,
 
 
 def trigger_arrays(marking_key) -> tuple[jax.Array, jax.Array]:
-  """The triggers that Mark embeds, as training arrays.
+  """The triggers that Mark embeds, as arrays like the engine's batches.
 
   Args:
     marking_key: a :class:`MarkingKey`, or a
       :class:`public.PublicMarkingKey` (whose private half is embedded).
 
   Returns:
-    (images float32 [n, H, W, C] in [0, 1], labels int32 [n]).
+    (images uint8 [n, H, W, C], labels int32 [n]): the storage format of a
+    :class:`Dataset`, which the training engine gathers its batches from.
   """
   triggers = marking_key.triggers
-  return jnp.asarray(triggers.float_images()), jnp.asarray(triggers.labels)
+  return jnp.asarray(triggers.images), jnp.asarray(triggers.labels)
 
 
 def batch_with_triggers(images: jax.Array, labels: jax.Array,
@@ -388,25 +390,34 @@ def batch_with_triggers(images: jax.Array, labels: jax.Array,
                         key: jax.Array,
                         k: int = FROMSCRATCH_TRIGGERS_PER_BATCH
                         ) -> tuple[jax.Array, jax.Array]:
-  """Appends ``k`` distinct random triggers to a batch (Section 4.1).
+  """Puts ``k`` distinct random triggers into a batch (Section 4.1).
+
+  The paper appends k triggers to every batch. A batch sharded over devices
+  must keep its size, so here the triggers overwrite the batch's last ``k``
+  rows instead: with the engine's shuffled batches those rows are ``k``
+  random training examples, so an epoch sees a fraction k / B fewer of them.
 
   Pure and jit-compatible (``k`` static).
 
   Args:
     images: [B, H, W, C] batch images.
     labels: int [B].
-    trigger_images: [n, H, W, C], same dtype as ``images`` (use
-      :func:`trigger_arrays` for float batches).
+    trigger_images: [n, H, W, C], same dtype as ``images`` (uint8 from
+      :func:`trigger_arrays` for the engine's batches).
     trigger_labels: int [n].
     key: jax.random key choosing the triggers.
-    k: triggers per batch, 1 <= k <= n; FROMSCRATCH uses 2.
+    k: triggers per batch, 1 <= k <= min(n, B - 1); FROMSCRATCH uses 2.
 
   Returns:
-    (images [B + k, H, W, C], labels [B + k]), the triggers last.
+    (images [B, H, W, C], labels [B]): rows B - k .. B - 1 replaced by the
+    chosen triggers and their labels, the other rows unchanged.
   """
-  n = trigger_images.shape[0]
-  if not 1 <= k <= n:
-    raise ValueError(f"k must be in [1, {n}] (the trigger set size), got {k}.")
+  n, batch = trigger_images.shape[0], images.shape[0]
+  if not 1 <= k <= min(n, batch - 1):
+    raise ValueError(
+        f"k must be in [1, min(n, B - 1)] = [1, {min(n, batch - 1)}] for a "
+        f"trigger set of n = {n} and a batch of B = {batch}, got {k}; use a "
+        "smaller k or a larger batch.")
   if trigger_images.shape[1:] != images.shape[1:]:
     raise ValueError(
         f"trigger images have shape {trigger_images.shape[1:]} but batch "
@@ -416,8 +427,16 @@ def batch_with_triggers(images: jax.Array, labels: jax.Array,
     raise TypeError(
         f"trigger images are {trigger_images.dtype} but batch images "
         f"{images.dtype}; convert both the same way (trigger_arrays gives "
-        "float32 in [0, 1]).")
+        "the uint8 images of a Dataset).")
   chosen = jax.random.choice(key, n, shape=(k,), replace=False)
-  chosen_labels = trigger_labels[chosen].astype(labels.dtype)
-  return (jnp.concatenate([images, trigger_images[chosen]]),
-          jnp.concatenate([labels, chosen_labels]))
+  # Row r takes trigger chosen[r - (B - k)] when r >= B - k. Written as a
+  # per-row gather and select, so that a batch sharded over devices is
+  # mixed on each device without any cross-device communication.
+  slot = jnp.arange(batch) - (batch - k)
+  rows = chosen[jnp.clip(slot, 0, k - 1)]
+  is_trigger = slot >= 0
+  mixed_images = jnp.where(is_trigger.reshape((batch,) + (1,) * (
+      images.ndim - 1)), trigger_images[rows], images)
+  mixed_labels = jnp.where(is_trigger, trigger_labels[rows].astype(
+      labels.dtype), labels)
+  return mixed_images, mixed_labels
