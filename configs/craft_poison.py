@@ -1,0 +1,87 @@
+"""Crafted poisons: ``--config=configs/craft_poison.py:VARIANT``.
+
+VARIANT is a method followed by the variant of ``configs/train.py`` (a
+dataset, optionally a model, optionally ``runlocal``), e.g.
+``availability,fashion_mnist``, ``ubw_c,fashion_mnist,cnn,runlocal``.
+Methods:
+
+* ``availability`` (Fowl et al.): eps = 8/255 (``--config.poison.epsilon=16``
+  for 16/255), 240 signed-Adam steps, 8 restarts, differentiable shift and
+  flip while crafting (Section 3.1);
+* ``tensorclog`` and ``random_noise``: the baselines of Section 3.3 with
+  the same budget;
+* ``ubw_c`` (UBW paper, Appendix B-C.1): gamma = 0.1, source class 0,
+  lambda = 2, eps = 16/255, 5 rounds of 40 crafting steps with the
+  surrogate retrained from scratch between rounds;
+* ``sleeper_agent``: the same, targeted at label 1, perturbing only
+  target-class images.
+
+``poison.epsilon`` and ``defense.noise_epsilon`` are in units of 1/255. The
+surrogate, every retrained surrogate and the victims use the ``train``
+recipe of ``configs/train.py``; ``defense`` selects a training-time defence
+for the victims (Fowl et al., Table 5): ``gaussian_smoothing``,
+``additive_noise`` or ``dp_sgd``.
+"""
+
+import ml_collections
+
+from configs import train as train_configs
+
+AVAILABILITY = ("availability", "tensorclog", "random_noise")
+WATERMARKS = ("ubw_c", "sleeper_agent")
+METHODS = AVAILABILITY + WATERMARKS
+DEFENSES = ("none", "gaussian_smoothing", "additive_noise", "dp_sgd")
+
+
+def poison_config(method: str) -> ml_collections.ConfigDict:
+  """The crafting loop's settings (fields of ``crafting.CraftConfig``)."""
+  watermark = method in WATERMARKS
+  return ml_collections.ConfigDict(dict(
+      epsilon=16 if watermark else 8,
+      steps=200 if watermark else 240,
+      restarts=1 if watermark else 8,
+      learning_rate=0.025,
+      milestones=(3 / 8, 5 / 8, 7 / 8),
+      gamma=0.1,
+      batch_size=128,
+      augment=dict(shift=2, flip=True),
+      independent=False,
+      regularizers=dict(l2=0.0, tv=0.0, ssim=0.0),
+      retrain_every=40 if watermark else 0,
+      checkpoint_every=10,
+      log_every=10,
+      # Availability: share of the training set for the target gradient.
+      target_fraction=1.0,
+  ))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  method, _, rest = (arg or "availability,fashion_mnist").partition(",")
+  if method not in METHODS:
+    raise ValueError(
+        f"config variant {arg!r} must start with one of {', '.join(METHODS)}, "
+        "e.g. availability,fashion_mnist.")
+  config = train_configs.base_config(rest)
+  runlocal = "runlocal" in rest.split(",")
+  config.method = method
+  config.poison = poison_config(method)
+  config.watermark = ml_collections.ConfigDict(dict(
+      poison_rate=0.1, source_class=0, target_label=1, lam=2.0,
+      selection="gradient_norm", selection_batch_size=64,
+      patch_size=ml_collections.config_dict.placeholder(int),
+      patch_pattern="checkerboard"))
+  # Independent-T queries the watermarked model with a different trigger.
+  config.independent_trigger = ml_collections.ConfigDict(dict(
+      patch_position=(0, 0), patch_pattern="white"))
+  config.verify = ml_collections.ConfigDict(dict(m=100, tau=0.25, seed=0))
+  config.defense = ml_collections.ConfigDict(dict(
+      name="none", smoothing_radius=2, smoothing_sigma=1.0, noise_epsilon=8,
+      dp_l2_clip=0.1, dp_noise_multiplier=0.01))
+  if runlocal:
+    config.poison.steps = 4
+    config.poison.restarts = 1
+    config.poison.retrain_every = 2 if method in WATERMARKS else 0
+    config.poison.checkpoint_every = 2
+    config.poison.log_every = 1
+    config.verify.m = 20
+  return config

@@ -1,0 +1,458 @@
+"""The crafting loop shared by every gradient-alignment poison in jaxwm.
+
+Fowl et al., Appendix A.1 (Algorithm 1), with the machinery of the
+gradient-matching attacks it adapts (restarts, signed Adam, differentiable
+augmentation) and the bi-level rounds of UBW-C and Sleeper Agent (UBW paper,
+Appendix B):
+
+1. For each of ``restarts`` trials, draw delta ~ U[-eps, eps] (projected).
+2. For ``steps`` steps: for every batch of perturbed samples, evaluate the
+   objective (:mod:`jaxwm.poison.alignment`) on aug(x + delta) and its
+   derivative in delta; then take one Adam step on sign(d objective /
+   d delta) for all samples at once, the learning rate divided by ``gamma``
+   at each milestone (fractions of ``steps``), and project delta onto the
+   l_inf ball of radius eps and onto the image box, x + delta in [0, 1].
+3. Every ``retrain_every`` steps (bi-level rounds), retrain the surrogate
+   from scratch on the current poisoned set and recompute the target
+   gradient.
+4. Keep the trial whose last step had the lowest objective.
+
+The crafting step on one batch (the objective, its derivative in delta, the
+signed-Adam update and the projection) is one jit-compiled function
+(:func:`make_craft_step`); a step over all perturbed samples dispatches it
+once per batch, without waiting for the device. The perturbed samples, their
+deltas and Adam moments live on the devices as [num_batches, B, H, W, C]
+arrays split along ``"data"`` like training batches and updated in place;
+the surrogate and the target gradient are replicated. With a
+``workdir`` the loop state (delta, Adam moments, best trial, surrogate) is
+checkpointed with :class:`jaxwm.train.Checkpointer`, and a killed run
+resumes where it stopped and ends with the same poisons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import Mesh
+
+from jaxwm.data import augment as augment_lib
+from jaxwm.poison import alignment
+from jaxwm.poison.alignment_regularizers import Regularizers
+from jaxwm.train import sharding
+from jaxwm.train.checkpoint import Checkpointer
+from jaxwm.train.step import to_float_images
+
+OBJECTIVES = ("alignment", "gradient_norm")
+# Adam's constants (the defaults of Kingma & Ba, and of the reference code).
+_ADAM_B1 = 0.9
+_ADAM_B2 = 0.999
+_ADAM_EPS = 1e-8
+# (restart, round, poisoned uint8 images [M, H, W, C]) -> surrogate variables.
+RetrainFn = Callable[[int, int, np.ndarray], Any]
+# (restart, step, objective) after every step; for progress and tests.
+StepCallback = Callable[[int, int, float], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class CraftConfig:
+  """Hyper-parameters of the crafting loop (defaults: Fowl et al., Sec. 3.1).
+
+  Attributes:
+    epsilon: l_inf radius of delta in pixel units of [0, 1] (8/255, 16/255).
+    steps: signed-Adam steps per restart (240).
+    restarts: independent trials; the best is kept (8).
+    learning_rate: Adam step size in pixel units (0.025 = the reference's
+      0.1 in input-standardised units, as jaxwm models divide by 0.25).
+    milestones: fractions of ``steps`` at which the rate is multiplied by
+      ``gamma`` (3/8, 5/8, 7/8).
+    gamma: the decay factor.
+    batch_size: perturbed samples per batch of the objective.
+    augment: differentiable augmentation applied to x + delta while
+      crafting (shift and flip, as in training).
+    objective: ``"alignment"`` (Eq. 3) or ``"gradient_norm"`` (TensorClog).
+    independent: detach the denominator of Eq. 3 (Appendix A.7).
+    regularizers: visibility penalties (Appendix A.8).
+    retrain_every: retrain the surrogate every this many steps (bi-level
+      rounds of UBW-C and Sleeper Agent); 0 never.
+    checkpoint_every: checkpoint every this many steps (and after each
+      restart) when a workdir is given.
+    log_every: progress line interval in steps.
+  """
+
+  epsilon: float
+  steps: int = 240
+  restarts: int = 8
+  learning_rate: float = 0.025
+  milestones: tuple[float, ...] = (3 / 8, 5 / 8, 7 / 8)
+  gamma: float = 0.1
+  batch_size: int = 128
+  augment: augment_lib.AugmentConfig = augment_lib.AugmentConfig(
+      shift=2, flip=True)
+  objective: str = "alignment"
+  independent: bool = False
+  regularizers: Regularizers = Regularizers()
+  retrain_every: int = 0
+  checkpoint_every: int = 10
+  log_every: int = 10
+
+  def __post_init__(self):
+    if not 0.0 < self.epsilon <= 1.0:
+      raise ValueError(
+          f"epsilon={self.epsilon} must be in (0, 1] (pixel units: 8/255 is "
+          f"{8 / 255:.4f}).")
+    if self.steps < 1 or self.restarts < 1 or self.batch_size < 1:
+      raise ValueError(
+          f"steps={self.steps}, restarts={self.restarts} and batch_size="
+          f"{self.batch_size} must all be >= 1.")
+    if self.objective not in OBJECTIVES:
+      raise ValueError(f"objective {self.objective!r} is unknown; use one of "
+                       f"{OBJECTIVES}.")
+    if any(not 0.0 < m < 1.0 for m in self.milestones):
+      raise ValueError(f"milestones {self.milestones} must be fractions of "
+                       "the steps, in (0, 1).")
+    if self.retrain_every < 0 or self.checkpoint_every < 1:
+      raise ValueError(
+          f"retrain_every={self.retrain_every} must be >= 0 and "
+          f"checkpoint_every={self.checkpoint_every} >= 1.")
+    object.__setattr__(self, "milestones", tuple(self.milestones))
+
+  def schedule(self) -> optax.Schedule:
+    """The step-decay learning-rate schedule of the signed Adam."""
+    return optax.piecewise_constant_schedule(
+        self.learning_rate,
+        {max(1, int(m * self.steps)): self.gamma for m in self.milestones})
+
+
+@flax.struct.dataclass
+class CraftState:
+  """Everything the crafting loop carries from one step to the next.
+
+  Attributes:
+    restart: int32 scalar, the current trial.
+    step: int32 scalar, steps done in the current trial.
+    round: int32 scalar, the bi-level round the surrogate belongs to.
+    delta: float32 [num_batches, B, H, W, C], the current perturbations.
+    adam_mu: float32 like delta, Adam's first moment of sign(gradient).
+    adam_nu: float32 like delta, its second moment.
+    loss: float32 scalar, the objective at the trial's last step.
+    best_delta: float32 like delta, the best finished trial so far.
+    best_loss: float32 scalar, its objective (+inf before any).
+    variables: the surrogate's variables for the current round.
+  """
+
+  restart: jax.Array
+  step: jax.Array
+  round: jax.Array
+  delta: jax.Array
+  adam_mu: jax.Array
+  adam_nu: jax.Array
+  loss: jax.Array
+  best_delta: jax.Array
+  best_loss: jax.Array
+  variables: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class CraftResult:
+  """The crafted perturbations.
+
+  Attributes:
+    delta: float32 [M, H, W, C], the best trial's perturbations; x + delta
+      is in [0, 1] and |delta| <= epsilon.
+    loss: the best trial's objective at its last step.
+  """
+
+  delta: np.ndarray
+  loss: float
+
+
+def project(delta: jax.Array, images: jax.Array, epsilon: float) -> jax.Array:
+  """Projects onto |delta| <= epsilon and 0 <= images + delta <= 1.
+
+  Args:
+    delta: float [..., H, W, C].
+    images: float in [0, 1], the same shape.
+    epsilon: the l_inf radius.
+  """
+  delta = jnp.clip(delta, -epsilon, epsilon)
+  return jnp.clip(delta, -images, 1.0 - images)
+
+
+def quantize(images: np.ndarray, delta: np.ndarray,
+             epsilon: float) -> np.ndarray:
+  """Stores x + delta as uint8, still within the epsilon ball.
+
+  Args:
+    images: uint8 [M, H, W, C], the clean images.
+    delta: float [M, H, W, C].
+    epsilon: the l_inf radius in [0, 1] units.
+
+  Returns:
+    uint8 [M, H, W, C]: round(255 (x + delta)), each pixel within
+    floor(255 epsilon) levels of the clean one.
+  """
+  levels = math.floor(255 * epsilon + 1e-6)
+  clean = images.astype(np.int32)
+  poisoned = np.rint((images.astype(np.float32) / 255.0 + delta) * 255.0)
+  poisoned = np.clip(poisoned, clean - levels, clean + levels)
+  return np.clip(poisoned, 0, 255).astype(np.uint8)
+
+
+def make_craft_step(model, config: CraftConfig, mesh: Mesh | None = None):
+  """The compiled crafting step on one batch of perturbed samples.
+
+  Returns:
+    ``step(carry, index, count, learning_rate, variables, target_grad,
+    images, labels, weights, key) -> (carry, objective)``. ``carry`` is
+    (delta, adam_mu, adam_nu), float32 [num_batches, B, H, W, C] each, and
+    ``images`` (uint8), ``labels`` and ``weights`` are [num_batches, B, ...];
+    all are split along ``"data"``. The step evaluates the objective on
+    batch ``index`` (an int32 scalar), takes one Adam step (``count``: the
+    1-based step number, for Adam's bias correction) on the sign of its
+    derivative, projects, and writes the batch's rows of ``carry`` back in
+    place (``carry`` is donated). ``target_grad`` is the target pytree (None
+    for ``gradient_norm``); ``objective`` is the batch's value before the
+    update. Adam acts element-wise, so updating one batch at a time equals
+    one update of all perturbations at once.
+  """
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  sharding.check_batch_size(config.batch_size, mesh)
+  return _compiled_step(model, config.epsilon, config.augment,
+                        config.objective, config.independent,
+                        config.regularizers, mesh)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_step(model, epsilon: float,
+                   augment: augment_lib.AugmentConfig, objective: str,
+                   independent: bool, regularizers: Regularizers, mesh: Mesh):
+  """The step of :func:`make_craft_step`, compiled once per setting (the
+  learning rate, step count and batch index are arguments, so trials and
+  runs that differ only in those share it)."""
+  augmented = augment != augment_lib.AugmentConfig()
+
+  def objective_of(grad, target_grad):
+    if objective == "alignment":
+      return alignment.alignment_loss(grad, target_grad, independent)
+    return alignment.gradient_norm_loss(grad)
+
+  def step(carry, index, count, learning_rate, variables, target_grad,
+           images, labels, weights, key):
+    delta_all, mu_all, nu_all = carry
+    take = lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False)
+    delta, mu, nu = take(delta_all), take(mu_all), take(nu_all)
+    clean = to_float_images(take(images))
+    transform = (lambda x: augment.apply(x, key)) if augmented else None
+    value, grad = alignment.crafting_gradient(
+        model, variables, clean, delta, take(labels), take(weights),
+        lambda g: objective_of(g, target_grad), transform)
+    grad += jax.grad(lambda d: regularizers(clean, d))(delta)
+    signs = jnp.sign(grad)
+    mu = _ADAM_B1 * mu + (1 - _ADAM_B1) * signs
+    nu = _ADAM_B2 * nu + (1 - _ADAM_B2) * jnp.square(signs)
+    count = count.astype(jnp.float32)
+    mu_hat = mu / (1 - _ADAM_B1 ** count)
+    nu_hat = nu / (1 - _ADAM_B2 ** count)
+    delta = project(delta - learning_rate * mu_hat / (jnp.sqrt(nu_hat) +
+                                                      _ADAM_EPS),
+                    clean, epsilon)
+    put = lambda a, rows: jax.lax.dynamic_update_index_in_dim(a, rows, index,
+                                                              0)
+    return (put(delta_all, delta), put(mu_all, mu), put(nu_all, nu)), value
+
+  spread = alignment.stacked_batch_sharding(mesh)
+  rep = sharding.replicated(mesh)
+  return jax.jit(
+      step,
+      in_shardings=((spread,) * 3, rep, rep, rep, rep, rep, spread, spread,
+                    spread, rep),
+      out_shardings=((spread,) * 3, rep),
+      donate_argnums=0)
+
+
+@functools.partial(jax.jit, static_argnames="epsilon")
+def _initial_delta(key: jax.Array, images: jax.Array,
+                   epsilon: float) -> jax.Array:
+  """delta ~ U[-epsilon, epsilon], projected, shaped like ``images``."""
+  delta = jax.random.uniform(key, images.shape, jnp.float32, -epsilon,
+                             epsilon)
+  return project(delta, to_float_images(images), epsilon)
+
+
+def _rows(batched: jax.Array, count: int) -> np.ndarray:
+  """[num_batches, B, ...] on device -> the first ``count`` rows on the host."""
+  array = np.asarray(jax.device_get(batched))
+  return array.reshape(-1, *array.shape[2:])[:count]
+
+
+def _model_state(variables: Any) -> dict[str, Any]:
+  return {k: v for k, v in variables.items() if k != "params"}
+
+
+def _checkpointer(workdir: str, run_info: dict[str, int]) -> Checkpointer:
+  """A Checkpointer for ``workdir``, after checking that any run already
+  there was made with the same ``run_info`` (``crafting_run.json``)."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "crafting_run.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    for name, value in run_info.items():
+      if saved.get(name) != value:
+        raise ValueError(
+            f"the crafting run in {workdir} was made with {name}="
+            f"{saved.get(name)}, this run has {value}; use a new workdir.")
+  else:
+    with open(path, "w") as f:
+      json.dump(run_info, f, sort_keys=True)
+  return Checkpointer(workdir)
+
+
+def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
+          target: alignment.Target | None, config: CraftConfig,
+          key: jax.Array, *, workdir: str | None = None,
+          retrain: RetrainFn | None = None, mesh: Mesh | None = None,
+          on_step: StepCallback | None = None) -> CraftResult:
+  """Crafts perturbations for ``images`` (Fowl et al., Algorithm 1).
+
+  Args:
+    model: the surrogate's architecture (a jaxwm model).
+    variables: the surrogate trained on clean data (round 0 of every trial).
+    images: uint8 [M, H, W, C], the samples to perturb.
+    labels: int [M], their (clean) labels.
+    target: builds the target gradient from the surrogate; None for the
+      ``gradient_norm`` objective.
+    config: the loop's hyper-parameters.
+    key: jax.random key; trial r draws its initial delta from
+      ``fold_in(fold_in(key, r), 0)`` and batch b of step s its
+      augmentation from ``fold_in(fold_in(fold_in(key, r), s + 1), b)``.
+    workdir: checkpoint folder; a rerun with the same folder resumes.
+    retrain: the bi-level lower level, required when
+      ``config.retrain_every`` > 0: given (trial, round, the M poisoned
+      uint8 images), the surrogate retrained from scratch.
+    mesh: device mesh; default all devices.
+    on_step: called after every step with (trial, steps done, objective).
+
+  Returns:
+    The best trial's perturbations.
+  """
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  images = np.asarray(images)
+  if images.ndim != 4 or images.dtype != np.uint8 or len(images) == 0:
+    raise ValueError(
+        f"images must be uint8 [M, H, W, C] with M >= 1, got {images.dtype} "
+        f"{images.shape}; pass Dataset.images rows.")
+  if (target is None) != (config.objective == "gradient_norm"):
+    raise ValueError(
+        f"objective {config.objective!r} needs a target exactly when it is "
+        "'alignment'; pass target=None for 'gradient_norm' only.")
+  if config.retrain_every and retrain is None:
+    raise ValueError(
+        f"retrain_every={config.retrain_every} needs a retrain function; "
+        "pass retrain= or set retrain_every=0.")
+  count = images.shape[0]
+  spread = alignment.stacked_batch_sharding(mesh)
+  batched = jax.device_put(
+      (alignment.pad_to_batches(images, config.batch_size),
+       alignment.pad_to_batches(np.asarray(labels, np.int32),
+                                config.batch_size),
+       alignment.batch_weights(count, config.batch_size)), spread)
+  step_fn = make_craft_step(model, config, mesh)
+  schedule = config.schedule()
+  num_batches = batched[0].shape[0]
+  initial_variables = sharding.replicate(variables, mesh)
+
+  def new_trial(restart: int, best_delta, best_loss) -> CraftState:
+    delta = jax.device_put(_initial_delta(
+        jax.random.fold_in(jax.random.fold_in(key, restart), 0), batched[0],
+        config.epsilon), spread)
+    return CraftState(
+        restart=jnp.int32(restart), step=jnp.int32(0), round=jnp.int32(0),
+        delta=delta, adam_mu=jax.device_put(jnp.zeros(delta.shape), spread),
+        adam_nu=jax.device_put(jnp.zeros(delta.shape), spread),
+        loss=jnp.float32(np.inf),
+        best_delta=best_delta, best_loss=best_loss,
+        variables=initial_variables)
+
+  state = new_trial(0, jax.device_put(jnp.zeros(batched[0].shape), spread),
+                    jnp.float32(np.inf))
+  run_info = {"num_poisons": count, "batch_size": config.batch_size,
+              "steps": config.steps, "restarts": config.restarts}
+  checkpointer = _checkpointer(workdir, run_info) if workdir else None
+  if checkpointer is not None and checkpointer.latest_step() is not None:
+    state, _ = checkpointer.restore(checkpointer.latest_step(), state)
+
+  def save(state: CraftState) -> None:
+    if checkpointer is not None:
+      checkpointer.save(int(state.restart) * config.steps + int(state.step),
+                        state, run_info)
+
+  try:
+    while int(state.restart) < config.restarts:
+      restart = int(state.restart)
+      trial_key = jax.random.fold_in(key, restart)
+      target_grad = None
+      for step in range(int(state.step), config.steps):
+        if config.retrain_every and step % config.retrain_every == 0 and (
+            int(state.round) < step // config.retrain_every):
+          round_ = step // config.retrain_every
+          poisoned = quantize(images, _rows(state.delta, count),
+                              config.epsilon)
+          state = state.replace(
+              round=jnp.int32(round_),
+              variables=sharding.replicate(
+                  retrain(restart, round_, poisoned), mesh))
+          target_grad = None
+        if target_grad is None and target is not None:
+          target_grad = target(state.variables["params"],
+                               _model_state(state.variables))
+        carry = (state.delta, state.adam_mu, state.adam_nu)
+        step_key = jax.random.fold_in(trial_key, step + 1)
+        learning_rate = jnp.float32(schedule(step))
+        objectives = []
+        for index in range(num_batches):
+          carry, objective = step_fn(
+              carry, jnp.int32(index), jnp.int32(step + 1), learning_rate,
+              state.variables, target_grad, *batched,
+              jax.random.fold_in(step_key, index))
+          objectives.append(objective)
+        loss = jnp.mean(jnp.stack(objectives))
+        state = state.replace(delta=carry[0], adam_mu=carry[1],
+                              adam_nu=carry[2], step=jnp.int32(step + 1),
+                              loss=loss)
+        if on_step is not None:
+          on_step(restart, step + 1, float(loss))
+        if (step + 1) % config.log_every == 0:
+          logging.info("crafting trial %d/%d step %d/%d  objective %.4f",
+                       restart + 1, config.restarts, step + 1, config.steps,
+                       float(loss))
+        if (step + 1) % config.checkpoint_every == 0 and (
+            step + 1 < config.steps):
+          save(state)
+      if float(state.loss) < float(state.best_loss):
+        state = state.replace(best_delta=state.delta, best_loss=state.loss)
+      logging.info("crafting trial %d/%d done: objective %.4f (best %.4f)",
+                   restart + 1, config.restarts, float(state.loss),
+                   float(state.best_loss))
+      if restart + 1 < config.restarts:
+        state = new_trial(restart + 1, state.best_delta, state.best_loss)
+      else:
+        state = state.replace(restart=jnp.int32(restart + 1),
+                              step=jnp.int32(0))
+      save(state)
+  finally:
+    if checkpointer is not None:
+      checkpointer.close()
+  return CraftResult(delta=_rows(state.best_delta, count),
+                     loss=float(state.best_loss))

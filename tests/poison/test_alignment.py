@@ -1,0 +1,165 @@
+"""The alignment objective, target losses, target gradients and gradient norms."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxwm.data.augment import AugmentConfig
+from jaxwm.models import get_model
+from jaxwm.poison import alignment
+from jaxwm.train import losses, make_mesh
+
+
+def _tree(a, b):
+  return {"w": jnp.asarray(a, jnp.float32), "b": {"x": jnp.asarray(b,
+                                                                   jnp.float32)}}
+
+
+def test_alignment_loss_hand_values():
+  g = _tree([1.0, 2.0], [2.0])
+  assert float(alignment.alignment_loss(g, g)) == pytest.approx(0.0, abs=1e-6)
+  opposite = jax.tree.map(lambda x: -3.0 * x, g)
+  assert float(alignment.alignment_loss(g, opposite)) == pytest.approx(
+      2.0, abs=1e-6)
+  orthogonal = _tree([2.0, -1.0], [0.0])
+  assert float(alignment.alignment_loss(g, orthogonal)) == pytest.approx(
+      1.0, abs=1e-6)
+  # cos = <(1,0,0),(1,1,0)> / (1 * sqrt 2) = 1/sqrt 2 across leaves.
+  assert float(alignment.alignment_loss(_tree([1, 0], [0]), _tree(
+      [1, 0], [1]))) == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-6)
+  # The value does not depend on the mode.
+  assert float(alignment.alignment_loss(g, orthogonal, True)) == pytest.approx(
+      1.0, abs=1e-6)
+
+
+def test_independent_mode_detaches_the_denominator():
+  target = _tree([3.0, 0.0], [4.0])            # ||T|| = 5
+  crafting = _tree([1.0, 2.0], [2.0])          # ||g|| = 3, <T, g> = 11
+  full = jax.grad(alignment.alignment_loss)(crafting, target, False)
+  independent = jax.grad(alignment.alignment_loss)(crafting, target, True)
+  flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
+  t, g = flat(target), flat(crafting)
+  # Independent: d/dg (1 - <T, g> / c) = -T / (||T|| ||g||) = -T / 15.
+  np.testing.assert_allclose(flat(independent), -t / 15, rtol=1e-6)
+  # Full: -(T / 15 - cos * g / ||g||^2) with cos = 11/15; orthogonal to g.
+  np.testing.assert_allclose(flat(full), -(t / 15 - (11 / 15) * g / 9),
+                             rtol=1e-5, atol=1e-7)
+  assert abs(float(np.dot(flat(full), g))) < 1e-6
+  assert float(np.dot(flat(independent), g)) == pytest.approx(-11 / 15,
+                                                              rel=1e-5)
+  assert not np.allclose(flat(full), flat(independent))
+
+
+def test_gradient_norm_loss():
+  assert float(alignment.gradient_norm_loss(_tree([3.0, 0.0], [4.0]))) == (
+      pytest.approx(5.0))
+
+
+def test_reverse_cross_entropy_hand_values_and_stability():
+  logits = jnp.array([[0.0, 0.0], [math.log(3.0), 0.0], [100.0, 0.0]])
+  labels = jnp.array([0, 0, 0])
+  values = np.asarray(alignment.reverse_cross_entropy(logits, labels))
+  # p_y = 1/2 -> log 2; p_y = 3/4 -> log 4; p_y = 1 - e^-100 -> ~100.
+  np.testing.assert_allclose(values[:2], [math.log(2), math.log(4)],
+                             rtol=1e-6)
+  assert values[2] == pytest.approx(100.0, rel=1e-6)
+  assert np.all(np.isfinite(np.asarray(jax.grad(
+      lambda z: jnp.sum(alignment.reverse_cross_entropy(z, labels)))(logits))))
+
+
+def test_dispersion_loss_hand_values():
+  # Uniform prediction over K = 4: CE = H = log 4.
+  logits = jnp.zeros((1, 4))
+  value = float(alignment.dispersion_loss(logits, jnp.array([2]), lam=2.0)[0])
+  assert value == pytest.approx(-3 * math.log(4), rel=1e-6)
+  # A confident correct prediction has CE and H near 0.
+  sharp = jnp.array([[30.0, 0.0, 0.0, 0.0]])
+  assert abs(float(alignment.dispersion_loss(sharp, jnp.array([0]))[0])) < 1e-6
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny(num_classes=4):
+  model = get_model("cnn", num_classes, width=4, dense_width=16)
+  variables = jax.jit(model.init, static_argnames="train")(
+      jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)), train=False)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (24, 8, 8, 1), dtype=np.uint8)
+  labels = (np.arange(24) % num_classes).astype(np.int32)
+  return model, dict(variables), images, labels
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_crafting_gradient_equals_reverse_over_reverse(independent):
+  model, variables, images, labels = _tiny()
+  x = jnp.asarray(images[:8], jnp.float32) / 255
+  y = jnp.asarray(labels[:8])
+  w = jnp.array([1.0] * 7 + [0.0])
+  delta = 0.03 * jax.random.normal(jax.random.PRNGKey(3), x.shape)
+  target = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(4),
+                                                    p.shape),
+                        variables["params"])
+  augment = AugmentConfig(shift=1, flip=True)
+  transform = lambda z: augment.apply(z, jax.random.PRNGKey(5))
+  objective = lambda g: alignment.alignment_loss(g, target, independent)
+  value, grad = jax.jit(
+      lambda d: alignment.crafting_gradient(model, variables, x, d, y, w,
+                                            objective, transform))(delta)
+
+  def composed(d):
+    return objective(alignment.loss_gradient(model, variables,
+                                             transform(x + d), y, w))
+
+  expected_value, expected = jax.jit(jax.value_and_grad(composed))(delta)
+  assert np.all(np.isfinite(np.asarray(grad)))
+  assert float(value) == pytest.approx(float(expected_value), rel=1e-5)
+  scale = float(jnp.max(jnp.abs(expected)))
+  assert scale > 0
+  np.testing.assert_allclose(np.asarray(grad), np.asarray(expected),
+                             atol=1e-4 * scale)
+  # The padded row (weight 0) gets no gradient.
+  assert float(jnp.max(jnp.abs(grad[-1]))) == 0.0
+
+
+def test_target_is_the_mean_gradient_over_all_rows_on_any_mesh():
+  model, variables, images, labels = _tiny()
+  params = variables["params"]
+  state = {"batch_stats": variables["batch_stats"]}
+  expected = alignment.loss_gradient(
+      model, variables, jnp.asarray(images, jnp.float32) / 255,
+      jnp.asarray(labels), jnp.ones(len(labels)),
+      alignment.reverse_cross_entropy)
+  for devices in (1, 8):
+    # 24 rows in batches of 16: the second batch is half padding.
+    target = alignment.make_target(
+        model, images, labels, alignment.reverse_cross_entropy,
+        batch_size=16, mesh=make_mesh(jax.devices()[:devices]))
+    got = target(params, state)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4,
+                                 atol=1e-6)
+
+
+def test_make_target_rejects_empty_sets():
+  model, _, images, labels = _tiny()
+  with pytest.raises(ValueError, match="at least one image"):
+    alignment.make_target(model, images[:0], labels[:0],
+                          losses.cross_entropy, batch_size=8)
+
+
+def test_per_example_gradient_norms():
+  model, variables, images, labels = _tiny()
+  norms = alignment.per_example_gradient_norms(model, variables, images[:10],
+                                               labels[:10], batch_size=8)
+  assert norms.shape == (10,)
+  for i in (0, 9):
+    grad = alignment.loss_gradient(
+        model, variables, jnp.asarray(images[i:i + 1], jnp.float32) / 255,
+        jnp.asarray(labels[i:i + 1]), jnp.ones(1))
+    assert norms[i] == pytest.approx(float(alignment.tree_norm(grad)),
+                                     rel=1e-4)

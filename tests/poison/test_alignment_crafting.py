@@ -1,0 +1,229 @@
+"""The crafting loop: descent, constraints, sharding, restarts, rounds, resume."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxwm.data.augment import AugmentConfig
+from jaxwm.models import get_model
+from jaxwm.poison import alignment, crafting
+from jaxwm.poison.alignment_regularizers import Regularizers
+from jaxwm.train import make_mesh
+
+EPS = 8 / 255
+AUGMENT = AugmentConfig(shift=1, flip=True)
+# Most tests craft on one device without augmentation and so share one
+# compiled step; the sharding and augmentation tests share another two.
+ONE_DEVICE = make_mesh(jax.devices()[:1])
+
+
+@functools.lru_cache(maxsize=None)
+def _setup(n=32):
+  """A tiny CNN and images that include saturated pixels (0 and 255)."""
+  model = get_model("cnn", 4, width=4, dense_width=16)
+  variables = dict(jax.jit(model.init, static_argnames="train")(
+      jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)), train=False))
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
+  images[:, 0] = 0
+  images[:, -1] = 255
+  labels = (np.arange(n) % 4).astype(np.int32)
+  return model, variables, images, labels
+
+
+def _target(model, images, labels, mesh=ONE_DEVICE):
+  return alignment.make_target(model, images, labels,
+                               alignment.reverse_cross_entropy, batch_size=16,
+                               mesh=mesh)
+
+
+def _config(**kw):
+  defaults = dict(epsilon=EPS, steps=6, restarts=1, batch_size=16,
+                  learning_rate=0.03, augment=AugmentConfig(),
+                  checkpoint_every=1, log_every=100)
+  return crafting.CraftConfig(**{**defaults, **kw})
+
+
+def test_every_step_keeps_delta_in_the_ball_and_pixels_in_the_box():
+  model, variables, images, labels = _setup()
+  mesh = make_mesh()
+  target = _target(model, images, labels, mesh)(
+      variables["params"], {"batch_stats": variables["batch_stats"]})
+  # A learning rate far beyond eps: without projection delta would leave.
+  config = _config(learning_rate=0.5, augment=AUGMENT)
+  step = crafting.make_craft_step(model, config, mesh)
+  spread = alignment.stacked_batch_sharding(mesh)
+  batched = jax.device_put(
+      (alignment.pad_to_batches(images, 16),
+       alignment.pad_to_batches(labels, 16),
+       alignment.batch_weights(len(images), 16)), spread)
+  carry = tuple(jax.device_put(jnp.zeros(batched[0].shape), spread)
+                for _ in range(3))
+  clean = batched[0].astype(np.float32) / 255
+  for count in range(1, 4):
+    for index in range(2):
+      carry, objective = step(carry, jnp.int32(index), jnp.int32(count),
+                              jnp.float32(0.5), variables, target, *batched,
+                              jax.random.PRNGKey(count))
+      delta = np.asarray(carry[0])
+      assert np.isfinite(float(objective))
+      assert np.abs(delta).max() <= EPS + 1e-7
+      poisoned = np.asarray(clean) + delta
+      assert poisoned.min() >= -1e-7 and poisoned.max() <= 1 + 1e-7
+  # The steps moved delta to the corners of the ball, where pixels allow.
+  assert np.abs(delta[:, :, 2:-2]).max() == pytest.approx(EPS, rel=1e-6)
+  # Saturated rows can only move inwards.
+  assert delta[:, :, 0].min() >= 0 and delta[:, :, -1].max() <= 0
+
+
+def test_crafting_lowers_the_objective():
+  model, variables, images, labels = _setup()
+  objectives = []
+  result = crafting.craft(
+      model, variables, images, labels, _target(model, images, labels),
+      _config(steps=8), jax.random.PRNGKey(1), mesh=ONE_DEVICE,
+      on_step=lambda restart, step, value: objectives.append(value))
+  assert len(objectives) == 8
+  assert objectives[-1] < objectives[0] - 0.05
+  assert result.loss == pytest.approx(objectives[-1])
+  assert result.delta.shape == images.shape
+  assert np.abs(result.delta).max() <= EPS + 1e-7
+
+
+def test_gradient_norm_objective_lowers_the_gradient_norm():
+  model, variables, images, labels = _setup()
+  objectives = []
+  crafting.craft(model, variables, images, labels, None,
+                 _config(steps=5, objective="gradient_norm"),
+                 jax.random.PRNGKey(1), mesh=ONE_DEVICE,
+                 on_step=lambda r, s, value: objectives.append(value))
+  assert objectives[-1] < objectives[0]
+
+
+def test_eight_devices_give_the_poisons_of_one():
+  model, variables, images, labels = _setup()
+  results = []
+  for devices in (1, 8):
+    mesh = make_mesh(jax.devices()[:devices])
+    results.append(crafting.craft(
+        model, variables, images, labels,
+        _target(model, images, labels, mesh),
+        _config(steps=3, augment=AUGMENT),
+        jax.random.PRNGKey(2), mesh=mesh))
+  one, eight = results
+  assert one.loss == pytest.approx(eight.loss, rel=1e-5)
+  # Signed steps are equal unless a gradient entry is at rounding level.
+  assert np.mean(one.delta == eight.delta) > 0.999
+  np.testing.assert_allclose(one.delta, eight.delta, atol=0.05 * EPS)
+
+
+def test_retraining_rounds_replace_the_surrogate():
+  model, variables, images, labels = _setup()
+  calls = []
+  other = dict(jax.jit(model.init, static_argnames="train")(
+      jax.random.PRNGKey(9), jnp.zeros((1, 8, 8, 1)), train=False))
+
+  def retrain(restart, round_, poisoned):
+    calls.append((restart, round_))
+    assert poisoned.dtype == np.uint8 and poisoned.shape == images.shape
+    moved = np.abs(poisoned.astype(int) - images.astype(int))
+    assert moved.max() <= 8 and moved.max() > 0
+    return other
+
+  objectives = []
+  crafting.craft(model, variables, images, labels,
+                 _target(model, images, labels),
+                 _config(steps=5, retrain_every=2), jax.random.PRNGKey(4),
+                 retrain=retrain, mesh=ONE_DEVICE,
+                 on_step=lambda r, s, value: objectives.append(value))
+  assert calls == [(0, 1), (0, 2)]
+  with pytest.raises(ValueError, match="retrain function"):
+    crafting.craft(model, variables, images, labels, None,
+                   _config(objective="gradient_norm", retrain_every=2),
+                   jax.random.PRNGKey(4))
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_restarts_keep_the_best_and_a_killed_run_resumes(tmp_path):
+  model, variables, images, labels = _setup()
+  config = _config(steps=3, restarts=2)
+  target = _target(model, images, labels)
+  key = jax.random.PRNGKey(5)
+  finals = {}
+  reference = crafting.craft(
+      model, variables, images, labels, target, config, key, mesh=ONE_DEVICE,
+      on_step=lambda restart, step, value: finals.__setitem__(restart, value))
+  # The kept trial is the one with the lowest final objective.
+  assert sorted(finals) == [0, 1] and finals[0] != finals[1]
+  assert reference.loss == pytest.approx(min(finals.values()))
+
+  def kill_at_trial_1_step_2(restart, step, value):
+    if (restart, step) == (1, 2):
+      raise _Killed()
+
+  with pytest.raises(_Killed):
+    crafting.craft(model, variables, images, labels, target, config, key,
+                   workdir=str(tmp_path), mesh=ONE_DEVICE,
+                   on_step=kill_at_trial_1_step_2)
+  resumed_steps = []
+  resumed = crafting.craft(
+      model, variables, images, labels, target, config, key,
+      workdir=str(tmp_path), mesh=ONE_DEVICE,
+      on_step=lambda restart, step, value: resumed_steps.append(
+          (restart, step)))
+  # The checkpoint after trial 1, step 1 was the last one written.
+  assert resumed_steps == [(1, 2), (1, 3)]
+  np.testing.assert_array_equal(resumed.delta, reference.delta)
+  assert resumed.loss == reference.loss
+  # A finished run resumes to its result without crafting again.
+  again = crafting.craft(model, variables, images, labels, target, config,
+                         key, workdir=str(tmp_path), mesh=ONE_DEVICE,
+                         on_step=lambda *a: pytest.fail("crafted again"))
+  np.testing.assert_array_equal(again.delta, reference.delta)
+  with pytest.raises(ValueError, match="use a new workdir"):
+    crafting.craft(model, variables, images[:16], labels[:16], target,
+                   config, key, workdir=str(tmp_path))
+
+
+def test_quantize_stays_within_the_ball():
+  images = np.array([[[[0], [10], [250], [128]]]], np.uint8)
+  delta = np.array([[[[-0.5], [0.1], [0.1], [-4.4 / 255]]]], np.float32)
+  out = crafting.quantize(images, delta, 8 / 255)
+  np.testing.assert_array_equal(out.ravel(), [0, 18, 255, 124])
+
+
+def test_regularizers_hand_values():
+  delta = jnp.full((1, 4, 4, 1), 0.5)
+  images = jnp.full((1, 4, 4, 1), 0.25)
+  assert float(Regularizers(l2=2.0)(images, delta)) == pytest.approx(0.5)
+  # A vertical edge of height 1 in one of 3 column gaps per row.
+  edge = jnp.zeros((1, 4, 4, 1)).at[:, :, 2:].set(1.0)
+  assert float(Regularizers(tv=1.0)(images, edge)) == pytest.approx(1 / 3)
+  assert float(Regularizers(ssim=1.0)(images, jnp.zeros_like(delta))) == (
+      pytest.approx(0.0, abs=1e-6))
+  assert float(Regularizers(ssim=1.0)(images, delta)) > 0.1
+  with pytest.raises(ValueError, match="must be >= 0"):
+    Regularizers(tv=-1.0)
+
+
+def test_config_errors_name_the_fix():
+  with pytest.raises(ValueError, match="pixel units"):
+    crafting.CraftConfig(epsilon=8)
+  with pytest.raises(ValueError, match="objective"):
+    crafting.CraftConfig(epsilon=EPS, objective="cosine")
+  model, variables, images, labels = _setup()
+  with pytest.raises(ValueError, match="target"):
+    crafting.craft(model, variables, images, labels, None, _config(),
+                   jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="uint8"):
+    crafting.craft(model, variables, images.astype(np.float32), labels,
+                   None, _config(objective="gradient_norm"),
+                   jax.random.PRNGKey(0))

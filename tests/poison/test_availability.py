@@ -1,0 +1,90 @@
+"""Availability poisons: random noise, crafted poisons, and the owner's key."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxwm import secure_files
+from jaxwm.data.augment import AugmentConfig
+from jaxwm.data.dataset import Dataset
+from jaxwm.models import get_model
+from jaxwm.poison import availability, crafting
+from jaxwm.train import make_mesh
+
+ONE_DEVICE = make_mesh(jax.devices()[:1])
+
+
+def _dataset(n=32):
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
+  images[:, 0, 0] = 0
+  images[:, 0, 1] = 255
+  return Dataset(images, np.arange(n) % 4, 4)
+
+
+def test_random_noise_moves_every_pixel_by_eps_unless_clipped():
+  data = _dataset()
+  released, key = availability.poison(
+      data, "random_noise", crafting.CraftConfig(epsilon=8 / 255),
+      jax.random.PRNGKey(0))
+  moved = released.images.astype(int) - data.images.astype(int)
+  inside = (data.images >= 8) & (data.images <= 247)
+  assert set(np.unique(moved[inside])) == {-8, 8}
+  # Both signs about equally often (2048 pixels).
+  assert 0.45 < np.mean(moved[inside] > 0) < 0.55
+  # Saturated pixels can only move inwards.
+  assert set(np.unique(moved[:, 0, 0])) <= {0, 8}
+  assert set(np.unique(moved[:, 0, 1])) <= {-8, 0}
+  np.testing.assert_array_equal(key.perturbation, moved)
+  np.testing.assert_array_equal(key.poisoned_indices, np.arange(len(data)))
+  assert math.isnan(key.objective)
+  np.testing.assert_array_equal(released.labels, data.labels)
+
+
+def test_crafted_poisons_stay_within_eps_and_the_key_restores_the_data(
+    tmp_path):
+  data = _dataset()
+  model = get_model("cnn", 4, width=4, dense_width=16)
+  variables = dict(jax.jit(model.init, static_argnames="train")(
+      jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)), train=False))
+  config = crafting.CraftConfig(epsilon=4 / 255, steps=2, restarts=1,
+                                batch_size=16, augment=AugmentConfig())
+  for method in ("availability", "tensorclog"):
+    released, key = availability.poison(
+        data, method, config, jax.random.PRNGKey(1), model=model,
+        variables=variables, target_fraction=0.5, mesh=ONE_DEVICE)
+    moved = released.images.astype(int) - data.images.astype(int)
+    assert np.abs(moved).max() == 4
+    assert key.method == method and key.epsilon == pytest.approx(4 / 255)
+    assert np.isfinite(key.objective)
+    restored = key.restore(released)
+    np.testing.assert_array_equal(restored.images, data.images)
+  prefix = os.path.join(tmp_path, "poison_key")
+  digest = key.save(prefix)
+  loaded = availability.AvailabilityKey.load(prefix, digest)
+  np.testing.assert_array_equal(loaded.perturbation, key.perturbation)
+  assert loaded.objective == pytest.approx(key.objective)
+  with open(prefix + ".npz", "r+b") as f:
+    f.seek(-5, os.SEEK_END)
+    f.write(b"XXXXX")
+  with pytest.raises(secure_files.TamperedFileError):
+    availability.AvailabilityKey.load(prefix)
+
+
+def test_bad_inputs_name_the_fix():
+  data = _dataset()
+  config = crafting.CraftConfig(epsilon=8 / 255)
+  with pytest.raises(ValueError, match="unknown"):
+    availability.poison(data, "fowl", config, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="surrogate"):
+    availability.poison(data, "availability", config, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="exceeds epsilon"):
+    availability.AvailabilityKey(
+        method="random_noise", epsilon=2 / 255, poisoned_indices=[0],
+        perturbation=np.full((1, 2, 2, 1), 3), seed=np.zeros(2, np.uint32))
