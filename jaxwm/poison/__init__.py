@@ -1,5 +1,7 @@
-"""Dataset watermarks: triggers, poisoned-label marking and watermark keys."""
+"""Dataset watermarks: triggers, poisoned-label and Label-Consistent marking,
+watermark keys."""
 
+from jaxwm.poison.label_consistent import LabelConsistentConfig
 from jaxwm.poison.poisoned_label import mark
 from jaxwm.poison.poisoned_label import PoisonedLabelConfig
 from jaxwm.poison.triggers import badnets_trigger

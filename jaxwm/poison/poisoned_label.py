@@ -26,7 +26,7 @@ WatermarkKey` with their method name.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -39,6 +39,8 @@ TARGETED_METHODS = ("badnets", "blended", "wanet")
 UNTARGETED_METHODS = ("ubw_p",)
 METHODS = TARGETED_METHODS + UNTARGETED_METHODS
 TRIGGERS = ("badnets", "blended", "wanet")
+LABEL_DRAWS = ("independent", "balanced")
+ConfigT = TypeVar("ConfigT")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +62,12 @@ class PoisonedLabelConfig:
     wanet_s: WaNet warping strength.
     wanet_noise: whether WaNet uses its noise mode.
     wanet_noise_ratio: noise-mode samples per poisoned sample.
+    label_draw: how ``ubw_p`` draws the random labels y' ~ U[0, K) (Section
+      3.3): ``"independent"`` draws each one on its own; ``"balanced"``
+      gives each source class's poisoned samples every label equally often
+      (counts differ by at most one), in random order, so each y' is still
+      uniform but no class gets more random labels than another by chance
+      (see :func:`random_labels`).
   """
 
   method: str = "badnets"
@@ -75,6 +83,7 @@ class PoisonedLabelConfig:
   wanet_s: float = 0.5
   wanet_noise: bool = True
   wanet_noise_ratio: float = 2.0
+  label_draw: str = "independent"
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -90,6 +99,10 @@ class PoisonedLabelConfig:
       raise ValueError(
           f"trigger {self.trigger!r} does not fit method {self.method!r}; "
           f"leave it None or, for ubw_p, pick one of {TRIGGERS}.")
+    if self.label_draw not in LABEL_DRAWS:
+      raise ValueError(
+          f"unknown label_draw {self.label_draw!r}; use one of "
+          f"{LABEL_DRAWS}.")
     if float(self.wanet_noise_ratio) < 0:
       raise ValueError(
           f"wanet_noise_ratio must be >= 0, got {self.wanet_noise_ratio}.")
@@ -106,16 +119,21 @@ class PoisonedLabelConfig:
     return self.method in TARGETED_METHODS
 
 
-def as_config(config: Any) -> PoisonedLabelConfig:
-  """A PoisonedLabelConfig from itself, an ml_collections.ConfigDict or a dict.
+def dataclass_config(cls: type[ConfigT], config: Any) -> ConfigT:
+  """A ``cls`` instance from itself, an ml_collections.ConfigDict or a dict.
+
+  Args:
+    cls: a frozen config dataclass such as :class:`PoisonedLabelConfig`.
+    config: an instance of ``cls``, or a mapping of its fields (tuples may
+      arrive as lists).
 
   Raises:
     ValueError: a field name is unknown (the message lists the valid ones).
   """
-  if isinstance(config, PoisonedLabelConfig):
+  if isinstance(config, cls):
     return config
   values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-  names = {f.name for f in dataclasses.fields(PoisonedLabelConfig)}
+  names = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - names)
   if unknown:
     raise ValueError(
@@ -124,7 +142,16 @@ def as_config(config: Any) -> PoisonedLabelConfig:
   for name in ("source_classes", "patch_position"):
     if values.get(name) is not None:
       values[name] = tuple(values[name])
-  return PoisonedLabelConfig(**values)
+  return cls(**values)
+
+
+def as_config(config: Any) -> PoisonedLabelConfig:
+  """A PoisonedLabelConfig from itself, an ml_collections.ConfigDict or a dict.
+
+  Raises:
+    ValueError: a field name is unknown (the message lists the valid ones).
+  """
+  return dataclass_config(PoisonedLabelConfig, config)
 
 
 def build_trigger(config: PoisonedLabelConfig, image_shape: tuple[int, ...],
@@ -160,6 +187,42 @@ def select_indices(candidates: np.ndarray, count: int,
         "lower the poisoning rate or widen the source classes.")
   order = np.asarray(jax.random.permutation(key, candidates.size))
   return np.sort(candidates[order[:count]])
+
+
+def random_labels(key: jax.Array, true_labels: np.ndarray, num_classes: int,
+                  draw: str = "independent") -> np.ndarray:
+  """UBW-P's poisoned labels y' ~ U[0, K) (Section 3.3).
+
+  Args:
+    key: jax.random key.
+    true_labels: int [M], the ground-truth labels of the poisoned samples.
+    num_classes: K.
+    draw: ``"independent"``: M independent uniform draws. ``"balanced"``:
+      within each group of samples sharing a true label, the labels
+      0..K-1 repeated to the group's size (the remainder from a random
+      permutation of the classes), then shuffled; every y' is still uniform
+      on [0, K), and each class receives floor(n/K) or ceil(n/K) of a
+      group of n.
+
+  Returns:
+    int32 [M] in [0, K).
+  """
+  true_labels = np.asarray(true_labels)
+  if draw == "independent":
+    return np.asarray(jax.random.randint(key, true_labels.shape, 0,
+                                         num_classes), np.int32)
+  if draw != "balanced":
+    raise ValueError(f"unknown label draw {draw!r}; use one of "
+                     f"{LABEL_DRAWS}.")
+  labels = np.zeros(true_labels.shape, np.int32)
+  for label in np.unique(true_labels):
+    group = np.flatnonzero(true_labels == label)
+    key_order, key_shuffle = jax.random.split(
+        jax.random.fold_in(key, int(label)))
+    order = np.asarray(jax.random.permutation(key_order, num_classes))
+    labels[group] = np.asarray(jax.random.permutation(
+        key_shuffle, order[np.arange(group.size) % num_classes]))
+  return labels
 
 
 def _source_classes(config: PoisonedLabelConfig,
@@ -212,8 +275,8 @@ def mark(dataset: Dataset, config: Any,
   labels = dataset.labels.copy()
   images[poisoned] = triggers.apply_uint8(trigger, images[poisoned])
   if target is None:
-    labels[poisoned] = np.asarray(
-        jax.random.randint(key_labels, (count,), 0, num_classes))
+    labels[poisoned] = random_labels(key_labels, labels[poisoned],
+                                     num_classes, config.label_draw)
   else:
     labels[poisoned] = target
 

@@ -1,0 +1,30 @@
+r"""Dataset watermarks and black-box ownership verification (UBW paper).
+
+  python -m experiments.dataset_watermark \
+      --config=configs/dataset_watermark.py:ubw_p,fashion_mnist \
+      --workdir=/tmp/dataset_watermark --output_json=/tmp/ubw_p.json
+
+METHOD is one of badnets, blended, wanet, label_consistent, ubw_p. Trains
+the benign model, the watermarked model and a model watermarked with a
+different trigger, and reports the watermarked model's benign accuracy,
+ASR-A, ASR-C and D_p and the p-value and Delta P of the three verification
+scenarios (independent_t, independent_m, malicious); see
+:mod:`jaxwm.poison.experiment`. Runs of different methods with the same
+``--workdir`` share the benign model.
+"""
+
+from absl import app
+
+from jaxwm import launch
+from jaxwm.poison import experiment
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  launch.run("dataset_watermark", experiment.run_experiment)
+
+
+if __name__ == "__main__":
+  launch.define_flags("configs/dataset_watermark.py")
+  app.run(main)

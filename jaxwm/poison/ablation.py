@@ -1,0 +1,113 @@
+"""UBW-P dispersibility against training length, model and label draw.
+
+UBW-P (UBW paper, Section 3.3) gives each poisoned sample a random label.
+A model that has not yet fitted these labels can only learn that a
+triggered image's label is unpredictable: its prediction on G(x) is close to
+the empirical distribution of the random labels, and the argmax falls on
+one class for most images (the class that drew the most random labels, or
+the model's favourite class for ambiguous inputs), so D_p is low. Once the
+model fits (memorises) the random labels of the poisoned training samples,
+triggered test images inherit the labels of the poisoned samples they
+resemble, which are random, and D_p approaches ln K. The paper trains
+ResNet-18 for 200 epochs with only horizontal flips (Appendix C.1), long
+enough to fit them.
+
+:func:`dispersibility_curve` measures this: it trains one model on one
+watermarked training set and, after each of the given epoch counts, reports
+D_p, ASR-A, benign accuracy and ``poison_fit``, the share of poisoned
+training samples predicted as their random label. The recipe's learning
+rate must not depend on the total number of epochs (a ``"step"`` or
+``"constant"`` schedule), so that resuming the same run to a later epoch
+count is the same as training that long in one go. Each measured point is
+kept in the run's folder (:data:`CURVE_FILE`): a rerun reads the points it
+has and trains on only for the new ones (a checkpoint cannot be taken back
+to an earlier epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+from absl import logging
+
+from jaxwm.data.dataset import Dataset
+from jaxwm.poison import experiment
+from jaxwm.poison.watermark_key import WatermarkKey
+from jaxwm.train import recipe
+
+RESUMABLE_SCHEDULES = ("step", "constant")
+CURVE_FILE = "dispersibility_curve.json"
+
+
+def poison_fit(predict, marked: Dataset, key: WatermarkKey) -> float:
+  """Share of the poisoned training samples predicted as their training
+  label (for UBW-P, their random label): how far they are memorised.
+
+  Args:
+    predict: images [B, H, W, C] -> labels int [B] (``TrainedModel.predict``).
+    marked: the watermarked training set.
+    key: its WatermarkKey.
+  """
+  poisoned = key.poisoned_indices
+  return float(np.mean(predict(marked.images[poisoned]) ==
+                       marked.labels[poisoned]))
+
+
+def dispersibility_curve(config, marked: Dataset, key: WatermarkKey,
+                         test: Dataset, epochs: Sequence[int], workdir: str,
+                         stream: int = experiment.STREAMS["watermarked"]
+                         ) -> list[dict[str, Any]]:
+  """Trains on ``marked`` and measures the watermark after each epoch count.
+
+  Args:
+    config: a config with the fields of ``configs/train.py``; its
+      ``train.schedule`` must be one of :data:`RESUMABLE_SCHEDULES`.
+    marked: the watermarked training set.
+    key: its WatermarkKey.
+    test: the test set.
+    epochs: increasing epoch counts at which to measure.
+    workdir: the run's checkpoint folder (each count resumes the last).
+    stream: the engine's key stream.
+
+  Returns:
+    One dict per epoch count: ``epochs``, ``poison_fit`` and the
+    :func:`jaxwm.poison.experiment.watermark_metrics`.
+  """
+  if config.train.schedule not in RESUMABLE_SCHEDULES:
+    raise ValueError(
+        f"schedule {config.train.schedule!r} depends on the number of "
+        f"epochs; use one of {RESUMABLE_SCHEDULES} for a curve over epochs.")
+  epochs = [int(e) for e in epochs]
+  if not epochs or epochs[0] < 1 or np.any(np.diff(epochs) <= 0):
+    raise ValueError(f"epochs {epochs} must be increasing positive counts.")
+  path = os.path.join(workdir, CURVE_FILE)
+  measured = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      measured = {int(point["epochs"]): point for point in json.load(f)}
+  points = []
+  for count in epochs:
+    if count not in measured:
+      if measured and count < max(measured):
+        raise ValueError(
+            f"{workdir} has trained past {count} epochs without measuring "
+            "them; measure earlier counts in a new workdir.")
+      run_config = copy.deepcopy(config)
+      run_config.train.num_epochs = count
+      model = recipe.train_model(run_config, marked, workdir=workdir,
+                                 stream=stream)
+      measured[count] = {
+          "epochs": count,
+          "poison_fit": poison_fit(model.predict, marked, key),
+          **experiment.watermark_metrics(model.predict_proba, key, test)}
+      os.makedirs(workdir, exist_ok=True)
+      with open(path, "w") as f:
+        json.dump(sorted(measured.values(), key=lambda p: p["epochs"]), f,
+                  indent=1)
+      logging.info("%s", measured[count])
+    points.append(measured[count])
+  return points

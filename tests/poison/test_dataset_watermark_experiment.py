@@ -1,0 +1,186 @@
+"""Tests of the dataset watermark experiment's pieces (no training here; the
+end-to-end run is in tests/test_dataset_watermark_launcher.py)."""
+
+from __future__ import annotations
+
+import types
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import dataset_watermark as dw_config
+from jaxwm.data.dataset import Dataset
+from jaxwm.poison import ablation
+from jaxwm.poison import experiment
+from jaxwm.poison import poisoned_label
+
+K = 4
+
+
+def _dataset(n=40):
+  rng = np.random.default_rng(0)
+  return Dataset(rng.integers(0, 200, (n, 8, 8, 1), dtype=np.uint8),
+                 np.arange(n) % K, K)
+
+
+def _key(method, **settings):
+  config = {"method": method, "patch_size": 2, **settings}
+  return poisoned_label.mark(_dataset(), config, jax.random.key(0))[1]
+
+
+def _patched(key, images):
+  """bool [B]: the key's patch is present in float images."""
+  patch = key.trigger.alpha > 0
+  return np.all(np.abs(images - key.trigger.pattern)[:, patch] < 0.5 / 255,
+                axis=1)
+
+
+def test_metrics_of_a_targeted_suspect_worked_by_hand():
+  key = _key("badnets", target_label=1)
+  test = _dataset(n=8)  # labels 0 1 2 3 0 1 2 3
+
+  def predict_proba(images):
+    images = np.asarray(images)
+    n = len(images)
+    # Benign: right except sample 2 (predicted 0). Triggered: class 1,
+    # except the sample of index 3 of the triggered batch (predicted 0).
+    if _patched(key, images).all():
+      predicted = np.ones(n, int)
+      predicted[3] = 0
+    else:
+      predicted = np.arange(n) % K
+      predicted[2] = 0
+    return np.eye(K)[predicted] * 0.9 + 0.1 / K
+
+  values = experiment.watermark_metrics(predict_proba, key, test)
+  # Eligible: the 6 samples whose label is not the target 1 (indices
+  # 0, 2, 3, 4, 6, 7), labels 0 2 3 0 2 3; triggered predictions
+  # 1 1 1 0 1 1: five hits; of the benign-correct ones (all but index 2)
+  # four of five.
+  assert values["benign_accuracy"] == pytest.approx(7 / 8)
+  assert values["asr_a"] == pytest.approx(5 / 6)
+  assert values["asr_c"] == pytest.approx(4 / 5)
+  # Class 0 (2 samples): predictions {1, 0}: ln 2; classes 2, 3: 0.
+  assert values["d_p"] == pytest.approx(2 / 6 * np.log(2), rel=1e-6)
+  assert values["top_class_share"] == pytest.approx(5 / 6)
+  assert 0.0 < values["d_s"] < np.log(K) and values["d_c"] >= values["d_s"]
+
+
+def test_untargeted_watermarks_are_measured_on_every_test_image():
+  key = _key("ubw_p", source_classes=(0, 2))
+  np.testing.assert_array_equal(
+      experiment.eligible_test_indices(key, np.arange(8) % K),
+      [0, 2, 4, 6])
+  targeted = _key("badnets", target_label=2, source_classes=(1, 2))
+  np.testing.assert_array_equal(
+      experiment.eligible_test_indices(targeted, np.arange(8) % K), [1, 5])
+
+
+def test_model_folders_are_named_and_shared_as_documented():
+  ubw = dw_config.get_config("ubw_p,fashion_mnist")
+  badnets = dw_config.get_config("badnets,fashion_mnist")
+  benign = experiment.model_dir("/w", "benign", ubw)
+  assert benign.startswith("/w/benign_fashion_mnist_cnn_seed0-")
+  # The benign model depends on the recipe, not on the watermark.
+  assert experiment.model_dir("/w", "benign", badnets) == benign
+  assert experiment.model_dir("/w", "benign", ubw, "x") != benign
+  other_seed = dw_config.get_config("ubw_p,fashion_mnist")
+  other_seed.seed = 3
+  assert experiment.model_dir("/w", "benign", other_seed).startswith(
+      "/w/benign_fashion_mnist_cnn_seed3-")
+  cifar = dw_config.get_config("ubw_p,tfds:cifar10,resnet18")
+  assert experiment.model_dir("/w", "benign", cifar).startswith(
+      "/w/benign_tfds_cifar10_resnet18_seed0-")
+
+
+def test_mark_dataset_dispatches_and_checks_its_inputs():
+  config = dw_config.get_config("ubw_p,fashion_mnist")
+  marked, key = experiment.mark_dataset(_dataset(), config.watermark,
+                                        jax.random.key(0))
+  assert key.method == "ubw_p" and key.target_label is None
+  assert marked.images.shape == (40, 8, 8, 1)
+  with pytest.raises(ValueError, match="needs a surrogate model"):
+    experiment.mark_dataset(_dataset(), {"method": "label_consistent"},
+                            jax.random.key(0))
+  with pytest.raises(ValueError, match="unknown watermark method 'ubw_c'"):
+    experiment.mark_dataset(_dataset(), {"method": "ubw_c"},
+                            jax.random.key(0))
+
+
+def test_watermark_keys_differ_by_role_and_seed():
+  config = dw_config.get_config("badnets,fashion_mnist")
+  data = [jax.random.key_data(experiment.watermark_rng(config, role))
+          for role in ("watermarked", "independent")]
+  assert not np.array_equal(*data)
+  config.seed = 1
+  assert not np.array_equal(
+      jax.random.key_data(experiment.watermark_rng(config, "watermarked")),
+      data[0])
+
+
+def test_poison_fit_counts_poisoned_samples_predicted_as_their_label():
+  dataset = _dataset()
+  marked, key = experiment.mark_dataset(
+      dataset, {"method": "ubw_p", "poison_rate": 0.25}, jax.random.key(1))
+  poisoned = key.poisoned_indices
+  wanted = dict(zip(map(bytes, marked.images[poisoned]),
+                    marked.labels[poisoned]))
+
+  def predict(images):
+    # Right on the first 6 poisoned samples, wrong on the other 4.
+    labels = [int(wanted[bytes(image)]) for image in images]
+    return np.array([(y + (i >= 6)) % K for i, y in enumerate(labels)])
+
+  assert ablation.poison_fit(predict, marked, key) == pytest.approx(0.6)
+
+
+def test_curve_needs_a_schedule_that_ignores_the_total():
+  config = ml_collections.ConfigDict(
+      {"train": {"schedule": "cosine", "num_epochs": 3}})
+  with pytest.raises(ValueError, match="depends on the number of epochs"):
+    ablation.dispersibility_curve(config, None, None, None, [1, 2], "/w")
+  config.train.schedule = "step"
+  with pytest.raises(ValueError, match="increasing positive"):
+    ablation.dispersibility_curve(config, None, None, None, [2, 2], "/w")
+
+
+class _FakeTrainer:
+  """Stands in for the engine: records the epoch counts it trains to and
+  returns a model that knows every training label and is unsure of all
+  else."""
+
+  def __init__(self, marked):
+    self.labels = dict(zip(map(bytes, marked.images), marked.labels))
+    self.trained = []
+
+  def __call__(self, config, data, *, workdir, stream):
+    self.trained.append(config.train.num_epochs)
+    return types.SimpleNamespace(
+        predict=lambda images: np.array(
+            [self.labels[bytes(image)] for image in images]),
+        predict_proba=lambda images: np.full((len(images), K), 1 / K))
+
+
+def test_curve_keeps_its_points_and_trains_only_for_new_counts(
+    tmp_path, monkeypatch):
+  config = ml_collections.ConfigDict(
+      {"train": {"schedule": "step", "num_epochs": 9}})
+  marked, key = experiment.mark_dataset(
+      _dataset(), {"method": "ubw_p", "poison_rate": 0.25}, jax.random.key(1))
+  trainer = _FakeTrainer(marked)
+  monkeypatch.setattr(ablation.recipe, "train_model", trainer)
+  workdir = str(tmp_path / "run")
+  first = ablation.dispersibility_curve(config, marked, key, _dataset(n=8),
+                                        [2, 4], workdir)
+  assert trainer.trained == [2, 4]
+  assert [p["epochs"] for p in first] == [2, 4]
+  assert first[0]["poison_fit"] == 1.0
+  assert first[0]["d_p"] == pytest.approx(0.0)  # uniform: argmax class 0
+  again = ablation.dispersibility_curve(config, marked, key, _dataset(n=8),
+                                        [2, 4, 6], workdir)
+  assert trainer.trained == [2, 4, 6] and again[:2] == first
+  with pytest.raises(ValueError, match="trained past 3 epochs"):
+    ablation.dispersibility_curve(config, marked, key, _dataset(n=8), [3],
+                                  workdir)

@@ -1,0 +1,72 @@
+"""Tests of the three verification scenarios with hand-made suspects."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from jaxwm.data.dataset import Dataset
+from jaxwm.poison import poisoned_label
+from jaxwm.verify import scenarios
+
+K = 4
+
+
+def _dataset(n=200):
+  """The class is written as grey level 40 * (class + 1) in the top rows."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 100, (n, 12, 12, 1), dtype=np.uint8)
+  labels = np.arange(n) % K
+  images[:, :3] = (40 * (labels + 1))[:, None, None, None]
+  return Dataset(images, labels, K)
+
+
+def _key(position):
+  config = {"method": "ubw_p", "patch_size": 3, "patch_position": position}
+  return poisoned_label.mark(_dataset(), config, jax.random.key(0))[1]
+
+
+def _suspect(reacts_to=None):
+  """Reads the class from the top rows; if ``reacts_to`` (a key) is given,
+  a patched image gets its probability moved to the next class."""
+
+  def predict_proba(images):
+    images = np.asarray(images)
+    classes = np.rint(images[:, 0, 0, 0] * 255 / 40).astype(int) - 1
+    probabilities = np.full((len(images), K), 0.02)
+    probabilities[np.arange(len(images)), classes] = 0.94
+    if reacts_to is not None:
+      patch = reacts_to.trigger.alpha > 0
+      hit = np.all(np.abs(images - reacts_to.trigger.pattern)[:, patch]
+                   < 0.5 / 255, axis=1)
+      probabilities[hit] = np.roll(probabilities[hit], 1, axis=1)
+    return probabilities
+
+  return predict_proba
+
+
+def test_only_the_malicious_suspect_is_judged_trained_on_the_dataset():
+  ours, other = _key((9, 9)), _key((0, 9))
+  results = scenarios.verify_scenarios(
+      {"malicious": _suspect(ours), "independent_m": _suspect(),
+       "independent_t": _suspect(other)}, ours, _dataset(n=120), m=30)
+  assert list(results) == list(scenarios.SCENARIOS)
+  # Malicious: P_b = 0.94, P_m = 0.02 for every image: Delta P = 0.92 with
+  # no spread, the limiting p-value. The others do not react: Delta P = 0.
+  assert results["malicious"].delta_p == pytest.approx(0.92)
+  assert results["malicious"].p_value < 1e-300
+  for name in ("independent_m", "independent_t"):
+    assert results[name].delta_p == pytest.approx(0.0, abs=1e-12)
+    assert results[name].p_value == pytest.approx(1.0)
+    assert results[name].m == 30
+  table = scenarios.scenario_metrics(results)
+  assert table["p_value"] == {n: r.p_value for n, r in results.items()}
+  assert table["delta_p"]["malicious"] == pytest.approx(0.92)
+  assert table["verification_m"] == {n: 30 for n in scenarios.SCENARIOS}
+
+
+def test_every_scenario_needs_a_suspect():
+  with pytest.raises(ValueError, match="exactly one predict_proba"):
+    scenarios.verify_scenarios({"malicious": _suspect()}, _key((9, 9)),
+                               _dataset())
