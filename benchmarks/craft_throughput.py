@@ -8,7 +8,9 @@ and the projection (Fowl et al., Eq. 3 and Algorithm 1). The jaxwm side
 times the real :func:`jaxwm.poison.crafting.make_craft_step` with the data
 on the device and, on the same batch, the engine's training step
 (:func:`jaxwm.train.make_train_step`, same augmentation), so each row also
-gives the cost of crafting relative to training. The PyTorch side is the
+gives the cost of crafting relative to training, and the same objective's
+derivative taken by reverse-over-reverse ``jax.grad`` (the double backward
+that the crafting step replaces by a forward-over-reverse product). The PyTorch side is the
 same objective written as a strong PyTorch user would: ``channels_last``,
 ``torch.autograd.grad(..., create_graph=True)``, ``torch.autocast`` for
 bf16, the target gradient precomputed, Adam on sign(grad), in-place
@@ -73,7 +75,8 @@ def _timed(run, steps: int, warmup: int, wait=jax.block_until_ready) -> float:
 def jax_seconds_per_step(model_name: str, shape: tuple[int, int, int],
                          batch_size: int, dtype: str, steps: int,
                          warmup: int) -> tuple[float, float]:
-  """(crafting step, training step) seconds on one batch of ``batch_size``."""
+  """Seconds on one batch of ``batch_size``: (crafting step, the objective's
+  derivative by reverse-over-reverse autodiff, training step)."""
   model = get_model(model_name, NUM_CLASSES, dtype=dtype)
   mesh = train.make_mesh()
   optimizer = train.make_optimizer(OPTIMIZER, 1, 1)
@@ -106,6 +109,8 @@ def jax_seconds_per_step(model_name: str, shape: tuple[int, int, int],
     return objective
 
   craft_s = _timed(craft_once, steps, warmup)
+  double_backward_s = _jax_double_backward_seconds(
+      model, variables, target_grad, images, labels, steps, warmup)
   train_step = train.make_train_step(model, optimizer,
                                      input_transform=AUGMENT.apply, mesh=mesh)
   batch = jax.device_put({"image": images, "label": labels},
@@ -116,7 +121,33 @@ def jax_seconds_per_step(model_name: str, shape: tuple[int, int, int],
     holder["state"], metrics = train_step(holder["state"], batch, key)
     return metrics
 
-  return craft_s, _timed(train_once, steps, warmup)
+  return craft_s, double_backward_s, _timed(train_once, steps, warmup)
+
+
+def _jax_double_backward_seconds(model, variables, target_grad, images,
+                                 labels, steps: int, warmup: int) -> float:
+  """The same objective's derivative by reverse-over-reverse ``jax.grad``
+  (what jaxwm replaced by a forward-over-reverse product), for comparison."""
+  weights = jnp.ones(labels.shape[0])
+  key = jax.random.PRNGKey(1)
+
+  def objective(delta, clean):
+    grad = alignment.loss_gradient(model, variables,
+                                   AUGMENT.apply(clean + delta, key),
+                                   labels, weights)
+    return alignment.alignment_loss(grad, target_grad)
+
+  derivative = jax.jit(jax.grad(objective))
+  clean = jnp.asarray(images, jnp.float32) / 255
+  holder = {"delta": jnp.zeros_like(clean)}
+
+  def once():
+    # Chained through delta, so calls run one after another.
+    holder["delta"] = holder["delta"] + 1e-9 * derivative(holder["delta"],
+                                                          clean)
+    return holder["delta"]
+
+  return _timed(once, steps, warmup)
 
 
 def torch_seconds_per_step(batch_size: int, dtype: str, steps: int,
@@ -200,7 +231,7 @@ def main(argv):
   shape = tuple(int(s) for s in _SHAPE.value)
   for batch_size in (int(b) for b in _BATCHES.value):
     for dtype in _DTYPES.value:
-      craft_s, train_s = jax_seconds_per_step(
+      craft_s, double_backward_s, train_s = jax_seconds_per_step(
           _MODEL.value, shape, batch_size, dtype, _STEPS.value, _WARMUP.value)
       row = {"benchmark": "craft_throughput", "model": _MODEL.value,
              "input": "x".join(map(str, shape)), "batch_size": batch_size,
@@ -208,6 +239,8 @@ def main(argv):
              "num_devices": jax.device_count(),
              "jax_version": jax.__version__,
              "jax_poisons_per_s": round(batch_size / craft_s, 1),
+             "jax_double_backward_poisons_per_s": round(
+                 batch_size / double_backward_s, 1),
              "jax_train_images_per_s": round(batch_size / train_s, 1),
              "craft_over_train_step": round(craft_s / train_s, 3)}
       if _TORCH.value:

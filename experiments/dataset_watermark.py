@@ -8,8 +8,8 @@ METHOD is one of badnets, blended, wanet, label_consistent, ubw_p. Trains
 the benign model, the watermarked model and a model watermarked with a
 different trigger, and reports the watermarked model's benign accuracy,
 ASR-A, ASR-C and D_p and the p-value and Delta P of the three verification
-scenarios (independent_t, independent_m, malicious); see
-:mod:`jaxwm.poison.experiment`. Runs of different methods with the same
+scenarios (independent_t, independent_m, malicious), and prints them as
+the paper's Table 1 row and Table 3; see :mod:`jaxwm.poison.experiment`. Runs of different methods with the same
 ``--workdir`` share the benign model.
 """
 
@@ -22,7 +22,8 @@ from jaxwm.poison import experiment
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  launch.run("dataset_watermark", experiment.run_experiment)
+  outcome = launch.run("dataset_watermark", experiment.run_experiment)
+  print(experiment.format_table(outcome["metrics"]))
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def test_badnets_on_digits_is_learned_and_verified(finished_run):
 
 
 def test_launcher_reuses_the_models_and_writes_the_results(
-    finished_run, tmp_path, monkeypatch):
+    finished_run, tmp_path, monkeypatch, capsys):
   workdir, outcome = finished_run
   output = tmp_path / "result.json"
   if "output_json" not in flags.FLAGS:
@@ -121,6 +121,14 @@ def test_launcher_reuses_the_models_and_writes_the_results(
   assert result["metrics"]["p_value"] == pytest.approx(
       outcome["metrics"]["p_value"], rel=1e-6)
   assert len(os.listdir(workdir)) == 3
+  # The printed tables: Table 1's row and Table 3's block.
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].split()[-1] == "D_p"
+  assert float(lines[1].split()[2]) == pytest.approx(
+      result["metrics"]["asr_a"], abs=1e-4)
+  assert lines[3].split() == ["independent_t", "independent_m", "malicious"]
+  assert float(lines[5].split()[-1]) == pytest.approx(
+      result["metrics"]["p_value"]["malicious"], rel=1e-2)
 
 
 @pytest.mark.parametrize("variant, method, dataset, model", [

@@ -233,3 +233,24 @@ def run_experiment(config, workdir: str) -> dict[str, Any]:
   }
   return {"dataset": config.dataset, "model": config.model,
           "metrics": values}
+
+
+def format_table(metrics: Mapping[str, Any]) -> str:
+  """The paper's Table 1 row and Table 3 block for one run, as text.
+
+  Args:
+    metrics: the ``metrics`` of :func:`run_experiment`.
+  """
+  rows = [
+      "BA (no watermark)  BA      ASR-A   ASR-C   D_p",
+      f"{metrics['benign_accuracy_no_watermark']:<18.4f} "
+      f"{metrics['benign_accuracy']:<7.4f} {metrics['asr_a']:<7.4f} "
+      f"{metrics['asr_c']:<7.4f} {metrics['d_p']:.4f}",
+      "",
+      f"{'':<8} " + " ".join(f"{name:>14}" for name in scenarios.SCENARIOS),
+      "Delta P  " + " ".join(f"{metrics['delta_p'][name]:>14.4f}"
+                             for name in scenarios.SCENARIOS),
+      "p-value  " + " ".join(f"{metrics['p_value'][name]:>14.3g}"
+                             for name in scenarios.SCENARIOS),
+  ]
+  return "\n".join(rows)
