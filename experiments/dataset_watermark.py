@@ -4,13 +4,14 @@ r"""Dataset watermarks and black-box ownership verification (UBW paper).
       --config=configs/dataset_watermark.py:ubw_p,fashion_mnist \
       --workdir=/tmp/dataset_watermark --output_json=/tmp/ubw_p.json
 
-METHOD is one of badnets, blended, wanet, label_consistent, ubw_p. Trains
-the benign model, the watermarked model and a model watermarked with a
-different trigger, and reports the watermarked model's benign accuracy,
-ASR-A, ASR-C and D_p and the p-value and Delta P of the three verification
-scenarios (independent_t, independent_m, malicious), and prints them as
-the paper's Table 1 row and Table 3; see :mod:`jaxwm.poison.experiment`. Runs of different methods with the same
-``--workdir`` share the benign model.
+The variant is METHOD,DATASET[,MODEL][,runlocal], METHOD one of badnets,
+blended, wanet, label_consistent, ubw_p. Trains the benign model, the
+watermarked model and a model watermarked with a different trigger;
+reports the watermarked model's benign accuracy, ASR-A, ASR-C and D_p and
+the p-value and Delta P of the three verification scenarios
+(independent_t, independent_m, malicious), and prints them as the paper's
+Table 1 row and Table 3 (see :mod:`jaxwm.poison.experiment`). Runs of
+different methods with the same ``--workdir`` share the benign model.
 """
 
 from absl import app

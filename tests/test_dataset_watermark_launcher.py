@@ -73,7 +73,8 @@ def test_badnets_on_digits_is_learned_and_verified(finished_run):
   values = outcome["metrics"]
   assert (outcome["dataset"], outcome["model"]) == ("digits", LINEAR)
   assert values["benign_accuracy_no_watermark"] > 0.85
-  assert values["benign_accuracy"] > values["benign_accuracy_no_watermark"] - 0.1
+  assert (values["benign_accuracy"] >
+          values["benign_accuracy_no_watermark"] - 0.1)
   assert values["asr_a"] > 0.9 and values["asr_c"] > 0.9
   assert values["d_p"] < 0.3 and values["top_class_share"] > 0.9
   assert values["p_value"]["malicious"] < 1e-3

@@ -83,10 +83,19 @@ class AvailabilityKey:
 
   def restore(self, released: Dataset) -> Dataset:
     """The clean dataset: ``released`` minus the recorded perturbation."""
-    images = released.images.copy()
     rows = self.poisoned_indices
-    images[rows] = (images[rows].astype(np.int16) - self.perturbation).astype(
-        np.uint8)
+    if rows.size and (rows[-1] >= len(released) or
+                      released.image_shape != self.perturbation.shape[1:]):
+      raise ValueError(
+          f"the released set ({len(released)} images {released.image_shape}) "
+          "is not the one this key was made for; pass the released dataset.")
+    clean = released.images[rows].astype(np.int16) - self.perturbation
+    if clean.size and (clean.min() < 0 or clean.max() > 255):
+      raise ValueError("subtracting the perturbation leaves [0, 255]: the "
+                       "images are not the released ones this key belongs "
+                       "to.")
+    images = released.images.copy()
+    images[rows] = clean.astype(np.uint8)
     return released.replace(images=images)
 
   def save(self, prefix: str) -> str:

@@ -24,8 +24,6 @@ reported.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from typing import Any, Mapping
@@ -35,6 +33,7 @@ import numpy as np
 from absl import logging
 
 from jaxwm import metrics
+from jaxwm.fingerprint import fingerprint
 from jaxwm.data.dataset import Dataset
 from jaxwm.poison import label_consistent
 from jaxwm.poison import poisoned_label
@@ -135,11 +134,6 @@ def watermark_metrics(predict_proba: PredictProba, key: WatermarkKey,
   return {name: float(value) for name, value in values.items()}
 
 
-def _fingerprint(*parts: Any) -> str:
-  encoded = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
-  return hashlib.sha256(encoded).hexdigest()[:16]
-
-
 def model_dir(workdir: str, role: str, config, *parts: Any) -> str:
   """``workdir/<role>_<dataset>_<model>_seed<k>-<fingerprint>``.
 
@@ -152,7 +146,7 @@ def model_dir(workdir: str, role: str, config, *parts: Any) -> str:
   dataset = re.sub(r"[^A-Za-z0-9]+", "_", config.dataset).strip("_")
   return os.path.join(
       workdir, f"{role}_{dataset}_{config.model}_seed{config.seed}-"
-      f"{_fingerprint(base, *parts)}")
+      f"{fingerprint(base, *parts)}")
 
 
 def watermark_rng(config, role: str) -> jax.Array:

@@ -45,6 +45,12 @@ def test_random_noise_moves_every_pixel_by_eps_unless_clipped():
   np.testing.assert_array_equal(key.poisoned_indices, np.arange(len(data)))
   assert math.isnan(key.objective)
   np.testing.assert_array_equal(released.labels, data.labels)
+  np.testing.assert_array_equal(key.restore(released).images, data.images)
+  # Pixels at 0 that moved up cannot be restored from the clean set.
+  with pytest.raises(ValueError, match="not the released"):
+    key.restore(data)
+  with pytest.raises(ValueError, match="not the one this key"):
+    key.restore(data.take(np.arange(8)))
 
 
 def test_crafted_poisons_stay_within_eps_and_the_key_restores_the_data(

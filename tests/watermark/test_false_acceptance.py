@@ -1,9 +1,9 @@
-"""experiments/false_acceptance.py: the exact size of the binomial test."""
+"""The false-acceptance experiment: the exact size of the binomial test."""
 
 import pytest
 from scipy import stats
 
-from experiments import false_acceptance
+from jaxwm.watermark import false_acceptance
 
 
 def test_exact_size_hand_worked():

@@ -1,4 +1,4 @@
-"""experiments/model_watermark.py end to end on digits (runlocal)."""
+"""The model-watermark experiment end to end on digits (runlocal)."""
 
 import json
 import os
@@ -6,8 +6,8 @@ import os
 import pytest
 
 from configs import model_watermark as model_watermark_configs
-from experiments import model_watermark
 from jaxwm import results
+from jaxwm.watermark import experiment as model_watermark
 
 VERDICT = {"watermark_accuracy", "p_value", "log10_p_value", "verified"}
 
@@ -33,7 +33,7 @@ def test_runs_end_to_end_and_writes_the_contract(tmp_path, tiny_model_name):
   config = model_watermark_configs.get_config(
       "adi_fromscratch,digits,runlocal")
   config.model = tiny_model_name
-  config.attack.names = ("ftll", "rtal")
+  config.attack.names = ("rtal",)
   config.piracy.attacks = ("ftal",)
   workdir = str(tmp_path / "work")
   outcome = model_watermark.run_experiment(config, workdir)
@@ -52,7 +52,7 @@ def test_runs_end_to_end_and_writes_the_contract(tmp_path, tiny_model_name):
                 metrics["benign_accuracy_unmarked"]):
     assert 0.0 <= value <= 1.0
   assert 0.0 < metrics["p_value"] <= 1.0
-  assert set(metrics["removal"]) == {"ftll", "rtal"}
+  assert set(metrics["removal"]) == {"rtal"}
   for attack in metrics["removal"].values():
     assert {"test_accuracy"} | VERDICT == set(attack)
   piracy = metrics["piracy"]
@@ -62,5 +62,5 @@ def test_runs_end_to_end_and_writes_the_contract(tmp_path, tiny_model_name):
   assert {"dataset", "test_accuracy"} | VERDICT == set(metrics["transfer"])
   # Keys and models are kept under the workdir, named by their fingerprints.
   roles = {name.split("-")[0] for name in os.listdir(workdir)}
-  assert roles == {"keys", "unmarked", "marked", "removal_ftll",
+  assert roles == {"keys", "unmarked", "marked",
                    "removal_rtal", "pirated", "piracy_ftal", "transfer"}

@@ -1,0 +1,173 @@
+"""The crafted-poison experiment: availability poisons and clean-label
+watermarks made by gradient alignment.
+
+:func:`run_experiment` is the whole ``experiments/craft_poison.py`` job,
+importable from a notebook:
+
+1. Train the surrogate on the clean training set (not for ``random_noise``).
+2. Craft the poison with the shared gradient-alignment loop (resumable
+   under ``--workdir``) and save the owner's key with its SHA-256
+   manifest.
+3. Train a fresh victim from scratch on the poisoned set and, with the same
+   recipe, key stream and defence, one on the clean set.
+4. Evaluate. Availability methods: ``test_accuracy`` (poisoned victim) and
+   ``clean_test_accuracy`` (clean victim). ``ubw_c`` and ``sleeper_agent``:
+   ``benign_accuracy``, ``asr_a``, ``asr_c``, ``d_p`` (and ``d_s``,
+   ``d_c``) of the poisoned victim on triggered source-class test images
+   (``*_clean_model``: the same for the clean victim, the trigger's effect
+   without the watermark), and the ``p_value`` of the three scenarios:
+   ``malicious`` (the victim, our trigger), ``independent_t`` (the victim
+   queried with a different trigger, as in the UBW paper, Section 5.3) and
+   ``independent_m`` (the clean victim, our trigger).
+
+Every model and the crafting run live in folders named after their role
+and a fingerprint of what they depend on, so a rerun resumes or reuses them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+import jax
+from absl import logging
+
+from jaxwm import defenses
+from jaxwm.data.augment import AugmentConfig
+from jaxwm.data.dataset import Dataset
+from jaxwm.poison import (alignment_watermark, availability, crafting,
+                          sleeper_agent, triggers, ubw_c)
+from jaxwm.poison.alignment_regularizers import Regularizers
+from jaxwm.poison.experiment import model_dir, watermark_metrics
+from jaxwm.train import recipe
+from jaxwm.verify import scenarios
+from jaxwm.verify.dataset_ownership import verify_dataset_ownership
+
+# Key streams: the engine's models, and the poison's own key.
+STREAMS = {"surrogate": 0, "victim": 1}
+POISON_STREAM = 2000
+WATERMARKS = {method.name: method
+              for method in (ubw_c.METHOD, sleeper_agent.METHOD)}
+
+
+def craft_config(poison) -> crafting.CraftConfig:
+  """The crafting loop's settings from the ``poison`` block (eps in 1/255)."""
+  return crafting.CraftConfig(
+      epsilon=poison.epsilon / 255, steps=poison.steps,
+      restarts=poison.restarts, learning_rate=poison.learning_rate,
+      milestones=tuple(poison.milestones), gamma=poison.gamma,
+      batch_size=poison.batch_size,
+      augment=AugmentConfig(**poison.augment.to_dict()),
+      independent=poison.independent,
+      regularizers=Regularizers(**poison.regularizers.to_dict()),
+      retrain_every=poison.retrain_every,
+      checkpoint_every=poison.checkpoint_every, log_every=poison.log_every)
+
+
+def train_victim(config, data: Dataset, workdir: str) -> recipe.TrainedModel:
+  """A fresh model on ``data`` with the recipe's augmentation and defence."""
+  defense = config.defense
+  transform = recipe.input_transform_from_config(config.train.augment)
+  if defense.name == "gaussian_smoothing":
+    transform = defenses.compose(transform, defenses.gaussian_smoothing(
+        defense.smoothing_radius, defense.smoothing_sigma))
+  elif defense.name == "additive_noise":
+    transform = defenses.compose(
+        transform, defenses.additive_noise(defense.noise_epsilon / 255))
+  elif defense.name not in ("none", "dp_sgd"):
+    raise ValueError(f"unknown defense {defense.name!r}; use none, "
+                     "gaussian_smoothing, additive_noise or dp_sgd.")
+  if defense.name == "dp_sgd":
+    return defenses.train_model_dp_sgd(
+        config, data, l2_clip=defense.dp_l2_clip,
+        noise_multiplier=defense.dp_noise_multiplier,
+        stream=STREAMS["victim"], input_transform=transform, workdir=workdir)
+  return recipe.train_model(config, data, workdir=workdir,
+                            stream=STREAMS["victim"],
+                            input_transform=transform)
+
+
+def _poison(config, train: Dataset, surrogate: recipe.TrainedModel | None,
+            folder: str) -> tuple[Dataset, Any, dict[str, Any]]:
+  """Crafts the configured poison; saves its key under ``folder``.
+
+  Returns:
+    (the poisoned training set, the key, metrics about the poison).
+  """
+  key = jax.random.fold_in(jax.random.key(config.seed), POISON_STREAM)
+  crafting_config = craft_config(config.poison)
+  model = surrogate.model if surrogate else None
+  variables = surrogate.variables if surrogate else None
+  if config.method in availability.METHODS:
+    poisoned, poison_key = availability.poison(
+        train, config.method, crafting_config, key, model=model,
+        variables=variables, target_fraction=config.poison.target_fraction,
+        workdir=os.path.join(folder, "crafting"))
+    objective = poison_key.objective
+  else:
+    def retrain(data: Dataset, tag: str) -> Any:
+      return recipe.train_model(config, data,
+                                workdir=os.path.join(folder, tag),
+                                stream=STREAMS["surrogate"]).variables
+
+    poisoned, poison_key, objective = alignment_watermark.mark(
+        train, WATERMARKS[config.method],
+        alignment_watermark.AlignmentWatermarkConfig(
+            **config.watermark.to_dict()),
+        crafting_config, key, model=model, variables=variables,
+        retrain_surrogate=retrain, workdir=folder)
+  digest = poison_key.save(os.path.join(folder, "poison_key"))
+  logging.info("%s: key saved in %s (manifest SHA-256 %s)", config.method,
+               folder, digest)
+  info = {"poison_key_digest": digest,
+          "poisoned_samples": int(poison_key.poisoned_indices.size)}
+  if not math.isnan(objective):  # random noise has no objective
+    info["crafting_objective"] = float(objective)
+  return poisoned, poison_key, info
+
+
+def run_experiment(config, workdir: str) -> dict[str, Any]:
+  """The whole experiment; returns the launcher's ``outcome`` mapping."""
+  train, test = recipe.load_datasets(config)
+  logging.info("%s on %d %s training images", config.method, len(train),
+               config.dataset)
+  surrogate = None
+  if config.method != "random_noise":
+    surrogate = recipe.train_model(
+        config, train, workdir=model_dir(workdir, "surrogate", config),
+        stream=STREAMS["surrogate"])
+  folder = model_dir(workdir, f"{config.method}_poison", config,
+                     config.method, config.poison.to_dict(),
+                     config.watermark.to_dict())
+  poisoned, poison_key, values = _poison(config, train, surrogate, folder)
+  defense = config.defense.to_dict()
+  victim = train_victim(config, poisoned,
+                        os.path.join(folder, f"victim-{defense['name']}"))
+  clean = train_victim(config, train, model_dir(workdir, "clean_victim",
+                                                config, defense))
+  clean_accuracy = clean.evaluate(test)["accuracy"]
+  if config.method in availability.METHODS:
+    values.update(test_accuracy=victim.evaluate(test)["accuracy"],
+                  clean_test_accuracy=clean_accuracy)
+  else:
+    other = dataclasses.replace(poison_key, trigger=triggers.badnets_trigger(
+        train.image_shape, size=config.watermark.patch_size,
+        position=tuple(config.independent_trigger.patch_position),
+        pattern=config.independent_trigger.patch_pattern))
+    verify = config.verify
+    results = {name: verify_dataset_ownership(
+        suspect, scenario_key, test, m=verify.m, tau=verify.tau,
+        seed=verify.seed) for name, suspect, scenario_key in (
+            ("independent_t", victim.predict_proba, other),
+            ("independent_m", clean.predict_proba, poison_key),
+            ("malicious", victim.predict_proba, poison_key))}
+    values.update(watermark_metrics(victim.predict_proba, poison_key, test))
+    values.update(scenarios.scenario_metrics(results))
+    clean_metrics = watermark_metrics(clean.predict_proba, poison_key, test)
+    values.update(benign_accuracy_clean_model=clean_accuracy,
+                  asr_a_clean_model=clean_metrics["asr_a"],
+                  d_p_clean_model=clean_metrics["d_p"])
+  return {"dataset": config.dataset, "model": config.model, "metrics": values}
+

@@ -1,0 +1,221 @@
+"""The Adi et al. model watermark experiment: Mark, Verify, removal attacks,
+piracy and transfer (Sections 4.2-4.4 of the paper).
+
+:func:`run_experiment` is the whole ``experiments/model_watermark.py`` job,
+importable from a notebook.
+
+The training set is split (stratified, seeded) into the owner's part and
+the attacker's held-out part (``attack.held_out_fraction``). The owner
+trains a non-marked model and a marked one (FROMSCRATCH or PRETRAINED) on
+its part; the attacker fine-tunes the marked model on the held-out part
+(FTLL, FTAL, RTLL, RTAL), embeds its own trigger set into it (ownership
+piracy) and transfers it to another dataset.
+
+Every model is checkpointed under ``--workdir`` in a folder named after its
+role and a SHA-256 fingerprint of everything it depends on, and the keys
+are saved there once, so a second run with the same workdir (for instance
+the other mode) reuses the non-marked model and whatever else it shares.
+
+Metrics: ``benign_accuracy`` (marked) and ``benign_accuracy_unmarked``,
+``watermark_accuracy`` and ``p_value`` of the marked model and
+``unmarked`` (the non-marked model under the owner's key), ``removal``
+(per attack: ``test_accuracy``, ``watermark_accuracy``, ``p_value``,
+``verified``), ``piracy`` and ``transfer``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from absl import logging
+
+from jaxwm import data as jaxwm_data
+from jaxwm.fingerprint import fingerprint
+from jaxwm.steal import finetune
+from jaxwm.train import recipe
+from jaxwm.watermark import adi
+from jaxwm.watermark import embedding
+
+# Key streams of the models of one run (the engine's ``stream`` argument).
+STREAMS = {"unmarked": 0, "marked": 1, "pirated": 2, "transfer": 3,
+           **{f"removal_{name}": 10 + i
+              for i, name in enumerate(finetune.ATTACKS)},
+           **{f"piracy_{name}": 20 + i
+              for i, name in enumerate(finetune.ATTACKS)}}
+
+
+class _Run:
+  """The folders, keys and verifications of one experiment run."""
+
+  def __init__(self, config, workdir: str, train: jaxwm_data.Dataset):
+    self.config = config
+    self.workdir = workdir
+    # Everything the non-marked model depends on; every other model's
+    # fingerprint extends it.
+    self.base = (config.seed, config.dataset, config.data_dir, config.model,
+                 config.model_kwargs.to_dict(), config.train_fraction,
+                 config.train.to_dict(), config.attack.held_out_fraction)
+    self.num_classes = train.num_classes
+    self.image_shape = train.image_shape
+
+  def model_dir(self, role: str, *parts: Any) -> str:
+    return os.path.join(self.workdir,
+                        f"{role}-{fingerprint(self.base, *parts)}")
+
+  def keys(self, owner: str, n: int) -> tuple[adi.MarkingKey,
+                                              adi.VerificationKey]:
+    """``owner``'s keys, generated and saved on the first run."""
+    seed = self.config.watermark.trigger_seed
+    folder = os.path.join(self.workdir, "keys-" + fingerprint(
+        owner, n, self.num_classes, self.image_shape, seed))
+    mk_path = os.path.join(folder, "marking_key")
+    vk_path = os.path.join(folder, "verification_key")
+    if os.path.exists(mk_path + ".json"):
+      return adi.MarkingKey.load(mk_path), adi.VerificationKey.load(vk_path)
+    # The pirate's trigger set must differ from the owner's, also when the
+    # owner's is seeded for reproducibility.
+    mk, vk = adi.keygen(n, self.num_classes, self.image_shape,
+                        None if seed is None else f"{owner}:{seed}".encode())
+    os.makedirs(folder, exist_ok=True)
+    mk.save(mk_path)
+    vk.save(vk_path)
+    logging.info("%s keys saved in %s; publish vk digest %s", owner, folder,
+                 vk.digest())
+    return mk, vk
+
+  def verdict(self, keys, model: recipe.TrainedModel) -> dict[str, Any]:
+    result = adi.verify(*keys, model.predict_proba,
+                        alpha=self.config.watermark.alpha)
+    return {"watermark_accuracy": result.agreement,
+            "p_value": result.p_value,
+            "log10_p_value": result.log10_p_value,
+            "verified": bool(result.accepted)}
+
+
+def _attack_config(config, epochs: int, learning_rate: float | None):
+  if learning_rate is None:
+    learning_rate = finetune.final_learning_rate(config.train)
+  return finetune.finetune_config(config, learning_rate=learning_rate,
+                                  num_epochs=epochs)
+
+
+def _mark(run: _Run, owner_data, owner_keys, unmarked
+          ) -> tuple[recipe.TrainedModel, tuple[Any, ...]]:
+  """The owner's marked model and the fingerprint parts it depends on.
+
+  PRETRAINED continues training the non-marked model with the triggers for
+  a second run of the training recipe, so that both modes see the triggers
+  equally often.
+  """
+  wm = run.config.watermark
+  pretrained = wm.mode == embedding.PRETRAINED
+  parts = (wm.mode, wm.triggers_per_batch, owner_keys[1].digest())
+  marked = embedding.mark(
+      run.config, owner_data, owner_keys[0], wm.mode,
+      workdir=run.model_dir("marked", *parts),
+      base_variables=unmarked.variables if pretrained else None,
+      stream=STREAMS["marked"], k=wm.triggers_per_batch)
+  return marked, parts
+
+
+def _removal(run: _Run, marked, marked_parts, attacker_data, test,
+             keys_by_party: dict[str, tuple], names, prefix: str
+             ) -> dict[str, Any]:
+  """Each attack in ``names`` on ``marked``, verified with every party's keys."""
+  attack = run.config.attack
+  config = _attack_config(run.config, attack.num_epochs, attack.learning_rate)
+  outcome = {}
+  for name in names:
+    logging.info("%s: %s", prefix, name)
+    attacked = finetune.fine_tune(
+        config, marked, attacker_data, name,
+        workdir=run.model_dir(f"{prefix}_{name}", *marked_parts,
+                              config.train.to_dict()),
+        stream=STREAMS[f"{prefix}_{name}"])
+    entry = {"test_accuracy": attacked.evaluate(test)["accuracy"]}
+    for party, keys in keys_by_party.items():
+      verdict = run.verdict(keys, attacked)
+      entry.update(verdict if len(keys_by_party) == 1 else {party: verdict})
+    outcome[name] = entry
+  return outcome
+
+
+def _piracy(run: _Run, marked, marked_parts, attacker_data, test,
+            owner_keys) -> dict[str, Any]:
+  """The attacker embeds TS-NEW into the marked model (PRETRAINED, with as
+  many epochs as the owner's embedding, Section 4.4)."""
+  wm = run.config.watermark
+  pirate_keys = run.keys("pirate", run.config.piracy.num_triggers)
+  parts = (*marked_parts, pirate_keys[1].digest())
+  pirated = embedding.mark(run.config, attacker_data, pirate_keys[0],
+                           embedding.PRETRAINED,
+                           workdir=run.model_dir("pirated", *parts),
+                           base_variables=marked.variables,
+                           stream=STREAMS["pirated"],
+                           k=wm.triggers_per_batch)
+  parties = {"owner": owner_keys, "pirate": pirate_keys}
+  return {
+      "test_accuracy": pirated.evaluate(test)["accuracy"],
+      **{party: run.verdict(keys, pirated) for party, keys in parties.items()},
+      # The model the owner released, and time-stamped vk for, before the
+      # pirate ever saw it: only the owner's watermark is in it.
+      "pirate_on_released_model": run.verdict(pirate_keys, marked),
+      "after": _removal(run, pirated, parts, attacker_data, test, parties,
+                        run.config.piracy.attacks, "piracy"),
+  }
+
+
+def _transfer(run: _Run, marked, marked_parts, owner_keys) -> dict[str, Any]:
+  """RTAL on another dataset; verified with the original head (Sec. 4.4)."""
+  spec = run.config.transfer
+  train, test = (finetune.to_image_shape(
+      jaxwm_data.load(spec.dataset, split), run.image_shape)
+                 for split in ("train", "test"))
+  config = _attack_config(run.config, spec.num_epochs, spec.learning_rate)
+  transferred = finetune.fine_tune(
+      config, marked, train, "rtal",
+      workdir=run.model_dir("transfer", *marked_parts, spec.to_dict(),
+                            config.train.to_dict()),
+      stream=STREAMS["transfer"])
+  return {"dataset": spec.dataset,
+          "test_accuracy": transferred.evaluate(test)["accuracy"],
+          **run.verdict(owner_keys,
+                        finetune.with_head(transferred, marked))}
+
+
+def run_experiment(config, workdir: str) -> dict[str, Any]:
+  """The whole experiment; returns the launcher's ``outcome`` mapping."""
+  train, test = recipe.load_datasets(config)
+  attacker_data, owner_data = jaxwm_data.disjoint_split(
+      train, config.attack.held_out_fraction, config.seed)
+  logging.info("owner: %d images, attacker: %d, test: %d", len(owner_data),
+               len(attacker_data), len(test))
+  run = _Run(config, workdir, train)
+  owner_keys = run.keys("owner", config.watermark.num_triggers)
+  unmarked = recipe.train_model(config, owner_data,
+                                workdir=run.model_dir("unmarked"),
+                                stream=STREAMS["unmarked"])
+  marked, marked_parts = _mark(run, owner_data, owner_keys, unmarked)
+  unmarked_accuracy = unmarked.evaluate(test)["accuracy"]
+  marked_accuracy = marked.evaluate(test)["accuracy"]
+  verdict = run.verdict(owner_keys, marked)
+  metrics = {
+      "benign_accuracy": marked_accuracy,
+      "benign_accuracy_unmarked": unmarked_accuracy,
+      "accuracy_drop": unmarked_accuracy - marked_accuracy,
+      **verdict,
+      "unmarked": run.verdict(owner_keys, unmarked),
+      "verification_key_digest": owner_keys[1].digest(),
+      "removal": _removal(run, marked, marked_parts, attacker_data, test,
+                          {"owner": owner_keys}, config.attack.names,
+                          "removal"),
+  }
+  if config.piracy.enabled:
+    metrics["piracy"] = _piracy(run, marked, marked_parts, attacker_data,
+                                test, owner_keys)
+  if config.transfer.enabled:
+    metrics["transfer"] = _transfer(run, marked, marked_parts, owner_keys)
+  return {"dataset": config.dataset, "model": config.model,
+          "metrics": metrics}
+
