@@ -156,12 +156,8 @@ def torch_seconds_per_step(batch_size: int, dtype: str, steps: int,
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_resnet  # pylint: disable=g-import-not-at-top
 
-  device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-  torch.backends.cudnn.benchmark = True
-  torch.backends.cuda.matmul.allow_tf32 = False
-  torch.backends.cudnn.allow_tf32 = False
-  model = torch_resnet.resnet18(NUM_CLASSES).to(
-      device, memory_format=torch.channels_last).eval()
+  device, model = torch_resnet.reference_setup(NUM_CLASSES)
+  model.eval()
   params = [p for p in model.parameters() if p.requires_grad]
   autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                             enabled=dtype == "bfloat16")

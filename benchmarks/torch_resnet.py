@@ -56,3 +56,15 @@ class ResNet(nn.Module):
 
 def resnet18(num_classes: int = 10) -> ResNet:
   return ResNet((2, 2, 2, 2), num_classes)
+
+
+def reference_setup(num_classes: int) -> tuple[torch.device, ResNet]:
+  """The device and a fresh ResNet-18 of the PyTorch reference, set up as a
+  strong PyTorch user would: cuDNN autotuning, TF32 off (the jaxwm side
+  computes fp32 in full precision), ``channels_last``."""
+  device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+  torch.backends.cudnn.benchmark = True
+  torch.backends.cuda.matmul.allow_tf32 = False
+  torch.backends.cudnn.allow_tf32 = False
+  model = resnet18(num_classes).to(device, memory_format=torch.channels_last)
+  return device, model

@@ -71,12 +71,7 @@ def torch_images_per_second(dtype: str, batch_size: int, steps: int,
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_resnet  # pylint: disable=g-import-not-at-top
 
-  device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-  torch.backends.cudnn.benchmark = True
-  torch.backends.cuda.matmul.allow_tf32 = False
-  torch.backends.cudnn.allow_tf32 = False
-  model = torch_resnet.resnet18(NUM_CLASSES).to(
-      device, memory_format=torch.channels_last)
+  device, model = torch_resnet.reference_setup(NUM_CLASSES)
   optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
                               weight_decay=5e-4,
                               fused=device.type == "cuda")
