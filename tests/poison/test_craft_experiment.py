@@ -1,0 +1,79 @@
+"""The crafted-poison experiment end to end on digits (runlocal)."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from configs import craft_poison as craft_configs
+from jaxwm.poison import availability
+from jaxwm.poison import craft_experiment
+from jaxwm.poison.watermark_key import WatermarkKey
+from jaxwm.train import recipe
+
+
+def _config(variant: str):
+  config = craft_configs.get_config(variant)
+  config.model_kwargs.width = 8
+  return config
+
+
+def _saved_key(workdir: str, method: str) -> str:
+  (path,) = glob.glob(os.path.join(workdir, f"{method}_poison_*",
+                                   "poison_key.json"))
+  return path[:-len(".json")]
+
+
+def test_availability_poison_end_to_end(tmp_path):
+  config = _config("availability,digits,runlocal")
+  workdir = str(tmp_path / "work")
+  outcome = craft_experiment.run_experiment(config, workdir)
+  metrics = outcome["metrics"]
+  assert (outcome["dataset"], outcome["model"]) == ("digits", "cnn")
+  assert 0.0 <= metrics["test_accuracy"] <= 1.0
+  assert 0.0 <= metrics["clean_test_accuracy"] <= 1.0
+  assert 0.0 <= metrics["crafting_objective"] <= 2.0
+  # The key on disk is the one reported, within eps, covering every image.
+  prefix = _saved_key(workdir, "availability")
+  key = availability.AvailabilityKey.load(prefix, metrics["poison_key_digest"])
+  assert key.poisoned_indices.size == metrics["poisoned_samples"] > 0
+  # poison.epsilon is in units of 1/255, the perturbation in grey levels.
+  assert np.abs(key.perturbation.astype(np.int32)).max() <= (
+      config.poison.epsilon)
+  # A rerun with the same workdir reuses the poison and both victims.
+  assert craft_experiment.run_experiment(config, workdir) == outcome
+
+
+def test_ubw_c_end_to_end_reports_the_three_scenarios(tmp_path):
+  config = _config("ubw_c,digits,runlocal")
+  # The whole digits training set for 5 epochs: verification needs a victim
+  # that classifies some source-class test images correctly.
+  config.train_fraction = 1.0
+  config.train.num_epochs = 5
+  workdir = str(tmp_path / "work")
+  metrics = craft_experiment.run_experiment(config, workdir)["metrics"]
+  for name in ("benign_accuracy", "asr_a", "asr_c",
+               "benign_accuracy_clean_model", "asr_a_clean_model"):
+    assert 0.0 <= metrics[name] <= 1.0, name
+  assert 0.0 <= metrics["d_p"] <= np.log(10) + 1e-6
+  assert set(metrics["p_value"]) == {"malicious", "independent_t",
+                                     "independent_m"}
+  for p_value in metrics["p_value"].values():
+    assert 0.0 < p_value <= 1.0
+  key = WatermarkKey.load(_saved_key(workdir, "ubw_c"),
+                          metrics["poison_key_digest"])
+  assert key.poisoned_indices.size == metrics["poisoned_samples"] > 0
+  # UBW-C perturbs poison_rate of the training set, drawn from all classes.
+  train, _ = recipe.load_datasets(config)
+  indices = key.poisoned_indices
+  assert indices.size == round(config.watermark.poison_rate * len(train))
+  assert np.unique(indices).size == indices.size and indices.max() < len(train)
+  assert np.unique(train.labels[indices]).size > 1
+
+
+def test_unknown_defense_is_refused(tmp_path):
+  config = _config("random_noise,digits,runlocal")
+  config.defense.name = "median_filter"
+  with pytest.raises(ValueError, match="median_filter"):
+    craft_experiment.run_experiment(config, str(tmp_path / "work"))
