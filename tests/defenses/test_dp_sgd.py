@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from jaxwm import defenses, train
+from jaxwm.models import get_model
 
 
 class _Small(nn.Module):
@@ -79,3 +80,19 @@ def test_clipping_bounds_the_update_and_noise_has_the_right_scale():
   # Noise N(0, (sigma C)^2) on the sum, divided by B = 8, times the rate.
   noise = _delta(before, noised) - _delta(before, clipped)
   assert np.std(noise) == pytest.approx(0.5 * 0.01 / 8, rel=0.3)
+
+
+def test_eight_devices_match_one_with_batch_norm():
+  model = get_model("cnn", 3, width=4, dense_width=8)
+  batch = _batch(shape=(8, 8, 1))
+  states = []
+  for devices in (1, 8):
+    before, after, _ = _step_once(
+        model, _dp(0.1, 0.0), defenses.make_dp_sgd_step,
+        train.make_mesh(jax.devices()[:devices]), batch, shape=(8, 8, 1))
+    states.append(after)
+  np.testing.assert_allclose(_delta(before, states[0]),
+                             _delta(before, states[1]), atol=1e-6)
+  for a, b in zip(jax.tree.leaves(states[0].model_state),
+                  jax.tree.leaves(states[1].model_state)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
