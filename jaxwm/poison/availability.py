@@ -84,7 +84,7 @@ class AvailabilityKey:
   def restore(self, released: Dataset) -> Dataset:
     """The clean dataset: ``released`` minus the recorded perturbation."""
     rows = self.poisoned_indices
-    if rows.size and (rows[-1] >= len(released) or
+    if rows.size and (rows.max() >= len(released) or
                       released.image_shape != self.perturbation.shape[1:]):
       raise ValueError(
           f"the released set ({len(released)} images {released.image_shape}) "

@@ -43,7 +43,6 @@ from jaxwm.poison.alignment_regularizers import Regularizers
 from jaxwm.poison.experiment import model_dir, watermark_metrics
 from jaxwm.train import recipe
 from jaxwm.verify import scenarios
-from jaxwm.verify.dataset_ownership import verify_dataset_ownership
 
 # Key streams: the engine's models, and the poison's own key.
 STREAMS = {"surrogate": 0, "victim": 1}
@@ -156,13 +155,12 @@ def run_experiment(config, workdir: str) -> dict[str, Any]:
         train.image_shape, size=config.watermark.patch_size,
         position=tuple(config.independent_trigger.patch_position),
         pattern=config.independent_trigger.patch_pattern))
-    verify = config.verify
-    results = {name: verify_dataset_ownership(
-        suspect, scenario_key, test, m=verify.m, tau=verify.tau,
-        seed=verify.seed) for name, suspect, scenario_key in (
-            ("independent_t", victim.predict_proba, other),
-            ("independent_m", clean.predict_proba, poison_key),
-            ("malicious", victim.predict_proba, poison_key))}
+    results = scenarios.verify_scenarios(
+        {"independent_t": victim.predict_proba,
+         "independent_m": clean.predict_proba,
+         "malicious": victim.predict_proba},
+        poison_key, test, m=config.verify.m, tau=config.verify.tau,
+        seed=config.verify.seed, keys={"independent_t": other})
     values.update(watermark_metrics(victim.predict_proba, poison_key, test))
     values.update(scenarios.scenario_metrics(results))
     clean_metrics = watermark_metrics(clean.predict_proba, poison_key, test)

@@ -33,8 +33,8 @@ import numpy as np
 from absl import logging
 
 from jaxwm import metrics
-from jaxwm.fingerprint import fingerprint
 from jaxwm.data.dataset import Dataset
+from jaxwm.fingerprint import fingerprint
 from jaxwm.poison import label_consistent
 from jaxwm.poison import poisoned_label
 from jaxwm.poison.watermark_key import WatermarkKey

@@ -29,7 +29,9 @@ SCENARIOS = ("independent_t", "independent_m", "malicious")
 
 def verify_scenarios(suspects: Mapping[str, PredictProba], key: WatermarkKey,
                      test_dataset: Dataset, m: int = 100, tau: float = 0.25,
-                     seed: int = 0) -> dict[str, PairedTTestResult]:
+                     seed: int = 0,
+                     keys: Mapping[str, WatermarkKey] | None = None
+                     ) -> dict[str, PairedTTestResult]:
   """Verifies each scenario's suspect with the owner's key.
 
   Args:
@@ -40,6 +42,9 @@ def verify_scenarios(suspects: Mapping[str, PredictProba], key: WatermarkKey,
     m: test images per verification (Appendix C.2: 100).
     tau: the margin of H0 (Section 5.3: 0.25).
     seed: seeds the choice of test images; the same for every scenario.
+    keys: the key of a scenario where it is not ``key``, e.g. the
+      ``independent_t`` key with a different trigger when the suspect is
+      the watermarked model itself.
 
   Returns:
     {scenario: PairedTTestResult}, in the order of :data:`SCENARIOS`.
@@ -48,8 +53,13 @@ def verify_scenarios(suspects: Mapping[str, PredictProba], key: WatermarkKey,
     raise ValueError(
         f"suspects are keyed {sorted(suspects)}; give exactly one "
         f"predict_proba for each of {SCENARIOS}.")
-  return {name: verify_dataset_ownership(suspects[name], key, test_dataset,
-                                         m=m, tau=tau, seed=seed)
+  keys = dict(keys or {})
+  if not set(keys) <= set(SCENARIOS):
+    raise ValueError(f"keys are given for {sorted(keys)}; use names from "
+                     f"{SCENARIOS}.")
+  return {name: verify_dataset_ownership(suspects[name], keys.get(name, key),
+                                         test_dataset, m=m, tau=tau,
+                                         seed=seed)
           for name in SCENARIOS}
 
 

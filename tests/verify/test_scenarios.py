@@ -70,3 +70,21 @@ def test_every_scenario_needs_a_suspect():
   with pytest.raises(ValueError, match="exactly one predict_proba"):
     scenarios.verify_scenarios({"malicious": _suspect()}, _key((9, 9)),
                                _dataset())
+
+
+def test_a_scenario_can_use_its_own_key():
+  # The watermarked model itself, queried with a different trigger
+  # (Independent-T as the crafted-poison experiment runs it).
+  ours, other = _key((9, 9)), _key((0, 9))
+  watermarked = _suspect(ours)
+  results = scenarios.verify_scenarios(
+      {"malicious": watermarked, "independent_m": _suspect(),
+       "independent_t": watermarked}, ours, _dataset(n=120), m=30,
+      keys={"independent_t": other})
+  assert results["malicious"].delta_p == pytest.approx(0.92)
+  assert results["independent_t"].delta_p == pytest.approx(0.0, abs=1e-12)
+  with pytest.raises(ValueError, match="keys are given for"):
+    scenarios.verify_scenarios(
+        {"malicious": watermarked, "independent_m": _suspect(),
+         "independent_t": watermarked}, ours, _dataset(n=120), m=30,
+        keys={"independent": other})
