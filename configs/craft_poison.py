@@ -18,9 +18,11 @@ Methods:
 
 ``poison.epsilon`` and ``defense.noise_epsilon`` are in units of 1/255. The
 surrogate, every retrained surrogate and the victims use the ``train``
-recipe of ``configs/train.py``; ``defense`` selects a training-time defence
-for the victims (Fowl et al., Table 5): ``gaussian_smoothing``,
-``additive_noise`` or ``dp_sgd``.
+recipe of ``configs/train.py``; ``victim`` changes the victims' recipe
+alone where set (``--config.victim.num_epochs=40``,
+``--config.victim.augment.flip=False``), reusing the surrogate and the
+poison; ``defense`` selects a training-time defence for the victims (Fowl
+et al., Table 5): ``gaussian_smoothing``, ``additive_noise`` or ``dp_sgd``.
 """
 
 import ml_collections
@@ -74,6 +76,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.independent_trigger = ml_collections.ConfigDict(dict(
       patch_position=(0, 0), patch_pattern="white"))
   config.verify = ml_collections.ConfigDict(dict(m=100, tau=0.25, seed=0))
+  # The victims' recipe is config.train with the fields set here replaced.
+  placeholder = ml_collections.config_dict.placeholder
+  config.victim = ml_collections.ConfigDict(dict(
+      num_epochs=placeholder(int),
+      augment=dict(shift=placeholder(int), flip=placeholder(bool),
+                   erasing=placeholder(float))))
   config.defense = ml_collections.ConfigDict(dict(
       name="none", smoothing_radius=2, smoothing_sigma=1.0, noise_epsilon=8,
       dp_l2_clip=0.1, dp_noise_multiplier=0.01))

@@ -9,7 +9,9 @@ importable from a notebook:
    under ``--workdir``) and save the owner's key with its SHA-256
    manifest.
 3. Train a fresh victim from scratch on the poisoned set and, with the same
-   recipe, key stream and defence, one on the clean set.
+   recipe, key stream and defence, one on the clean set. The victims'
+   recipe is the surrogate's unless ``config.victim`` changes it
+   (:func:`victim_config`).
 4. Evaluate. Availability methods: ``test_accuracy`` (poisoned victim) and
    ``clean_test_accuracy`` (clean victim). ``ubw_c`` and ``sleeper_agent``:
    ``benign_accuracy``, ``asr_a``, ``asr_c``, ``d_p`` (and ``d_s``,
@@ -26,6 +28,7 @@ and a fingerprint of what they depend on, so a rerun resumes or reuses them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -65,8 +68,28 @@ def craft_config(poison) -> crafting.CraftConfig:
       checkpoint_every=poison.checkpoint_every, log_every=poison.log_every)
 
 
+def victim_config(config):
+  """``config`` with ``config.train`` replaced by the victims' recipe.
+
+  Every field of ``config.victim`` that is set (not None) replaces the
+  field of the same name in ``config.train``; the rest of the recipe is the
+  surrogate's.
+  """
+  result = copy.deepcopy(config)
+  overrides = config.victim
+  if overrides.num_epochs is not None:
+    result.train.num_epochs = overrides.num_epochs
+  for name, value in overrides.augment.items():
+    if value is not None:
+      result.train.augment[name] = value
+  return result
+
+
 def train_victim(config, data: Dataset, workdir: str) -> recipe.TrainedModel:
-  """A fresh model on ``data`` with the recipe's augmentation and defence."""
+  """A fresh model on ``data`` with the recipe's augmentation and defence.
+
+  ``config`` is the victims' (:func:`victim_config`).
+  """
   defense = config.defense
   transform = recipe.input_transform_from_config(config.train.augment)
   if defense.name == "gaussian_smoothing":
@@ -142,10 +165,11 @@ def run_experiment(config, workdir: str) -> dict[str, Any]:
                      config.watermark.to_dict())
   poisoned, poison_key, values = _poison(config, train, surrogate, folder)
   defense = config.defense.to_dict()
-  victim = train_victim(config, poisoned,
-                        os.path.join(folder, f"victim-{defense['name']}"))
-  clean = train_victim(config, train, model_dir(workdir, "clean_victim",
-                                                config, defense))
+  victims = victim_config(config)
+  victim = train_victim(victims, poisoned,
+                        model_dir(folder, "victim", victims, defense))
+  clean = train_victim(victims, train, model_dir(workdir, "clean_victim",
+                                                 victims, defense))
   clean_accuracy = clean.evaluate(test)["accuracy"]
   if config.method in availability.METHODS:
     values.update(test_accuracy=victim.evaluate(test)["accuracy"],

@@ -77,3 +77,28 @@ def test_unknown_defense_is_refused(tmp_path):
   config.defense.name = "median_filter"
   with pytest.raises(ValueError, match="median_filter"):
     craft_experiment.run_experiment(config, str(tmp_path / "work"))
+
+
+def test_victim_recipe_replaces_only_the_fields_set():
+  config = _config("availability,digits,runlocal")
+  config.victim.num_epochs = 3
+  config.victim.augment.shift = 0
+  victims = craft_experiment.victim_config(config)
+  assert victims.train.num_epochs == 3
+  assert victims.train.augment.shift == 0
+  assert victims.train.augment.flip == config.train.augment.flip
+  assert victims.train.learning_rate == config.train.learning_rate
+  # The surrogate's recipe is untouched.
+  assert (config.train.num_epochs, config.train.augment.shift) == (1, 1)
+
+
+def test_a_new_victim_recipe_reuses_the_poison(tmp_path):
+  config = _config("random_noise,digits,runlocal")
+  workdir = str(tmp_path / "work")
+  first = craft_experiment.run_experiment(config, workdir)["metrics"]
+  config.victim.augment.shift = 0
+  second = craft_experiment.run_experiment(config, workdir)["metrics"]
+  (poison_folder,) = glob.glob(os.path.join(workdir, "random_noise_poison_*"))
+  assert first["poison_key_digest"] == second["poison_key_digest"]
+  assert len(glob.glob(os.path.join(poison_folder, "victim_*"))) == 2
+  assert len(glob.glob(os.path.join(workdir, "clean_victim_*"))) == 2
