@@ -150,8 +150,30 @@ def _poison(config, train: Dataset, surrogate: recipe.TrainedModel | None,
   return poisoned, poison_key, info
 
 
-def run_experiment(config, workdir: str) -> dict[str, Any]:
-  """The whole experiment; returns the launcher's ``outcome`` mapping."""
+@dataclasses.dataclass(frozen=True)
+class CraftedPoison:
+  """Steps 1-2 of the experiment: the data, the surrogate and the poison.
+
+  Attributes:
+    train, test: the clean training and test sets.
+    surrogate: the model trained on ``train`` (None for ``random_noise``).
+    poisoned: the released (poisoned) training set.
+    key: the owner's key (an ``AvailabilityKey`` or a ``WatermarkKey``).
+    info: metrics about the poison (key digest, samples, objective).
+    folder: the crafting run's folder; the victims' folders lie inside.
+  """
+
+  train: Dataset
+  test: Dataset
+  surrogate: recipe.TrainedModel | None
+  poisoned: Dataset
+  key: Any
+  info: dict[str, Any]
+  folder: str
+
+
+def craft_poison(config, workdir: str) -> CraftedPoison:
+  """Trains (or reuses) the surrogate and crafts (or reuses) the poison."""
   train, test = recipe.load_datasets(config)
   logging.info("%s on %d %s training images", config.method, len(train),
                config.dataset)
@@ -163,11 +185,20 @@ def run_experiment(config, workdir: str) -> dict[str, Any]:
   folder = model_dir(workdir, f"{config.method}_poison", config,
                      config.method, config.poison.to_dict(),
                      config.watermark.to_dict())
-  poisoned, poison_key, values = _poison(config, train, surrogate, folder)
+  poisoned, poison_key, info = _poison(config, train, surrogate, folder)
+  return CraftedPoison(train, test, surrogate, poisoned, poison_key, info,
+                       folder)
+
+
+def run_experiment(config, workdir: str) -> dict[str, Any]:
+  """The whole experiment; returns the launcher's ``outcome`` mapping."""
+  crafted = craft_poison(config, workdir)
+  train, test, poison_key = crafted.train, crafted.test, crafted.key
+  values = dict(crafted.info)
   defense = config.defense.to_dict()
   victims = victim_config(config)
-  victim = train_victim(victims, poisoned,
-                        model_dir(folder, "victim", victims, defense))
+  victim = train_victim(victims, crafted.poisoned,
+                        model_dir(crafted.folder, "victim", victims, defense))
   clean = train_victim(victims, train, model_dir(workdir, "clean_victim",
                                                  victims, defense))
   clean_accuracy = clean.evaluate(test)["accuracy"]

@@ -91,6 +91,7 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
                 trainable: Callable[[tuple[str, ...]], bool] | None = None,
                 input_transform: step_lib.InputTransform | None = None,
                 batch_fn: loop.BatchFn | None = None,
+                on_epoch_end: Callable[[int, TrainState], Any] | None = None,
                 mesh: Mesh | None = None) -> TrainedModel:
   """Trains ``config.model`` on ``train_data`` with the ``config.train`` recipe.
 
@@ -107,6 +108,8 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
     trainable: predicate on parameter paths; others stay frozen.
     input_transform: replaces the augmentation of ``config.train.augment``.
     batch_fn: on-device transform of each batch (e.g. trigger-set mixing).
+    on_epoch_end: called as ``on_epoch_end(epoch, state)`` after each epoch
+      trained in this call (not for epochs restored from ``workdir``).
     mesh: device mesh; default all devices.
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
@@ -133,7 +136,8 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
       num_epochs=recipe.num_epochs, data_rng=jax.random.fold_in(key, 1),
       targets=targets, mesh=mesh, workdir=workdir,
       checkpoint_every_epochs=recipe.checkpoint_every_epochs,
-      log_every_steps=recipe.log_every_steps, batch_fn=batch_fn)
+      log_every_steps=recipe.log_every_steps, batch_fn=batch_fn,
+      on_epoch_end=on_epoch_end)
   return TrainedModel(model, state, mesh, step_lib.make_predict_fn(model, mesh),
                       config.eval_batch_size)
 

@@ -1,0 +1,62 @@
+r"""Does an availability poison stay aligned along a victim's training?
+
+  python -m experiments.alignment_transfer \
+      --config=configs/craft_poison.py:availability,fashion_mnist,cnn \
+      --workdir=/tmp/poison --output_json=/tmp/alignment_transfer.json
+
+Reuses (or makes) the surrogate and the poison of
+``experiments/craft_poison.py`` with the same ``--config`` and
+``--workdir``, then trains its poisoned victim again while measuring, after
+every epoch, the poison's alignment at the victim's parameters
+(:mod:`jaxwm.poison.alignment_transfer`); the same alignment at the
+surrogate's parameters, where the poison was crafted, is reported beside
+it. With ``random_noise`` the curve is the baseline of a poison that was
+never aligned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from absl import app
+
+from jaxwm import launch
+from jaxwm.poison import alignment_transfer, availability, craft_experiment
+from jaxwm.poison.experiment import model_dir
+
+
+def run_transfer(config, workdir: str) -> dict[str, Any]:
+  """The surrogate's alignment and the victim's curve; the ``outcome``."""
+  if config.method not in availability.METHODS:
+    raise ValueError(
+        f"method {config.method!r} is not an availability poison; use one "
+        f"of {availability.METHODS}.")
+  if config.defense.name != "none":
+    raise ValueError(
+        f"defense {config.defense.name!r}: the curve follows the undefended "
+        "victim; set --config.defense.name=none.")
+  crafted = craft_experiment.craft_poison(config, workdir)
+  victims = craft_experiment.victim_config(config)
+  metrics = {}
+  if crafted.surrogate is not None:
+    probe = alignment_transfer.alignment_probe(
+        crafted.surrogate.model, crafted.poisoned, crafted.train,
+        batch_size=config.train.batch_size)
+    metrics["surrogate"] = probe(crafted.surrogate.variables)
+  metrics["curve"] = alignment_transfer.alignment_curve(
+      victims, crafted.poisoned, crafted.train, crafted.test,
+      stream=craft_experiment.STREAMS["victim"],
+      folder=model_dir(crafted.folder, "alignment_curve", victims))
+  return {"dataset": config.dataset, "model": config.model,
+          "metrics": metrics}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  launch.run("alignment_transfer", run_transfer)
+
+
+if __name__ == "__main__":
+  launch.define_flags("configs/craft_poison.py")
+  app.run(main)

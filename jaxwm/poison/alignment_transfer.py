@@ -1,0 +1,136 @@
+"""How far an availability poison's alignment carries from the surrogate to a
+victim trained from scratch.
+
+An availability poison (Fowl et al., Eq. 3) is crafted so that, at the
+surrogate's parameters theta_s, the training gradient of the released data
+points along the gradient of the reverse cross-entropy on the clean data
+(Eq. 4). A victim never sits at theta_s: it starts from its own random
+initialisation and the poison harms it only as far as the two gradients
+stay aligned at the parameters theta_t it passes through. This module
+measures that, at any parameters theta:
+
+* ``alignment``: A(theta) = 1 - cos(grad L(S + Delta; theta),
+  grad L'(S; theta)), the poison's own objective (0: a step on the released
+  data is a step that unlearns the clean data; 1: orthogonal);
+* ``clean_alignment``: 1 - cos(grad L(S + Delta; theta), grad L(S; theta)),
+  how far a step on the released data is still a step on the clean task
+  (near 0: the victim learns the clean task anyway).
+
+Neither has a fixed value on clean data: per sample the reverse
+cross-entropy's gradient in the logits, p_y / (1 - p_y) (e_y - p), is the
+cross-entropy's, p - e_y, reversed, but the weights p_y / (1 - p_y) differ
+between samples, so the sums over the set need not be opposite; the
+``random_noise`` poison's curve is the baseline to compare with.
+
+:func:`alignment_curve` trains a victim on the released set and records
+both, with its test accuracy, after every epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+from absl import logging
+from jax.sharding import Mesh
+
+from jaxwm.data.dataset import Dataset
+from jaxwm.poison import alignment
+from jaxwm.train import loop, losses, recipe, sharding
+from jaxwm.train import step as step_lib
+
+# variables -> {"alignment": float, "clean_alignment": float}
+Probe = Callable[[Any], dict[str, float]]
+CURVE_FILE = "alignment_curve.json"
+
+
+def alignment_probe(model, released: Dataset, clean: Dataset, *,
+                    batch_size: int, mesh: Mesh | None = None) -> Probe:
+  """A function of the model's variables measuring the poison's alignment.
+
+  The three full-set gradients (released data under cross-entropy, clean
+  data under reverse cross-entropy and under cross-entropy) are
+  accumulated on the devices by :func:`jaxwm.poison.alignment.make_target`,
+  whose data stays there between calls.
+
+  Args:
+    model: a jaxwm model.
+    released: the poisoned training set S + Delta (images uint8 [N, H, W, C]).
+    clean: the clean training set S.
+    batch_size: rows per gradient batch, a multiple of the mesh's devices.
+    mesh: device mesh; default all devices.
+  """
+  def full_gradient(data: Dataset, per_example_loss):
+    return alignment.make_target(model, data.images, data.labels,
+                                 per_example_loss, batch_size=batch_size,
+                                 mesh=mesh)
+
+  released_gradient = full_gradient(released, losses.cross_entropy)
+  reverse_gradient = full_gradient(clean, alignment.reverse_cross_entropy)
+  clean_gradient = full_gradient(clean, losses.cross_entropy)
+
+  def probe(variables: Any) -> dict[str, float]:
+    params = variables["params"]
+    model_state = {k: v for k, v in variables.items() if k != "params"}
+    gradient = released_gradient(params, model_state)
+    return {
+        "alignment": float(alignment.alignment_loss(
+            gradient, reverse_gradient(params, model_state))),
+        "clean_alignment": float(alignment.alignment_loss(
+            gradient, clean_gradient(params, model_state)))}
+
+  return probe
+
+
+def alignment_curve(config, released: Dataset, clean: Dataset, test: Dataset,
+                    *, stream: int, folder: str,
+                    mesh: Mesh | None = None) -> list[dict[str, float]]:
+  """Trains a victim on ``released`` and probes it after every epoch.
+
+  The victim is the one :func:`jaxwm.train.recipe.train_model` trains with
+  ``config`` and ``stream`` (same initialisation, data order and
+  augmentation), so its last point's accuracy is that victim's. It is
+  trained in one go without checkpoints (the probe must see every epoch);
+  the finished curve is kept in ``folder`` and a rerun reads it back.
+
+  Args:
+    config: a config with the fields of ``configs/train.py`` (the victims'
+      recipe).
+    released: the poisoned training set.
+    clean: the clean training set.
+    test: the test set.
+    stream: the engine's key stream of the victim.
+    folder: where the curve is kept (:data:`CURVE_FILE`).
+    mesh: device mesh; default all devices.
+
+  Returns:
+    One dict per epoch: ``epoch``, ``alignment``, ``clean_alignment``,
+    ``test_accuracy``.
+  """
+  path = os.path.join(folder, CURVE_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  model = recipe.build_model(config, released.num_classes)
+  probe = alignment_probe(model, released, clean,
+                          batch_size=config.train.batch_size, mesh=mesh)
+  predict_fn = step_lib.make_predict_fn(model, mesh)
+  points = []
+
+  def measure(epoch: int, state) -> None:
+    variables = state.variables()
+    point = {"epoch": epoch, **probe(variables),
+             "test_accuracy": loop.evaluate(
+                 predict_fn, variables, test, config.eval_batch_size,
+                 mesh)["accuracy"]}
+    logging.info("alignment curve: %s", point)
+    points.append(point)
+
+  recipe.train_model(config, released, stream=stream, on_epoch_end=measure,
+                     mesh=mesh)
+  os.makedirs(folder, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(points, f, indent=1)
+  return points
