@@ -10,8 +10,9 @@ Reuses (or makes) the surrogate and the poison of
 every epoch, the poison's alignment at the victim's parameters
 (:mod:`jaxwm.poison.alignment_transfer`); the same alignment at the
 surrogate's parameters, where the poison was crafted, is reported beside
-it. With ``random_noise`` the curve is the baseline of a poison that was
-never aligned.
+it. With ``random_noise`` both are the baseline of a perturbation that was
+never aligned (the surrogate is then trained for the probe alone, in the
+folder the other methods share).
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ def run_transfer(config, workdir: str) -> dict[str, Any]:
         "victim; set --config.defense.name=none.")
   crafted = craft_experiment.craft_poison(config, workdir)
   victims = craft_experiment.victim_config(config)
-  metrics = {}
-  if crafted.surrogate is not None:
-    probe = alignment_transfer.alignment_probe(
-        crafted.surrogate.model, crafted.poisoned, crafted.train,
-        batch_size=config.train.batch_size)
-    metrics["surrogate"] = probe(crafted.surrogate.variables)
+  surrogate = crafted.surrogate or craft_experiment.train_surrogate(
+      config, crafted.train, workdir)
+  probe = alignment_transfer.alignment_probe(
+      surrogate.model, crafted.poisoned, crafted.train,
+      batch_size=config.train.batch_size)
+  metrics = {"surrogate": probe(surrogate.variables)}
   metrics["curve"] = alignment_transfer.alignment_curve(
       victims, crafted.poisoned, crafted.train, crafted.test,
       stream=craft_experiment.STREAMS["victim"],

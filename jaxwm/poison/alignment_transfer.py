@@ -32,6 +32,7 @@ import json
 import os
 from typing import Any, Callable
 
+import jax
 from absl import logging
 from jax.sharding import Mesh
 
@@ -70,15 +71,23 @@ def alignment_probe(model, released: Dataset, clean: Dataset, *,
   reverse_gradient = full_gradient(clean, alignment.reverse_cross_entropy)
   clean_gradient = full_gradient(clean, losses.cross_entropy)
 
+  @jax.jit
+  def alignments(gradient, reverse, clean_grad):
+    return (alignment.alignment_loss(gradient, reverse),
+            alignment.alignment_loss(gradient, clean_grad))
+
   def probe(variables: Any) -> dict[str, float]:
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
-    gradient = released_gradient(params, model_state)
-    return {
-        "alignment": float(alignment.alignment_loss(
-            gradient, reverse_gradient(params, model_state))),
-        "clean_alignment": float(alignment.alignment_loss(
-            gradient, clean_gradient(params, model_state)))}
+    # Eager arithmetic on the replicated gradients while their accumulations
+    # were still in flight aborted XLA's CPU runtime (JAX 0.10.2, 8 fake
+    # devices, 3 runs of 3): each full gradient is awaited, and the cosines
+    # are one compiled function (either change alone removed the abort).
+    gradients = [jax.block_until_ready(full(params, model_state))
+                 for full in (released_gradient, reverse_gradient,
+                              clean_gradient)]
+    value, clean_value = jax.device_get(alignments(*gradients))
+    return {"alignment": float(value), "clean_alignment": float(clean_value)}
 
   return probe
 

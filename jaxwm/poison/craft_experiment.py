@@ -172,6 +172,14 @@ class CraftedPoison:
   folder: str
 
 
+def train_surrogate(config, train: Dataset,
+                    workdir: str) -> recipe.TrainedModel:
+  """The surrogate on the clean training set (reused from ``workdir``)."""
+  return recipe.train_model(config, train,
+                            workdir=model_dir(workdir, "surrogate", config),
+                            stream=STREAMS["surrogate"])
+
+
 def craft_poison(config, workdir: str) -> CraftedPoison:
   """Trains (or reuses) the surrogate and crafts (or reuses) the poison."""
   train, test = recipe.load_datasets(config)
@@ -179,9 +187,7 @@ def craft_poison(config, workdir: str) -> CraftedPoison:
                config.dataset)
   surrogate = None
   if config.method != "random_noise":
-    surrogate = recipe.train_model(
-        config, train, workdir=model_dir(workdir, "surrogate", config),
-        stream=STREAMS["surrogate"])
+    surrogate = train_surrogate(config, train, workdir)
   folder = model_dir(workdir, f"{config.method}_poison", config,
                      config.method, config.poison.to_dict(),
                      config.watermark.to_dict())

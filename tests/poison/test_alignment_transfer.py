@@ -94,8 +94,10 @@ def test_curve_follows_the_victim_and_is_kept(tmp_path):
       config, released, train, test, stream=1, folder=folder) == kept
 
 
-def test_launcher_reports_the_surrogate_and_the_curve(tmp_path):
+@pytest.mark.parametrize("method", ["availability", "random_noise"])
+def test_launcher_reports_the_surrogate_and_the_curve(tmp_path, method):
   config = _config()
+  config.method = method
   metrics = transfer_launcher.run_transfer(config, str(tmp_path))["metrics"]
   assert set(metrics["surrogate"]) == {"alignment", "clean_alignment"}
   assert 0.0 <= metrics["surrogate"]["alignment"] <= 2.0
