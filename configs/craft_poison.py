@@ -21,7 +21,9 @@ surrogate, every retrained surrogate and the victims use the ``train``
 recipe of ``configs/train.py``; ``victim`` changes the victims' recipe
 alone where set (``--config.victim.num_epochs=40``,
 ``--config.victim.augment.flip=False``), reusing the surrogate and the
-poison; ``defense`` selects a training-time defence for the victims (Fowl
+poison, and ``victim.init="surrogate"`` starts the victims from the
+surrogate's initialisation and data order instead of their own (the most
+favourable victim for the poison); ``defense`` selects a training-time defence for the victims (Fowl
 et al., Table 5): ``gaussian_smoothing``, ``additive_noise`` or ``dp_sgd``.
 """
 
@@ -79,6 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The victims' recipe is config.train with the fields set here replaced.
   placeholder = ml_collections.config_dict.placeholder
   config.victim = ml_collections.ConfigDict(dict(
+      init="own",
       num_epochs=placeholder(int),
       augment=dict(shift=placeholder(int), flip=placeholder(bool),
                    erasing=placeholder(float))))

@@ -23,7 +23,6 @@ from absl import app
 
 from jaxwm import launch
 from jaxwm.poison import alignment_transfer, availability, craft_experiment
-from jaxwm.poison.experiment import model_dir
 
 
 def run_transfer(config, workdir: str) -> dict[str, Any]:
@@ -46,8 +45,9 @@ def run_transfer(config, workdir: str) -> dict[str, Any]:
   metrics = {"surrogate": probe(surrogate.variables)}
   metrics["curve"] = alignment_transfer.alignment_curve(
       victims, crafted.poisoned, crafted.train, crafted.test,
-      stream=craft_experiment.STREAMS["victim"],
-      folder=model_dir(crafted.folder, "alignment_curve", victims))
+      stream=craft_experiment.victim_stream(victims),
+      folder=craft_experiment.victim_dir(crafted.folder, "alignment_curve",
+                                         victims))
   return {"dataset": config.dataset, "model": config.model,
           "metrics": metrics}
 

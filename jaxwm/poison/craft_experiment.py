@@ -85,11 +85,32 @@ def victim_config(config):
   return result
 
 
+def victim_stream(config) -> int:
+  """The victims' key stream (initialisation and data order).
+
+  ``config.victim.init``: ``"own"`` (a stream of their own) or
+  ``"surrogate"`` (the surrogate's: a victim that starts where the
+  surrogate started and sees the data in the same order).
+  """
+  init = config.victim.init
+  if init not in ("own", "surrogate"):
+    raise ValueError(f"victim.init={init!r} must be 'own' or 'surrogate'.")
+  return STREAMS["surrogate" if init == "surrogate" else "victim"]
+
+
+def victim_dir(folder: str, role: str, config) -> str:
+  """The folder of a ``role`` victim of the victims' ``config``."""
+  if config.victim.init != "own":
+    role = f"{role}_{config.victim.init}_init"
+  return model_dir(folder, role, config, config.defense.to_dict())
+
+
 def train_victim(config, data: Dataset, workdir: str) -> recipe.TrainedModel:
   """A fresh model on ``data`` with the recipe's augmentation and defence.
 
   ``config`` is the victims' (:func:`victim_config`).
   """
+  stream = victim_stream(config)
   defense = config.defense
   transform = recipe.input_transform_from_config(config.train.augment)
   if defense.name == "gaussian_smoothing":
@@ -105,9 +126,9 @@ def train_victim(config, data: Dataset, workdir: str) -> recipe.TrainedModel:
     return defenses.train_model_dp_sgd(
         config, data, l2_clip=defense.dp_l2_clip,
         noise_multiplier=defense.dp_noise_multiplier,
-        stream=STREAMS["victim"], input_transform=transform, workdir=workdir)
+        stream=stream, input_transform=transform, workdir=workdir)
   return recipe.train_model(config, data, workdir=workdir,
-                            stream=STREAMS["victim"],
+                            stream=stream,
                             input_transform=transform)
 
 
@@ -201,12 +222,11 @@ def run_experiment(config, workdir: str) -> dict[str, Any]:
   crafted = craft_poison(config, workdir)
   train, test, poison_key = crafted.train, crafted.test, crafted.key
   values = dict(crafted.info)
-  defense = config.defense.to_dict()
   victims = victim_config(config)
   victim = train_victim(victims, crafted.poisoned,
-                        model_dir(crafted.folder, "victim", victims, defense))
-  clean = train_victim(victims, train, model_dir(workdir, "clean_victim",
-                                                 victims, defense))
+                        victim_dir(crafted.folder, "victim", victims))
+  clean = train_victim(victims, train,
+                       victim_dir(workdir, "clean_victim", victims))
   clean_accuracy = clean.evaluate(test)["accuracy"]
   if config.method in availability.METHODS:
     values.update(test_accuracy=victim.evaluate(test)["accuracy"],

@@ -102,3 +102,20 @@ def test_a_new_victim_recipe_reuses_the_poison(tmp_path):
   assert first["poison_key_digest"] == second["poison_key_digest"]
   assert len(glob.glob(os.path.join(poison_folder, "victim_*"))) == 2
   assert len(glob.glob(os.path.join(workdir, "clean_victim_*"))) == 2
+
+
+def test_victims_can_start_where_the_surrogate_started(tmp_path):
+  config = _config("availability,digits,runlocal")
+  config.victim.init = "surrogate"
+  workdir = str(tmp_path / "work")
+  metrics = craft_experiment.run_experiment(config, workdir)["metrics"]
+  # The clean victim then is the surrogate: same stream, recipe and data.
+  train, test = recipe.load_datasets(config)
+  surrogate = craft_experiment.train_surrogate(config, train, workdir)
+  assert metrics["clean_test_accuracy"] == surrogate.evaluate(test)["accuracy"]
+  (poison_folder,) = glob.glob(os.path.join(workdir, "availability_poison_*"))
+  assert glob.glob(os.path.join(poison_folder, "victim_surrogate_init_*"))
+  assert glob.glob(os.path.join(workdir, "clean_victim_surrogate_init_*"))
+  config.victim.init = "random"
+  with pytest.raises(ValueError, match="victim.init='random'"):
+    craft_experiment.run_experiment(config, workdir)
