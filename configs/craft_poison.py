@@ -23,8 +23,9 @@ alone where set (``--config.victim.num_epochs=40``,
 ``--config.victim.augment.flip=False``), reusing the surrogate and the
 poison, and ``victim.init="surrogate"`` starts the victims from the
 surrogate's initialisation and data order instead of their own (the most
-favourable victim for the poison); ``defense`` selects a training-time defence for the victims (Fowl
-et al., Table 5): ``gaussian_smoothing``, ``additive_noise`` or ``dp_sgd``.
+favourable victim for the poison); ``defense`` selects a training-time
+defence for the victims (Fowl et al., Table 5): ``gaussian_smoothing``,
+``additive_noise`` or ``dp_sgd``.
 """
 
 import ml_collections
