@@ -251,15 +251,36 @@ def make_target(model, images: np.ndarray, labels: np.ndarray,
     mesh: device mesh; default all devices.
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
+  batches = upload_target_set(images, labels, batch_size=batch_size,
+                              mesh=mesh)
+  return target_on_batches(model, batches, per_example_loss, mesh)
+
+
+def upload_target_set(images: np.ndarray, labels: np.ndarray, *,
+                      batch_size: int, mesh: Mesh
+                      ) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
+  """The target set on the devices, for :func:`target_on_batches`.
+
+  Returns:
+    Batches (x [B, H, W, C], y [B], w [B]), each sharded along ``"data"``,
+    zero-padded to ``batch_size`` rows; w is 1/N for real rows, 0 for
+    padding. Several targets (losses) can share one upload.
+  """
   sharding.check_batch_size(batch_size, mesh)
   if images.shape[0] == 0 or images.shape[0] != labels.shape[0]:
     raise ValueError(
         f"the target set has {images.shape[0]} images and {labels.shape[0]} "
         "labels; it needs at least one image and one label per image.")
   count = images.shape[0]
-  batches = _device_batches(mesh, batch_size, images,
-                            np.asarray(labels, np.int32),
-                            np.full(count, 1.0 / count, np.float32))
+  return _device_batches(mesh, batch_size, images,
+                         np.asarray(labels, np.int32),
+                         np.full(count, 1.0 / count, np.float32))
+
+
+def target_on_batches(model, batches: list[tuple[jax.Array, ...]],
+                      per_example_loss: PerExampleLoss, mesh: Mesh
+                      ) -> Target:
+  """The target of :func:`make_target` over an uploaded target set."""
   accumulate = _target_accumulator(model, per_example_loss, mesh)
 
   def target(params, model_state):

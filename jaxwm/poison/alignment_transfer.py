@@ -52,8 +52,9 @@ def alignment_probe(model, released: Dataset, clean: Dataset, *,
 
   The three full-set gradients (released data under cross-entropy, clean
   data under reverse cross-entropy and under cross-entropy) are
-  accumulated on the devices by :func:`jaxwm.poison.alignment.make_target`,
-  whose data stays there between calls.
+  accumulated on the devices by the targets of
+  :mod:`jaxwm.poison.alignment`; each set is uploaded once and stays there
+  between calls.
 
   Args:
     model: a jaxwm model.
@@ -62,14 +63,19 @@ def alignment_probe(model, released: Dataset, clean: Dataset, *,
     batch_size: rows per gradient batch, a multiple of the mesh's devices.
     mesh: device mesh; default all devices.
   """
-  def full_gradient(data: Dataset, per_example_loss):
-    return alignment.make_target(model, data.images, data.labels,
-                                 per_example_loss, batch_size=batch_size,
-                                 mesh=mesh)
+  mesh = sharding.make_mesh() if mesh is None else mesh
 
-  released_gradient = full_gradient(released, losses.cross_entropy)
-  reverse_gradient = full_gradient(clean, alignment.reverse_cross_entropy)
-  clean_gradient = full_gradient(clean, losses.cross_entropy)
+  def upload(data: Dataset):
+    return alignment.upload_target_set(data.images, data.labels,
+                                       batch_size=batch_size, mesh=mesh)
+
+  released_batches, clean_batches = upload(released), upload(clean)
+  released_gradient = alignment.target_on_batches(
+      model, released_batches, losses.cross_entropy, mesh)
+  reverse_gradient = alignment.target_on_batches(
+      model, clean_batches, alignment.reverse_cross_entropy, mesh)
+  clean_gradient = alignment.target_on_batches(
+      model, clean_batches, losses.cross_entropy, mesh)
 
   @jax.jit
   def alignments(gradient, reverse, clean_grad):

@@ -145,6 +145,26 @@ def test_target_is_the_mean_gradient_over_all_rows_on_any_mesh():
                                  atol=1e-6)
 
 
+def test_targets_sharing_one_upload_match_their_own_targets():
+  model, variables, images, labels = _tiny()
+  params = variables["params"]
+  state = {"batch_stats": variables["batch_stats"]}
+  mesh = make_mesh(jax.devices()[:2])
+  batches = alignment.upload_target_set(images, labels, batch_size=16,
+                                        mesh=mesh)
+  first_leaves = []
+  for loss in (alignment.reverse_cross_entropy, losses.cross_entropy):
+    shared = alignment.target_on_batches(model, batches, loss, mesh)(
+        params, state)
+    own = alignment.make_target(model, images, labels, loss, batch_size=16,
+                                mesh=mesh)(params, state)
+    for a, b in zip(jax.tree.leaves(shared), jax.tree.leaves(own)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    first_leaves.append(np.asarray(jax.tree.leaves(shared)[0]))
+  # The two losses give different gradients over the same upload.
+  assert not np.allclose(*first_leaves)
+
+
 def test_make_target_rejects_empty_sets():
   model, _, images, labels = _tiny()
   with pytest.raises(ValueError, match="at least one image"):
