@@ -92,6 +92,19 @@ def test_victim_recipe_replaces_only_the_fields_set():
   assert (config.train.num_epochs, config.train.augment.shift) == (1, 1)
 
 
+def test_availability_recipes_train_the_papers_forty_epochs():
+  for method in craft_configs.AVAILABILITY:
+    config = craft_configs.get_config(f"{method},fashion_mnist,cnn")
+    assert config.train.num_epochs == 40
+    # runlocal stays a one-epoch smoke run.
+    assert craft_configs.get_config(
+        f"{method},fashion_mnist,cnn,runlocal").train.num_epochs == 1
+  for method in craft_configs.WATERMARKS:
+    # UBW-C and Sleeper Agent keep the shared recipe (12 epochs for cnn).
+    assert craft_configs.get_config(
+        f"{method},fashion_mnist,cnn").train.num_epochs == 12
+
+
 def test_a_new_victim_recipe_reuses_the_poison(tmp_path):
   config = _config("random_noise,digits,runlocal")
   workdir = str(tmp_path / "work")
