@@ -19,14 +19,17 @@ Methods:
 
 ``poison.epsilon`` and ``defense.noise_epsilon`` are in units of 1/255. The
 surrogate, every retrained surrogate and the victims use the ``train``
-recipe of ``configs/train.py``; ``victim`` changes the victims' recipe
-alone where set (``--config.victim.num_epochs=40``,
-``--config.victim.augment.flip=False``), reusing the surrogate and the
-poison, and ``victim.init="surrogate"`` starts the victims from the
-surrogate's initialisation and data order instead of their own (the most
-favourable victim for the poison); ``defense`` selects a training-time
-defence for the victims (Fowl et al., Table 5): ``gaussian_smoothing``,
-``additive_noise`` or ``dp_sgd``.
+recipe of ``configs/train.py``; ``poison.surrogate_epochs``
+(``--config.poison.surrogate_epochs="(2,5,10,20,40)"``) aligns the
+availability poisons against the surrogate's checkpoints after those
+epochs in turn instead of the trained surrogate alone; ``victim``
+changes the victims' recipe alone where set
+(``--config.victim.num_epochs=40``, ``--config.victim.augment.flip=False``),
+reusing the surrogate and the poison, and ``victim.init="surrogate"``
+starts the victims from the surrogate's initialisation and data order
+instead of their own (the most favourable victim for the poison);
+``defense`` selects a training-time defence for the victims (Fowl et al.,
+Table 5): ``gaussian_smoothing``, ``additive_noise`` or ``dp_sgd``.
 """
 
 import ml_collections
@@ -58,6 +61,10 @@ def poison_config(method: str) -> ml_collections.ConfigDict:
       log_every=10,
       # Availability: share of the training set for the target gradient.
       target_fraction=1.0,
+      # Availability and TensorClog: align against the surrogate's
+      # checkpoints after these epochs in turn (an ensemble); () aligns
+      # against the trained surrogate alone.
+      surrogate_epochs=(),
   ))
 
 

@@ -168,7 +168,8 @@ def poison(dataset: Dataset, method: str, config: crafting.CraftConfig,
       objective is set by ``method``).
     key: jax.random key.
     model, variables: the surrogate F trained on ``dataset`` (unused by
-      ``random_noise``).
+      ``random_noise``); ``variables`` may be a list of surrogates to align
+      against in turn (:func:`jaxwm.poison.crafting.craft`).
     target_fraction: share of S (stratified) on which the target gradient
       is estimated (Fowl et al., Appendix A.7: 10% works as well as 100%).
     workdir: crafting checkpoints (resumable).

@@ -4,7 +4,9 @@ watermarks made by gradient alignment.
 :func:`run_experiment` is the whole ``experiments/craft_poison.py`` job,
 importable from a notebook:
 
-1. Train the surrogate on the clean training set (not for ``random_noise``).
+1. Train the surrogate on the clean training set (not for ``random_noise``),
+   keeping its checkpoints after ``config.poison.surrogate_epochs`` when
+   the poison aligns against them.
 2. Craft the poison with the shared gradient-alignment loop (resumable
    under ``--workdir``) and save the owner's key with its SHA-256
    manifest.
@@ -45,6 +47,7 @@ from jaxwm.poison import (alignment_watermark, availability, crafting,
 from jaxwm.poison.alignment_regularizers import Regularizers
 from jaxwm.poison.experiment import model_dir, watermark_metrics
 from jaxwm.train import recipe
+from jaxwm.train.checkpoint import Checkpointer
 from jaxwm.verify import scenarios
 
 # Key streams: the engine's models, and the poison's own key.
@@ -133,8 +136,12 @@ def train_victim(config, data: Dataset, workdir: str) -> recipe.TrainedModel:
 
 
 def _poison(config, train: Dataset, surrogate: recipe.TrainedModel | None,
-            folder: str) -> tuple[Dataset, Any, dict[str, Any]]:
+            folder: str, ensemble: list[Any] | None = None
+            ) -> tuple[Dataset, Any, dict[str, Any]]:
   """Crafts the configured poison; saves its key under ``folder``.
+
+  ``ensemble``: surrogate variables the availability poisons align against
+  in turn, instead of ``surrogate``'s alone.
 
   Returns:
     (the poisoned training set, the key, metrics about the poison).
@@ -144,6 +151,7 @@ def _poison(config, train: Dataset, surrogate: recipe.TrainedModel | None,
   model = surrogate.model if surrogate else None
   variables = surrogate.variables if surrogate else None
   if config.method in availability.METHODS:
+    variables = ensemble or variables
     poisoned, poison_key = availability.poison(
         train, config.method, crafting_config, key, model=model,
         variables=variables, target_fraction=config.poison.target_fraction,
@@ -201,18 +209,70 @@ def train_surrogate(config, train: Dataset,
                             stream=STREAMS["surrogate"])
 
 
+def train_surrogate_keeping_epochs(
+    config, train: Dataset, workdir: str,
+    epochs: tuple[int, ...]) -> tuple[recipe.TrainedModel, list[Any]]:
+  """The surrogate and its variables after each of ``epochs``.
+
+  The surrogate of :func:`train_surrogate`, trained (or reused) in a folder
+  of its own that keeps a checkpoint after every epoch in ``epochs``.
+
+  Returns:
+    (the trained surrogate, [its variables after epoch e for e in epochs]).
+  """
+  num_epochs = config.train.num_epochs
+  if not epochs or list(epochs) != sorted(set(epochs)) or not (
+      1 <= epochs[0] and epochs[-1] <= num_epochs):
+    raise ValueError(
+        f"poison.surrogate_epochs={tuple(epochs)} must be increasing epochs "
+        f"of the surrogate's training, in [1, {num_epochs}] "
+        f"(train.num_epochs), e.g. (2, 5, 10, {num_epochs}).")
+  folder = model_dir(workdir, "surrogate", config,
+                     {"kept_epochs": list(epochs)})
+  kept = Checkpointer(os.path.join(folder, "kept_epochs"),
+                      max_to_keep=len(epochs))
+
+  def keep(epoch: int, state) -> None:
+    if epoch in epochs and epoch not in kept.complete_steps():
+      kept.save(epoch, state.variables(), {"epoch": epoch})
+
+  try:
+    surrogate = recipe.train_model(config, train, workdir=folder,
+                                   stream=STREAMS["surrogate"],
+                                   on_epoch_end=keep)
+    missing = sorted(set(epochs) - set(kept.complete_steps()))
+    if missing:
+      raise ValueError(
+          f"the surrogate in {folder} finished without its checkpoints after "
+          f"epochs {missing}; delete {folder} to train it again.")
+    members = [kept.restore(epoch, surrogate.variables)[0]
+               for epoch in epochs]
+  finally:
+    kept.close()
+  return surrogate, members
+
+
 def craft_poison(config, workdir: str) -> CraftedPoison:
   """Trains (or reuses) the surrogate and crafts (or reuses) the poison."""
   train, test = recipe.load_datasets(config)
   logging.info("%s on %d %s training images", config.method, len(train),
                config.dataset)
-  surrogate = None
-  if config.method != "random_noise":
+  surrogate, ensemble = None, None
+  epochs = tuple(config.poison.surrogate_epochs)
+  if epochs and config.method not in ("availability", "tensorclog"):
+    raise ValueError(
+        f"poison.surrogate_epochs={epochs} applies to availability and "
+        f"tensorclog, not {config.method}; leave it empty.")
+  if epochs:
+    surrogate, ensemble = train_surrogate_keeping_epochs(config, train,
+                                                         workdir, epochs)
+  elif config.method != "random_noise":
     surrogate = train_surrogate(config, train, workdir)
   folder = model_dir(workdir, f"{config.method}_poison", config,
                      config.method, config.poison.to_dict(),
                      config.watermark.to_dict())
-  poisoned, poison_key, info = _poison(config, train, surrogate, folder)
+  poisoned, poison_key, info = _poison(config, train, surrogate, folder,
+                                       ensemble)
   return CraftedPoison(train, test, surrogate, poisoned, poison_key, info,
                        folder)
 

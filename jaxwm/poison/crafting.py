@@ -7,8 +7,9 @@ Appendix B):
 
 1. For each of ``restarts`` trials, draw delta ~ U[-eps, eps] (projected).
 2. For ``steps`` steps: for every batch of perturbed samples, evaluate the
-   objective (:mod:`jaxwm.poison.alignment`) on aug(x + delta) and its
-   derivative in delta; then take one Adam step on sign(d objective /
+   objective (:mod:`jaxwm.poison.alignment`) on aug(x + delta) at the
+   surrogate and its derivative in delta (with an ensemble of K surrogates,
+   step s uses surrogate s mod K and its own target gradient); then take one Adam step on sign(d objective /
    d delta) for all samples at once, the learning rate divided by ``gamma``
    at each milestone (fractions of ``steps``), and project delta onto the
    l_inf ball of radius eps and onto the image box, x + delta in [0, 1].
@@ -308,7 +309,8 @@ def _checkpointer(workdir: str, run_info: dict[str, int]) -> Checkpointer:
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    for name, value in run_info.items():
+    for name in sorted(set(saved) | set(run_info)):
+      value = run_info.get(name)
       if saved.get(name) != value:
         raise ValueError(
             f"the crafting run in {workdir} was made with {name}="
@@ -328,7 +330,11 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
 
   Args:
     model: the surrogate's architecture (a jaxwm model).
-    variables: the surrogate trained on clean data (round 0 of every trial).
+    variables: the surrogate trained on clean data (round 0 of every trial),
+      or a list of K surrogates of that architecture to align against in
+      turn (an ensemble, e.g. checkpoints along one surrogate's training:
+      step s uses member s mod K, so a step costs what it costs with one;
+      not with bi-level rounds).
     images: uint8 [M, H, W, C], the samples to perturb.
     labels: int [M], their (clean) labels.
     target: builds the target gradient from the surrogate; None for the
@@ -361,6 +367,13 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
     raise ValueError(
         f"retrain_every={config.retrain_every} needs a retrain function; "
         "pass retrain= or set retrain_every=0.")
+  members = list(variables) if isinstance(variables, (list, tuple)) else [
+      variables]
+  if not members or (len(members) > 1 and config.retrain_every):
+    raise ValueError(
+        f"an ensemble of {len(members)} surrogates needs at least one member "
+        f"and no bi-level rounds (retrain_every={config.retrain_every}); "
+        "pass one surrogate to retrain, or set retrain_every=0.")
   count = images.shape[0]
   spread = alignment.stacked_batch_sharding(mesh)
   batched = jax.device_put(
@@ -371,7 +384,8 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
   step_fn = make_craft_step(model, config, mesh)
   schedule = config.schedule()
   num_batches = batched[0].shape[0]
-  initial_variables = sharding.replicate(variables, mesh)
+  members = [sharding.replicate(member, mesh) for member in members]
+  initial_variables = members[0]
 
   def new_trial(restart: int, best_delta, best_loss) -> CraftState:
     delta = jax.device_put(_initial_delta(
@@ -389,6 +403,8 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
                     jnp.float32(np.inf))
   run_info = {"num_poisons": count, "batch_size": config.batch_size,
               "steps": config.steps, "restarts": config.restarts}
+  if len(members) > 1:
+    run_info["surrogates"] = len(members)
   checkpointer = _checkpointer(workdir, run_info) if workdir else None
   if checkpointer is not None and checkpointer.latest_step() is not None:
     state, _ = checkpointer.restore(checkpointer.latest_step(), state)
@@ -402,7 +418,7 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
     while int(state.restart) < config.restarts:
       restart = int(state.restart)
       trial_key = jax.random.fold_in(key, restart)
-      target_grad = None
+      target_grads = {}  # member -> its target gradient
       for step in range(int(state.step), config.steps):
         if config.retrain_every and step % config.retrain_every == 0 and (
             int(state.round) < step // config.retrain_every):
@@ -413,10 +429,12 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
               round=jnp.int32(round_),
               variables=sharding.replicate(
                   retrain(restart, round_, poisoned), mesh))
-          target_grad = None
-        if target_grad is None and target is not None:
-          target_grad = target(state.variables["params"],
-                               _model_state(state.variables))
+          target_grads = {}
+        member = step % len(members)
+        surrogate = members[member] if len(members) > 1 else state.variables
+        if member not in target_grads:
+          target_grads[member] = None if target is None else target(
+              surrogate["params"], _model_state(surrogate))
         carry = (state.delta, state.adam_mu, state.adam_nu)
         step_key = jax.random.fold_in(trial_key, step + 1)
         learning_rate = jnp.float32(schedule(step))
@@ -424,7 +442,7 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
         for index in range(num_batches):
           carry, objective = step_fn(
               carry, jnp.int32(index), jnp.int32(step + 1), learning_rate,
-              state.variables, target_grad, *batched,
+              surrogate, target_grads[member], *batched,
               jax.random.fold_in(step_key, index))
           objectives.append(objective)
         loss = jnp.mean(jnp.stack(objectives))

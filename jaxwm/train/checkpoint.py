@@ -82,10 +82,13 @@ class Checkpointer:
   def _steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
+  def complete_steps(self) -> list[int]:
+    """The saved steps that are complete (have a manifest), ascending."""
+    return [s for s in self._steps() if os.path.exists(self._manifest_path(s))]
+
   def latest_step(self) -> int | None:
     """The newest complete step (one with a manifest), or None."""
-    complete = [s for s in self._steps()
-                if os.path.exists(self._manifest_path(s))]
+    complete = self.complete_steps()
     return complete[-1] if complete else None
 
   def verify(self, step: int) -> None:

@@ -148,6 +148,44 @@ def test_retraining_rounds_replace_the_surrogate():
                    jax.random.PRNGKey(4))
 
 
+def test_an_ensemble_aligns_against_its_members_in_turn(tmp_path):
+  model, variables, images, labels = _setup()
+  other = dict(jax.jit(model.init, static_argnames="train")(
+      jax.random.PRNGKey(9), jnp.zeros((1, 8, 8, 1)), train=False))
+  target = _target(model, images, labels)
+  config = _config(steps=4)
+  key = jax.random.PRNGKey(6)
+
+  def run(surrogates, **kw):
+    objectives = []
+    result = crafting.craft(
+        model, surrogates, images, labels, target, config, key,
+        mesh=ONE_DEVICE, on_step=lambda r, s, value: objectives.append(value),
+        **kw)
+    return result, objectives
+
+  alone, alone_objectives = run(variables)
+  # An ensemble of one surrogate twice is that surrogate.
+  twice, _ = run([variables, variables])
+  np.testing.assert_array_equal(twice.delta, alone.delta)
+  assert twice.loss == alone.loss
+  # Step 0 aligns at the first member, step 1 at the second.
+  mixed, mixed_objectives = run([variables, other], workdir=str(tmp_path))
+  other_first, other_objectives = run([other, variables])
+  assert mixed_objectives[0] == pytest.approx(alone_objectives[0])
+  assert other_objectives[0] != pytest.approx(alone_objectives[0])
+  assert mixed_objectives[1] != pytest.approx(alone_objectives[1])
+  assert not np.array_equal(mixed.delta, alone.delta)
+  assert not np.array_equal(mixed.delta, other_first.delta)
+  # A crafting run keeps the size of its ensemble.
+  with pytest.raises(ValueError, match="surrogates=2.*use a new workdir"):
+    crafting.craft(model, variables, images, labels, target, config, key,
+                   workdir=str(tmp_path), mesh=ONE_DEVICE)
+  with pytest.raises(ValueError, match="no bi-level rounds"):
+    crafting.craft(model, [variables, other], images, labels, target,
+                   _config(retrain_every=2), key, retrain=lambda *a: other)
+
+
 class _Killed(Exception):
   pass
 

@@ -3,6 +3,7 @@
 import glob
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -134,4 +135,33 @@ def test_victims_can_start_where_the_surrogate_started(tmp_path):
   assert glob.glob(os.path.join(workdir, "clean_victim_surrogate_init_*"))
   config.victim.init = "random"
   with pytest.raises(ValueError, match="victim.init='random'"):
+    craft_experiment.run_experiment(config, workdir)
+
+
+def test_availability_can_align_against_the_surrogates_checkpoints(tmp_path):
+  config = _config("availability,digits,runlocal")
+  config.train.num_epochs = 2
+  config.poison.surrogate_epochs = (1, 2)
+  workdir = str(tmp_path / "work")
+  ensemble = craft_experiment.run_experiment(config, workdir)["metrics"]
+  assert 0.0 <= ensemble["crafting_objective"] <= 2.0
+  train, _ = recipe.load_datasets(config)
+  surrogate, members = craft_experiment.train_surrogate_keeping_epochs(
+      config, train, workdir, (1, 2))
+  # The last member is the trained surrogate, the first an earlier state.
+  same = jax.tree.map(np.array_equal, members[1], surrogate.variables)
+  assert all(jax.tree.leaves(same))
+  moved = jax.tree.map(np.array_equal, members[0], members[1])
+  assert not all(jax.tree.leaves(moved))
+  # The ensemble's poison is not the trained surrogate's alone.
+  config.poison.surrogate_epochs = ()
+  single = craft_experiment.run_experiment(config, workdir)["metrics"]
+  assert single["poison_key_digest"] != ensemble["poison_key_digest"]
+  for epochs in ((2, 1), (0, 2), (3,)):
+    config.poison.surrogate_epochs = epochs
+    with pytest.raises(ValueError, match="must be increasing epochs"):
+      craft_experiment.run_experiment(config, workdir)
+  config = _config("ubw_c,digits,runlocal")
+  config.poison.surrogate_epochs = (1,)
+  with pytest.raises(ValueError, match="applies to availability"):
     craft_experiment.run_experiment(config, workdir)
