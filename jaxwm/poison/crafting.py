@@ -9,10 +9,11 @@ Appendix B):
 2. For ``steps`` steps: for every batch of perturbed samples, evaluate the
    objective (:mod:`jaxwm.poison.alignment`) on aug(x + delta) at the
    surrogate and its derivative in delta (with an ensemble of K surrogates,
-   step s uses surrogate s mod K and its own target gradient); then take one Adam step on sign(d objective /
-   d delta) for all samples at once, the learning rate divided by ``gamma``
-   at each milestone (fractions of ``steps``), and project delta onto the
-   l_inf ball of radius eps and onto the image box, x + delta in [0, 1].
+   step s uses surrogate s mod K and its own target gradient); then take
+   one Adam step on sign(d objective / d delta) for all samples at once,
+   the learning rate divided by ``gamma`` at each milestone (fractions of
+   ``steps``), and project delta onto the l_inf ball of radius eps and onto
+   the image box, x + delta in [0, 1].
 3. Every ``retrain_every`` steps (bi-level rounds), retrain the surrogate
    from scratch on the current poisoned set and recompute the target
    gradient.
