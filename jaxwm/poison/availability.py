@@ -33,7 +33,9 @@ from jaxwm.data.dataset import Dataset
 from jaxwm.data.splits import stratified_indices
 from jaxwm.poison import alignment, crafting
 
-METHODS = ("availability", "tensorclog", "random_noise")
+# The methods that craft against a surrogate; random_noise needs none.
+CRAFTED_METHODS = ("availability", "tensorclog")
+METHODS = CRAFTED_METHODS + ("random_noise",)
 FORMAT = "jaxwm.AvailabilityKey/v1"
 
 

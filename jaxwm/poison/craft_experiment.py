@@ -259,10 +259,11 @@ def craft_poison(config, workdir: str) -> CraftedPoison:
                config.dataset)
   surrogate, ensemble = None, None
   epochs = tuple(config.poison.surrogate_epochs)
-  if epochs and config.method not in ("availability", "tensorclog"):
+  if epochs and config.method not in availability.CRAFTED_METHODS:
     raise ValueError(
-        f"poison.surrogate_epochs={epochs} applies to availability and "
-        f"tensorclog, not {config.method}; leave it empty.")
+        f"poison.surrogate_epochs={epochs} applies to "
+        f"{' and '.join(availability.CRAFTED_METHODS)}, not {config.method}; "
+        "leave it empty.")
   if epochs:
     surrogate, ensemble = train_surrogate_keeping_epochs(config, train,
                                                          workdir, epochs)

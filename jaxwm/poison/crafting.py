@@ -302,6 +302,10 @@ def _model_state(variables: Any) -> dict[str, Any]:
   return {k: v for k, v in variables.items() if k != "params"}
 
 
+# Fields of ``crafting_run.json`` that older runs did not record.
+_RUN_INFO_DEFAULTS = {"surrogates": 1}
+
+
 def _checkpointer(workdir: str, run_info: dict[str, int]) -> Checkpointer:
   """A Checkpointer for ``workdir``, after checking that any run already
   there was made with the same ``run_info`` (``crafting_run.json``)."""
@@ -309,13 +313,14 @@ def _checkpointer(workdir: str, run_info: dict[str, int]) -> Checkpointer:
   path = os.path.join(workdir, "crafting_run.json")
   if os.path.exists(path):
     with open(path) as f:
-      saved = json.load(f)
-    for name in sorted(set(saved) | set(run_info)):
-      value = run_info.get(name)
-      if saved.get(name) != value:
+      saved = {**_RUN_INFO_DEFAULTS, **json.load(f)}
+    current = {**_RUN_INFO_DEFAULTS, **run_info}
+    for name in sorted(set(saved) | set(current)):
+      if saved.get(name) != current.get(name):
         raise ValueError(
             f"the crafting run in {workdir} was made with {name}="
-            f"{saved.get(name)}, this run has {value}; use a new workdir.")
+            f"{saved.get(name)}, this run has {current.get(name)}; use a "
+            "new workdir.")
   else:
     with open(path, "w") as f:
       json.dump(run_info, f, sort_keys=True)
@@ -403,9 +408,8 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
   state = new_trial(0, jax.device_put(jnp.zeros(batched[0].shape), spread),
                     jnp.float32(np.inf))
   run_info = {"num_poisons": count, "batch_size": config.batch_size,
-              "steps": config.steps, "restarts": config.restarts}
-  if len(members) > 1:
-    run_info["surrogates"] = len(members)
+              "steps": config.steps, "restarts": config.restarts,
+              "surrogates": len(members)}
   checkpointer = _checkpointer(workdir, run_info) if workdir else None
   if checkpointer is not None and checkpointer.latest_step() is not None:
     state, _ = checkpointer.restore(checkpointer.latest_step(), state)

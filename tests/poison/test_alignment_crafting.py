@@ -178,7 +178,8 @@ def test_an_ensemble_aligns_against_its_members_in_turn(tmp_path):
   assert not np.array_equal(mixed.delta, alone.delta)
   assert not np.array_equal(mixed.delta, other_first.delta)
   # A crafting run keeps the size of its ensemble.
-  with pytest.raises(ValueError, match="surrogates=2.*use a new workdir"):
+  with pytest.raises(ValueError,
+                     match="surrogates=2, this run has 1; use a new"):
     crafting.craft(model, variables, images, labels, target, config, key,
                    workdir=str(tmp_path), mesh=ONE_DEVICE)
   with pytest.raises(ValueError, match="no bi-level rounds"):
