@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -227,6 +228,15 @@ def test_restarts_keep_the_best_and_a_killed_run_resumes(tmp_path):
                          key, workdir=str(tmp_path), mesh=ONE_DEVICE,
                          on_step=lambda *a: pytest.fail("crafted again"))
   np.testing.assert_array_equal(again.delta, reference.delta)
+  # A run recorded before ensembles existed (no "surrogates") resumes too.
+  run_file = tmp_path / "crafting_run.json"
+  recorded = json.loads(run_file.read_text())
+  assert recorded.pop("surrogates") == 1
+  run_file.write_text(json.dumps(recorded))
+  older = crafting.craft(model, variables, images, labels, target, config,
+                         key, workdir=str(tmp_path), mesh=ONE_DEVICE,
+                         on_step=lambda *a: pytest.fail("crafted again"))
+  np.testing.assert_array_equal(older.delta, reference.delta)
   with pytest.raises(ValueError, match="use a new workdir"):
     crafting.craft(model, variables, images[:16], labels[:16], target,
                    config, key, workdir=str(tmp_path))
