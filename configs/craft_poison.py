@@ -86,7 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       poison_rate=0.1, source_class=0, target_label=1, lam=2.0,
       selection="gradient_norm", selection_batch_size=64,
       patch_size=ml_collections.config_dict.placeholder(int),
-      patch_pattern="checkerboard"))
+      patch_pattern="checkerboard", craft_patch_positions="fixed"))
   # Independent-T queries the watermarked model with a different trigger.
   config.independent_trigger = ml_collections.ConfigDict(dict(
       patch_position=(0, 0), patch_pattern="white"))

@@ -8,7 +8,8 @@ perturbed), and :func:`mark` does the rest:
 
 * the inference trigger G_i is a visible BadNets patch (Appendix B);
 * the target set is the training images of the source class with G_i
-  applied (Appendix B, detail 2: one source class, class 0 by default);
+  applied (Appendix B, detail 2: one source class, class 0 by default), or
+  with G_i's patch at a random place in each (``craft_patch_positions``);
 * the ``poison_rate`` share of the training set, chosen among the method's
   candidates by the largest gradient norms under the surrogate (detail 1),
   gets invisible additive perturbations G_t(x) = x + delta, |delta| <= eps,
@@ -41,6 +42,7 @@ from jaxwm.poison.watermark_key import WatermarkKey
 
 # (the poisoned training set, a tag naming the round) -> surrogate variables.
 RetrainSurrogate = Callable[[Dataset, str], Any]
+CRAFT_PATCH_POSITIONS = ("fixed", "random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,10 @@ class AlignmentWatermarkConfig:
       32x32 with the image.
     patch_position: (row, col) of the patch; None for the bottom-right.
     patch_pattern: ``"checkerboard"`` or ``"white"``.
+    craft_patch_positions: where the patch sits on the target set's images
+      while crafting: ``"fixed"`` (where G_i puts it) or ``"random"`` (a
+      uniform position per image, Sleeper Agent's location-invariant
+      trigger). Verification always uses G_i.
   """
 
   poison_rate: float = 0.1
@@ -70,8 +76,13 @@ class AlignmentWatermarkConfig:
   patch_size: int | None = None
   patch_position: tuple[int, int] | None = None
   patch_pattern: str = "checkerboard"
+  craft_patch_positions: str = "fixed"
 
   def __post_init__(self):
+    if self.craft_patch_positions not in CRAFT_PATCH_POSITIONS:
+      raise ValueError(
+          f"craft_patch_positions={self.craft_patch_positions!r}; use one of "
+          f"{', '.join(CRAFT_PATCH_POSITIONS)}.")
     if not 0.0 < self.poison_rate <= 1.0:
       raise ValueError(f"poison_rate={self.poison_rate} must be in (0, 1].")
     if self.lam < 0:
@@ -107,6 +118,24 @@ def inference_trigger(config: AlignmentWatermarkConfig,
   return triggers.badnets_trigger(image_shape, size=config.patch_size,
                                   position=config.patch_position,
                                   pattern=config.patch_pattern)
+
+
+def triggered_target_images(config: AlignmentWatermarkConfig,
+                            trigger: triggers.BlendTrigger,
+                            images: np.ndarray, key: jax.Array) -> np.ndarray:
+  """The target set: source images uint8 [N, H, W, C] with the patch.
+
+  With ``config.craft_patch_positions == "random"`` each image's patch is
+  placed uniformly at random (drawn from ``key``), else where G_i puts it.
+  """
+  if config.craft_patch_positions == "fixed":
+    return triggers.apply_uint8(trigger, images)
+  patch_h, patch_w = trigger.params["size"]
+  height, width = trigger.image_shape[:2]
+  rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
+  positions = np.stack([rng.integers(0, height - patch_h + 1, len(images)),
+                        rng.integers(0, width - patch_w + 1, len(images))], 1)
+  return triggers.stamp_patch_at(trigger, images, positions)
 
 
 def mark(dataset: Dataset, method: Method, config: AlignmentWatermarkConfig,
@@ -150,7 +179,9 @@ def mark(dataset: Dataset, method: Method, config: AlignmentWatermarkConfig,
   if source_rows.size == 0:
     raise ValueError(f"the training set has no sample of source class "
                      f"{source}.")
-  target_images = triggers.apply_uint8(trigger, dataset.images[source_rows])
+  # A key of its own, so the fixed-position recipe draws what it always drew.
+  target_images = triggered_target_images(
+      config, trigger, dataset.images[source_rows], jax.random.fold_in(key, 1))
   target_labels = (dataset.labels[source_rows] if target_label is None else
                    np.full(source_rows.size, target_label, np.int32))
   target = alignment.make_target(model, target_images, target_labels,

@@ -331,6 +331,51 @@ def badnets_trigger(image_shape: Sequence[int], size: int | None = None,
   return BlendTrigger("badnets", full, alpha, params)
 
 
+def stamp_patch_at(trigger: BlendTrigger, images: np.ndarray,
+                   positions: np.ndarray) -> np.ndarray:
+  """Stamps a BadNets patch trigger on each image at its own position.
+
+  Sleeper Agent (Souri et al., NeurIPS 2022) crafts against a
+  location-invariant trigger, with the patch of each target image at a
+  random place.
+
+  Args:
+    trigger: a patch trigger from :func:`badnets_trigger`.
+    images: uint8 [B, H, W, C], stored images.
+    positions: int [B, 2], the (row, col) of each image's patch top-left.
+
+  Returns:
+    uint8 [B, H, W, C]: image i with the patch at ``positions[i]``.
+  """
+  if trigger.name != "badnets":
+    raise ValueError(f"stamp_patch_at moves BadNets patches; got a "
+                     f"{trigger.name!r} trigger.")
+  images = np.asarray(images)
+  check_trigger_fits(trigger, images.shape[1:])
+  positions = np.asarray(positions, np.int64).reshape(-1, 2)
+  if positions.shape[0] != images.shape[0]:
+    raise ValueError(f"got {positions.shape[0]} positions for "
+                     f"{images.shape[0]} images; give one (row, col) each.")
+  (row, col), (patch_h, patch_w) = (trigger.params["position"],
+                                    trigger.params["size"])
+  height, width = trigger.image_shape[:2]
+  fits = ((positions >= 0).all(axis=1)
+          & (positions[:, 0] + patch_h <= height)
+          & (positions[:, 1] + patch_w <= width))
+  if not fits.all():
+    bad = positions[np.flatnonzero(~fits)[0]]
+    raise ValueError(
+        f"a {patch_h}x{patch_w} patch at position {tuple(bad)} does not fit "
+        f"in {height}x{width} images; draw rows in [0, {height - patch_h}] "
+        f"and columns in [0, {width - patch_w}].")
+  # The patch lies inside the image, so rolling moves it without wrapping.
+  shifts = [(int(r) - row, int(c) - col) for r, c in positions]
+  patterns = np.stack([np.roll(trigger.pattern, s, axis=(0, 1))
+                       for s in shifts])
+  alphas = np.stack([np.roll(trigger.alpha, s, axis=(0, 1)) for s in shifts])
+  return apply_uint8(lambda floats: blend(floats, patterns, alphas), images)
+
+
 def blended_trigger(key: jax.Array, image_shape: Sequence[int],
                     alpha: float = 0.1,
                     pattern: np.ndarray | None = None) -> BlendTrigger:

@@ -12,7 +12,8 @@ import pytest
 from jaxwm.data.augment import AugmentConfig
 from jaxwm.data.dataset import Dataset
 from jaxwm.models import get_model
-from jaxwm.poison import alignment, alignment_watermark, sleeper_agent, ubw_c
+from jaxwm.poison import (alignment, alignment_watermark, sleeper_agent,
+                          triggers, ubw_c)
 from jaxwm.poison.alignment_watermark import AlignmentWatermarkConfig
 from jaxwm.poison.crafting import CraftConfig
 from jaxwm.train import make_mesh
@@ -86,3 +87,34 @@ def test_sleeper_agent_perturbs_only_the_target_class():
   assert key.poisoned_indices.size == 8
   with pytest.raises(ValueError, match="equals the source class"):
     _mark(sleeper_agent, target_label=0)
+
+
+def test_random_craft_positions_move_the_patch_per_target_image():
+  _, _, data = _setup()
+  trigger = alignment_watermark.inference_trigger(
+      AlignmentWatermarkConfig(patch_size=3), data.image_shape)
+  fixed = alignment_watermark.triggered_target_images(
+      AlignmentWatermarkConfig(patch_size=3), trigger, data.images,
+      jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(
+      fixed, triggers.apply_uint8(trigger, data.images))
+  config = AlignmentWatermarkConfig(patch_size=3,
+                                    craft_patch_positions="random")
+  moved = alignment_watermark.triggered_target_images(
+      config, trigger, data.images, jax.random.PRNGKey(0))
+  # Every image carries the 3x3 patch somewhere: it differs from its
+  # original only inside one 3x3 window (at most), at many places overall.
+  changed = moved != data.images
+  rows = [np.flatnonzero(c.any(axis=(1, 2))) for c in changed]
+  assert all(r.size == 0 or r.max() - r.min() < 3 for r in rows)
+  assert len({(r.min() if r.size else -1) for r in rows}) > 3
+  np.testing.assert_array_equal(
+      moved, alignment_watermark.triggered_target_images(
+          config, trigger, data.images, jax.random.PRNGKey(0)))
+  with pytest.raises(ValueError, match="craft_patch_positions"):
+    AlignmentWatermarkConfig(craft_patch_positions="corner")
+  # The whole recipe runs with it; the release obeys the same rules.
+  data, marked, key, _, retrained = _mark(
+      sleeper_agent, target_label=1, patch_size=3,
+      craft_patch_positions="random")
+  _check_release(data, marked, key, retrained)

@@ -182,3 +182,36 @@ def test_triggers_reject_arrays_out_of_range():
                                 (9, 8, 1))
   assert jnp.allclose(triggers.to_uint8(jnp.array([1.2, -0.1])),
                       jnp.array([255, 0]))
+
+
+def test_stamp_patch_at_moves_the_patch_of_each_image():
+  trigger = triggers.badnets_trigger((8, 8, 1), size=3)
+  images = (np.arange(3 * 64, dtype=np.int64).reshape(3, 8, 8, 1) % 251
+            ).astype(np.uint8)
+  positions = np.array([[0, 0], [5, 5], [2, 4]])
+  out = triggers.stamp_patch_at(trigger, images, positions)
+  for image, stamped, position in zip(images, out, positions):
+    # Each image equals the patch stamped at its own position, and nothing
+    # outside that patch moved.
+    moved = triggers.badnets_trigger((8, 8, 1), size=3,
+                                     position=tuple(position))
+    np.testing.assert_array_equal(
+        stamped, triggers.apply_uint8(moved, image[None])[0])
+    outside = moved.alpha == 0
+    np.testing.assert_array_equal(stamped[outside], image[outside])
+  np.testing.assert_array_equal(
+      triggers.stamp_patch_at(trigger, images, [[5, 5]] * 3),
+      triggers.apply_uint8(trigger, images))
+
+
+def test_stamp_patch_at_rejects_positions_outside_the_image():
+  trigger = triggers.badnets_trigger((8, 8, 1), size=3)
+  images = np.zeros((2, 8, 8, 1), np.uint8)
+  with pytest.raises(ValueError, match=r"rows in \[0, 5\]"):
+    triggers.stamp_patch_at(trigger, images, [[0, 0], [6, 0]])
+  with pytest.raises(ValueError, match="2 images"):
+    triggers.stamp_patch_at(trigger, images, [[0, 0]])
+  with pytest.raises(ValueError, match="BadNets"):
+    triggers.stamp_patch_at(
+        triggers.blended_trigger(jax.random.key(0), (8, 8, 1)), images,
+        [[0, 0], [1, 1]])
