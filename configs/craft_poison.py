@@ -15,7 +15,9 @@ Methods:
   lambda = 2, eps = 16/255, 5 rounds of 40 crafting steps with the
   surrogate retrained from scratch between rounds;
 * ``sleeper_agent``: the same, targeted at label 1, perturbing only
-  target-class images.
+  target-class images; ``watermark.craft_patch_positions="random"`` crafts
+  against the patch at a random place in each target image (docs/poisons.md
+  has the class pairs measured on Fashion-MNIST).
 
 ``poison.epsilon`` and ``defense.noise_epsilon`` are in units of 1/255. The
 surrogate, every retrained surrogate and the victims use the ``train``
