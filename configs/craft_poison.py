@@ -24,8 +24,11 @@ surrogate, every retrained surrogate and the victims use the ``train``
 recipe of ``configs/train.py``; ``poison.surrogate_epochs``
 (``--config.poison.surrogate_epochs="(2,5,10,20,40)"``) aligns the
 availability poisons against the surrogate's checkpoints after those
-epochs in turn instead of the trained surrogate alone; ``victim``
-changes the victims' recipe alone where set
+epochs in turn instead of the trained surrogate alone;
+``poison.retrain_every`` > 0 (``--config.poison.retrain_every=25``) gives
+the availability poisons bi-level rounds too, retraining the surrogate from
+scratch on the current poison every that many steps; ``victim`` changes
+the victims' recipe alone where set
 (``--config.victim.num_epochs=40``, ``--config.victim.augment.flip=False``),
 reusing the surrogate and the poison, and ``victim.init="surrogate"``
 starts the victims from the surrogate's initialisation and data order

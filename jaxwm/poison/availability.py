@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -160,6 +160,7 @@ def random_sign_noise(images: np.ndarray, epsilon: float,
 def poison(dataset: Dataset, method: str, config: crafting.CraftConfig,
            key: jax.Array, *, model=None, variables: Any = None,
            target_fraction: float = 1.0, workdir: str | None = None,
+           retrain_surrogate: Callable[[Dataset, str], Any] | None = None,
            mesh: Mesh | None = None) -> tuple[Dataset, AvailabilityKey]:
   """Perturbs every sample of ``dataset`` with an availability poison.
 
@@ -175,6 +176,10 @@ def poison(dataset: Dataset, method: str, config: crafting.CraftConfig,
     target_fraction: share of S (stratified) on which the target gradient
       is estimated (Fowl et al., Appendix A.7: 10% works as well as 100%).
     workdir: crafting checkpoints (resumable).
+    retrain_surrogate: given a poisoned copy of ``dataset`` and a tag,
+      returns the variables of a surrogate retrained on it from scratch;
+      needed when ``config.retrain_every`` > 0 (bi-level rounds, which put
+      the surrogate where a model trained on the poison ends up).
     mesh: device mesh; default all devices.
 
   Returns:
@@ -204,8 +209,15 @@ def poison(dataset: Dataset, method: str, config: crafting.CraftConfig,
     config = dataclasses.replace(
         config,
         objective="alignment" if method == "availability" else "gradient_norm")
-    result = crafting.craft(model, variables, dataset.images, dataset.labels,
-                            target, config, key, workdir=workdir, mesh=mesh)
+
+    def retrain(restart: int, round_: int, poisoned: np.ndarray) -> Any:
+      return retrain_surrogate(dataset.replace(images=poisoned),
+                               f"surrogate_trial{restart}_round{round_}")
+
+    result = crafting.craft(
+        model, variables, dataset.images, dataset.labels, target, config, key,
+        workdir=workdir, mesh=mesh,
+        retrain=retrain if retrain_surrogate is not None else None)
     released = crafting.quantize(dataset.images, result.delta, config.epsilon)
     objective = result.loss
   perturbation = released.astype(np.int16) - dataset.images.astype(np.int16)

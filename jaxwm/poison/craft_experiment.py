@@ -150,19 +150,19 @@ def _poison(config, train: Dataset, surrogate: recipe.TrainedModel | None,
   crafting_config = craft_config(config.poison)
   model = surrogate.model if surrogate else None
   variables = surrogate.variables if surrogate else None
+
+  def retrain(data: Dataset, tag: str) -> Any:
+    return recipe.train_model(config, data, workdir=os.path.join(folder, tag),
+                              stream=STREAMS["surrogate"]).variables
+
   if config.method in availability.METHODS:
     variables = ensemble or variables
     poisoned, poison_key = availability.poison(
         train, config.method, crafting_config, key, model=model,
         variables=variables, target_fraction=config.poison.target_fraction,
-        workdir=os.path.join(folder, "crafting"))
+        workdir=os.path.join(folder, "crafting"), retrain_surrogate=retrain)
     objective = poison_key.objective
   else:
-    def retrain(data: Dataset, tag: str) -> Any:
-      return recipe.train_model(config, data,
-                                workdir=os.path.join(folder, tag),
-                                stream=STREAMS["surrogate"]).variables
-
     poisoned, poison_key, objective = alignment_watermark.mark(
         train, WATERMARKS[config.method],
         alignment_watermark.AlignmentWatermarkConfig(

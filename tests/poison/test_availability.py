@@ -94,3 +94,43 @@ def test_bad_inputs_name_the_fix():
     availability.AvailabilityKey(
         method="random_noise", epsilon=2 / 255, poisoned_indices=[0],
         perturbation=np.full((1, 2, 2, 1), 3), seed=np.zeros(2, np.uint32))
+
+
+def test_bilevel_rounds_retrain_on_the_current_poison():
+  data = _dataset()
+  model = get_model("cnn", 4, width=4, dense_width=16)
+  init = jax.jit(model.init, static_argnames="train")
+  variables = dict(init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)),
+                        train=False))
+  retrained = dict(init(jax.random.PRNGKey(5), jnp.zeros((1, 8, 8, 1)),
+                        train=False))
+  seen = []
+
+  def retrain_surrogate(poisoned, tag):
+    seen.append((tag, poisoned))
+    return retrained
+
+  def released_with(retrain_every, retrain_surrogate=None):
+    config = crafting.CraftConfig(epsilon=8 / 255, steps=3, restarts=1,
+                                  batch_size=16, augment=AugmentConfig(),
+                                  retrain_every=retrain_every)
+    return availability.poison(
+        data, "availability", config, jax.random.PRNGKey(1), model=model,
+        variables=variables, mesh=ONE_DEVICE,
+        retrain_surrogate=retrain_surrogate)
+
+  released, key = released_with(2, retrain_surrogate)
+  # One round, after step 2: the retrained surrogate sees the poison so far,
+  # all of it within eps of the clean set and with the clean labels.
+  assert [tag for tag, _ in seen] == ["surrogate_trial0_round1"]
+  poisoned = seen[0][1]
+  np.testing.assert_array_equal(poisoned.labels, data.labels)
+  moved = poisoned.images.astype(int) - data.images.astype(int)
+  assert 0 < np.abs(moved).max() <= 8
+  assert np.isfinite(key.objective)
+  # Step 3 aligned against the retrained surrogate: the poison differs from
+  # the one crafted against the first surrogate throughout.
+  without, _ = released_with(0)
+  assert np.any(released.images != without.images)
+  with pytest.raises(ValueError, match="retrain function"):
+    released_with(2)
