@@ -29,9 +29,9 @@ epochs in turn instead of the trained surrogate alone;
 the availability poisons bi-level rounds too, retraining the surrogate from
 scratch on the current poison every that many steps (on Fashion-MNIST at
 16/255 they double what the poison costs a 40-epoch victim, 43.3 points
-against 21.5; docs/poisons.md); ``victim`` changes
-the victims' recipe alone where set
-(``--config.victim.num_epochs=40``, ``--config.victim.augment.flip=False``),
+against 21.5; docs/poisons.md); ``victim`` changes the victims' recipe
+alone where set (``--config.victim.num_epochs=40``,
+``--config.victim.augment.flip=False``),
 reusing the surrogate and the poison, and ``victim.init="surrogate"``
 starts the victims from the surrogate's initialisation and data order
 instead of their own (the most favourable victim for the poison);

@@ -40,8 +40,6 @@ from jaxwm.data.dataset import Dataset
 from jaxwm.poison import alignment, alignment_selection, crafting, triggers
 from jaxwm.poison.watermark_key import WatermarkKey
 
-# (the poisoned training set, a tag naming the round) -> surrogate variables.
-RetrainSurrogate = Callable[[Dataset, str], Any]
 CRAFT_PATCH_POSITIONS = ("fixed", "random")
 
 
@@ -140,7 +138,8 @@ def triggered_target_images(config: AlignmentWatermarkConfig,
 
 def mark(dataset: Dataset, method: Method, config: AlignmentWatermarkConfig,
          craft_config: crafting.CraftConfig, key: jax.Array, *, model,
-         variables: Any, retrain_surrogate: RetrainSurrogate | None = None,
+         variables: Any,
+         retrain_surrogate: crafting.RetrainSurrogate | None = None,
          workdir: str | None = None, mesh: Mesh | None = None
          ) -> tuple[Dataset, WatermarkKey, float]:
   """Watermarks ``dataset`` with clean-label alignment poisons.
@@ -200,17 +199,13 @@ def mark(dataset: Dataset, method: Method, config: AlignmentWatermarkConfig,
       key=select_key, model=model, variables=variables,
       batch_size=config.selection_batch_size, mesh=mesh)
 
-  def retrain(restart: int, round_: int, poisoned_rows: np.ndarray) -> Any:
-    images = dataset.images.copy()
-    images[indices] = poisoned_rows
-    return retrain_surrogate(dataset.replace(images=images),
-                             f"surrogate_trial{restart}_round{round_}")
-
   result = crafting.craft(
       model, variables, dataset.images[indices], dataset.labels[indices],
       target, craft_config, craft_key,
       workdir=None if workdir is None else os.path.join(workdir, "crafting"),
-      retrain=retrain if retrain_surrogate is not None else None, mesh=mesh)
+      retrain=crafting.retrain_on_dataset(dataset, indices,
+                                          retrain_surrogate),
+      mesh=mesh)
   images = dataset.images.copy()
   images[indices] = crafting.quantize(images[indices], result.delta,
                                       craft_config.epsilon)

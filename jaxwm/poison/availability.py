@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import math
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -160,7 +160,7 @@ def random_sign_noise(images: np.ndarray, epsilon: float,
 def poison(dataset: Dataset, method: str, config: crafting.CraftConfig,
            key: jax.Array, *, model=None, variables: Any = None,
            target_fraction: float = 1.0, workdir: str | None = None,
-           retrain_surrogate: Callable[[Dataset, str], Any] | None = None,
+           retrain_surrogate: crafting.RetrainSurrogate | None = None,
            mesh: Mesh | None = None) -> tuple[Dataset, AvailabilityKey]:
   """Perturbs every sample of ``dataset`` with an availability poison.
 
@@ -209,15 +209,11 @@ def poison(dataset: Dataset, method: str, config: crafting.CraftConfig,
     config = dataclasses.replace(
         config,
         objective="alignment" if method == "availability" else "gradient_norm")
-
-    def retrain(restart: int, round_: int, poisoned: np.ndarray) -> Any:
-      return retrain_surrogate(dataset.replace(images=poisoned),
-                               f"surrogate_trial{restart}_round{round_}")
-
     result = crafting.craft(
         model, variables, dataset.images, dataset.labels, target, config, key,
         workdir=workdir, mesh=mesh,
-        retrain=retrain if retrain_surrogate is not None else None)
+        retrain=crafting.retrain_on_dataset(dataset, indices,
+                                            retrain_surrogate))
     released = crafting.quantize(dataset.images, result.delta, config.epsilon)
     objective = result.loss
   perturbation = released.astype(np.int16) - dataset.images.astype(np.int16)

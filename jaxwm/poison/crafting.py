@@ -49,6 +49,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from jaxwm.data import augment as augment_lib
+from jaxwm.data.dataset import Dataset
 from jaxwm.poison import alignment
 from jaxwm.poison.alignment_regularizers import Regularizers
 from jaxwm.train import sharding
@@ -62,6 +63,8 @@ _ADAM_B2 = 0.999
 _ADAM_EPS = 1e-8
 # (restart, round, poisoned uint8 images [M, H, W, C]) -> surrogate variables.
 RetrainFn = Callable[[int, int, np.ndarray], Any]
+# (the poisoned training set, a tag naming the round) -> surrogate variables.
+RetrainSurrogate = Callable[[Dataset, str], Any]
 # (restart, step, objective) after every step; for progress and tests.
 StepCallback = Callable[[int, int, float], None]
 
@@ -281,6 +284,34 @@ def _compiled_step(model, epsilon: float,
                     spread, rep),
       out_shardings=((spread,) * 3, rep),
       donate_argnums=0)
+
+
+def retrain_on_dataset(dataset: Dataset, rows: np.ndarray,
+                       retrain_surrogate: RetrainSurrogate | None
+                       ) -> RetrainFn | None:
+  """The :func:`craft` ``retrain`` for poisons of ``dataset``'s ``rows``.
+
+  Args:
+    dataset: the clean training set.
+    rows: int [M], the rows of ``dataset`` that :func:`craft` perturbs.
+    retrain_surrogate: trains a surrogate from scratch on a poisoned copy of
+      ``dataset`` (tagged ``surrogate_trial{restart}_round{round}``); None
+      for no bi-level rounds.
+
+  Returns:
+    A ``RetrainFn`` that writes the M poisoned images into a copy of
+    ``dataset`` and retrains on it, or None without ``retrain_surrogate``.
+  """
+  if retrain_surrogate is None:
+    return None
+
+  def retrain(restart: int, round_: int, poisoned: np.ndarray) -> Any:
+    images = dataset.images.copy()
+    images[rows] = poisoned
+    return retrain_surrogate(dataset.replace(images=images),
+                             f"surrogate_trial{restart}_round{round_}")
+
+  return retrain
 
 
 @functools.partial(jax.jit, static_argnames="epsilon")
