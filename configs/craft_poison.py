@@ -19,7 +19,7 @@ Methods:
   against the patch at a random place in each target image (docs/poisons.md
   has the class pairs measured on Fashion-MNIST: T-shirt -> Pullover,
   ``--config.watermark.target_label=2 --config.poison.epsilon=24``, plants
-  the backdoor in 12-epoch victims on four seeds in five).
+  the backdoor in 12-epoch victims on five seeds in six).
 
 ``poison.epsilon`` and ``defense.noise_epsilon`` are in units of 1/255. The
 surrogate, every retrained surrogate and the victims use the ``train``
