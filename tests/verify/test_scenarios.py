@@ -53,9 +53,10 @@ def test_only_the_malicious_suspect_is_judged_trained_on_the_dataset():
        "independent_t": _suspect(other)}, ours, _dataset(n=120), m=30)
   assert list(results) == list(scenarios.SCENARIOS)
   # Malicious: P_b = 0.94, P_m = 0.02 for every image: Delta P = 0.92 with
-  # no spread, the limiting p-value. The others do not react: Delta P = 0.
+  # no spread, the exact sign test's 2^-m. The others do not react:
+  # Delta P = 0.
   assert results["malicious"].delta_p == pytest.approx(0.92)
-  assert results["malicious"].p_value < 1e-300
+  assert results["malicious"].p_value == pytest.approx(2.0**-30)
   for name in ("independent_m", "independent_t"):
     assert results[name].delta_p == pytest.approx(0.0, abs=1e-12)
     assert results[name].p_value == pytest.approx(1.0)
