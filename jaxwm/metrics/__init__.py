@@ -8,5 +8,6 @@ from jaxwm.metrics.attack_success import asr_c
 from jaxwm.metrics.attack_success import benign_accuracy
 from jaxwm.metrics.dispersibility import class_dispersibility
 from jaxwm.metrics.dispersibility import entropy
+from jaxwm.metrics.dispersibility import entropy_from_logits
 from jaxwm.metrics.dispersibility import prediction_dispersibility
 from jaxwm.metrics.dispersibility import sample_dispersibility

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxwm.metrics import entropy
+from jaxwm.metrics import entropy_from_logits
 from jaxwm.train import losses, sharding
 from jaxwm.train.step import to_float_images
 
@@ -118,6 +118,9 @@ def dispersion_loss(logits: jax.Array, labels: jax.Array,
   prediction on triggered source-class samples (Eq. 6, lambda = 2 in
   Section 5.1); as a loss to descend, its sign is flipped.
 
+  Both terms are computed from log-softmax, so the loss and its gradient
+  stay finite however confident the surrogate is.
+
   Args:
     logits: float [B, K] on triggered images G_i(x).
     labels: int [B], their true labels.
@@ -126,8 +129,8 @@ def dispersion_loss(logits: jax.Array, labels: jax.Array,
   Returns:
     float32 [B].
   """
-  probabilities = jax.nn.softmax(logits.astype(jnp.float32))
-  return -(losses.cross_entropy(logits, labels) + lam * entropy(probabilities))
+  return -(losses.cross_entropy(logits, labels) +
+           lam * entropy_from_logits(logits))
 
 
 def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:

@@ -83,6 +83,31 @@ def test_dispersion_loss_hand_values():
   assert abs(float(alignment.dispersion_loss(sharp, jnp.array([0]))[0])) < 1e-6
 
 
+def test_dispersion_loss_gradient_is_finite_for_a_confident_surrogate():
+  # A logit gap of 200 rounds softmax to (1, 0, 0) in float32; the entropy
+  # of rounded probabilities had a 0 / 0 = NaN derivative there.
+  logits = jnp.array([[200.0, 0.0, -5.0]])
+  labels = jnp.array([1])
+  value, grad = jax.value_and_grad(
+      lambda z: jnp.sum(alignment.dispersion_loss(z, labels, lam=2.0)))(logits)
+  # CE = 200 and H ~ 0; d CE / dz = p - e_y = (1, -1, 0), d H / dz ~ 0.
+  assert float(value) == pytest.approx(-200.0, rel=1e-6)
+  np.testing.assert_allclose(np.asarray(grad), [[-1.0, 1.0, 0.0]], atol=1e-6)
+
+
+def test_dispersion_loss_gradient_matches_the_analytic_one():
+  # d H / dz_j = -p_j (ln p_j + H) and d CE / dz = p - e_y.
+  logits = jnp.array([[1.5, -0.5, 0.25, 3.0]])
+  labels = jnp.array([2])
+  lam = 2.0
+  grad = jax.grad(lambda z: jnp.sum(alignment.dispersion_loss(
+      z, labels, lam)))(logits)
+  p = np.asarray(jax.nn.softmax(logits), np.float64)[0]
+  entropy = -np.sum(p * np.log(p))
+  expected = -((p - np.eye(4)[2]) + lam * (-p * (np.log(p) + entropy)))
+  np.testing.assert_allclose(np.asarray(grad)[0], expected, atol=1e-6)
+
+
 @functools.lru_cache(maxsize=None)
 def _tiny(num_classes=4):
   model = get_model("cnn", num_classes, width=4, dense_width=16)
