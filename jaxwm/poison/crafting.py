@@ -19,6 +19,14 @@ Appendix B):
    gradient.
 4. Keep the trial whose last step had the lowest objective.
 
+The loop stops with :class:`NonFiniteCraftingError` when a target gradient
+contains NaN or inf (checked once per target, before any step uses it) or
+when a step's objective or perturbations do (tracked on the device, step by
+step, and read back where the loop waits for the device anyway: at each
+progress line, checkpoint, ``on_step`` call and trial end). The error names
+the trial and the first bad step, and no checkpoint holds a non-finite
+state.
+
 The crafting step on one batch (the objective, its derivative in delta, the
 signed-Adam update and the projection) is one jit-compiled function
 (:func:`make_craft_step`); a step over all perturbed samples dispatches it
@@ -67,6 +75,11 @@ RetrainFn = Callable[[int, int, np.ndarray], Any]
 RetrainSurrogate = Callable[[Dataset, str], Any]
 # (restart, step, objective) after every step; for progress and tests.
 StepCallback = Callable[[int, int, float], None]
+
+
+class NonFiniteCraftingError(FloatingPointError):
+  """A target gradient, an objective or the perturbations became NaN or
+  inf while crafting."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,6 +342,23 @@ def _rows(batched: jax.Array, count: int) -> np.ndarray:
   return array.reshape(-1, *array.shape[2:])[:count]
 
 
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+  """bool scalar: whether every leaf of ``tree`` is finite."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf))
+                            for leaf in jax.tree.leaves(tree)]))
+
+
+@jax.jit
+def _first_bad_step(first_bad: jax.Array, step: jax.Array, loss: jax.Array,
+                    delta: jax.Array) -> jax.Array:
+  """int32 scalar: ``first_bad`` if it is set (> 0), else ``step`` if the
+  step's objective ``loss`` or perturbations ``delta`` are not finite, else
+  0."""
+  finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(delta))
+  return jnp.where((first_bad == 0) & ~finite, step, first_bad)
+
+
 def _model_state(variables: Any) -> dict[str, Any]:
   return {k: v for k, v in variables.items() if k != "params"}
 
@@ -389,6 +419,11 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
 
   Returns:
     The best trial's perturbations.
+
+  Raises:
+    NonFiniteCraftingError: a target gradient, or a step's objective or
+      perturbations, contains NaN or inf; the message names the trial and
+      the first such step.
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
   images = np.asarray(images)
@@ -450,11 +485,38 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
       checkpointer.save(int(state.restart) * config.steps + int(state.step),
                         state, run_info)
 
+  def trial_name(restart: int) -> str:
+    return f"crafting trial {restart + 1}/{config.restarts}"
+
+  def new_target(restart: int, step: int, round_: int, member: int,
+                 surrogate) -> Any:
+    if target is None:
+      return None
+    grad = target(surrogate["params"], _model_state(surrogate))
+    if not bool(_all_finite(grad)):
+      raise NonFiniteCraftingError(
+          f"{trial_name(restart)}: the target gradient for step {step + 1}/"
+          f"{config.steps} (surrogate round {round_}, ensemble "
+          f"member {member}) contains NaN or inf, so no step can align with "
+          "it; check that the surrogate's logits and the target loss are "
+          "finite on the target set.")
+    return grad
+
+  def check_steps(restart: int, first_bad: jax.Array, step: int) -> None:
+    bad = int(first_bad)
+    if bad:
+      raise NonFiniteCraftingError(
+          f"{trial_name(restart)}: the objective or the perturbations became "
+          f"NaN or inf at step {bad}/{config.steps} (found at step {step}); "
+          "check the surrogate and the target loss for overflow, or lower "
+          "the learning rate.")
+
   try:
     while int(state.restart) < config.restarts:
       restart = int(state.restart)
       trial_key = jax.random.fold_in(key, restart)
       target_grads = {}  # member -> its target gradient
+      first_bad = jnp.int32(0)  # the trial's first non-finite step, 0: none
       for step in range(int(state.step), config.steps):
         if config.retrain_every and step % config.retrain_every == 0 and (
             int(state.round) < step // config.retrain_every):
@@ -469,8 +531,8 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
         member = step % len(members)
         surrogate = members[member] if len(members) > 1 else state.variables
         if member not in target_grads:
-          target_grads[member] = None if target is None else target(
-              surrogate["params"], _model_state(surrogate))
+          target_grads[member] = new_target(restart, step, int(state.round),
+                                            member, surrogate)
         carry = (state.delta, state.adam_mu, state.adam_nu)
         step_key = jax.random.fold_in(trial_key, step + 1)
         learning_rate = jnp.float32(schedule(step))
@@ -485,15 +547,22 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
         state = state.replace(delta=carry[0], adam_mu=carry[1],
                               adam_nu=carry[2], step=jnp.int32(step + 1),
                               loss=loss)
+        first_bad = _first_bad_step(first_bad, jnp.int32(step + 1), loss,
+                                    carry[0])
+        logs = (step + 1) % config.log_every == 0
+        saves = (step + 1) % config.checkpoint_every == 0 and (
+            step + 1 < config.steps) and checkpointer is not None
+        if on_step is not None or logs or saves:
+          check_steps(restart, first_bad, step + 1)
         if on_step is not None:
           on_step(restart, step + 1, float(loss))
-        if (step + 1) % config.log_every == 0:
+        if logs:
           logging.info("crafting trial %d/%d step %d/%d  objective %.4f",
                        restart + 1, config.restarts, step + 1, config.steps,
                        float(loss))
-        if (step + 1) % config.checkpoint_every == 0 and (
-            step + 1 < config.steps):
+        if saves:
           save(state)
+      check_steps(restart, first_bad, int(state.step))
       if float(state.loss) < float(state.best_loss):
         state = state.replace(best_delta=state.delta, best_loss=state.loss)
       logging.info("crafting trial %d/%d done: objective %.4f (best %.4f)",

@@ -15,6 +15,7 @@ from jaxwm.models import get_model
 from jaxwm.poison import alignment, crafting
 from jaxwm.poison.alignment_regularizers import Regularizers
 from jaxwm.train import make_mesh
+from jaxwm.train.checkpoint import Checkpointer
 
 EPS = 8 / 255
 AUGMENT = AugmentConfig(shift=1, flip=True)
@@ -186,6 +187,49 @@ def test_an_ensemble_aligns_against_its_members_in_turn(tmp_path):
   with pytest.raises(ValueError, match="no bi-level rounds"):
     crafting.craft(model, [variables, other], images, labels, target,
                    _config(retrain_every=2), key, retrain=lambda *a: other)
+
+
+def _poisoned_with_nan(variables):
+  """``variables`` with one NaN weight, as a diverged surrogate has."""
+  leaves, tree = jax.tree.flatten(variables["params"])
+  leaves[0] = leaves[0].at[(0,) * leaves[0].ndim].set(jnp.nan)
+  return {**variables, "params": jax.tree.unflatten(tree, leaves)}
+
+
+def test_a_non_finite_target_gradient_stops_crafting():
+  model, variables, images, labels = _setup()
+  target = _target(model, images, labels)
+  with pytest.raises(crafting.NonFiniteCraftingError,
+                     match=r"trial 1/2: the target gradient for step 1/4 "
+                     r"\(surrogate round 0, ensemble member 0\)"):
+    crafting.craft(model, _poisoned_with_nan(variables), images, labels,
+                   target, _config(steps=4, restarts=2),
+                   jax.random.PRNGKey(0), mesh=ONE_DEVICE)
+
+
+@pytest.mark.parametrize("log_every, checkpoint_every, found", [
+    (1, 100, 3), (100, 2, 4), (100, 100, 5)])
+def test_a_non_finite_step_stops_crafting_and_names_the_first_one(
+    tmp_path, log_every, checkpoint_every, found):
+  """The third step's surrogate is broken; the loop finds it where it next
+  waits for the device: a progress line, a checkpoint or the trial's end."""
+  model, variables, images, labels = _setup()
+  members = [variables, variables, _poisoned_with_nan(variables)]
+  with pytest.raises(crafting.NonFiniteCraftingError,
+                     match=rf"trial 1/1: the objective or the perturbations "
+                     rf"became NaN or inf at step 3/5 \(found at step "
+                     rf"{found}\)"):
+    crafting.craft(model, members, images, labels, None,
+                   _config(steps=5, objective="gradient_norm",
+                           log_every=log_every,
+                           checkpoint_every=checkpoint_every),
+                   jax.random.PRNGKey(0), mesh=ONE_DEVICE,
+                   workdir=str(tmp_path))
+  # No checkpoint was written after the bad step.
+  checkpointer = Checkpointer(str(tmp_path))
+  latest = checkpointer.latest_step()
+  checkpointer.close()
+  assert latest == (2 if checkpoint_every == 2 else None)
 
 
 class _Killed(Exception):
