@@ -13,8 +13,9 @@ rejected. The t-test's p-value p_t = P(T >= t) is computed at the boundary
 P_b = P_m + tau, the least favourable point of H0. The confidence score is
 Delta P = mean(P_b - P_m).
 
-The sign-floored p-value (jaxwm's definition, not the paper's): the
-p-value that jaxwm reports and decides by is
+The sign-floored p-value (jaxwm's definition, not the paper's; named
+:data:`SIGN_FLOORED` in results): the p-value that jaxwm reports and
+decides by is
 
     p = max(p_t, 2^-m),
 
@@ -62,6 +63,8 @@ P_VALUE_FLOOR = float(np.finfo(np.float64).tiny)
 # Differences of values in [0, 1] closer than this are rounding noise.
 _ROUNDING = 16 * float(np.finfo(np.float64).eps)
 _LN10 = math.log(10.0)
+# The name of the p-value definition, as results record it.
+SIGN_FLOORED = "sign_floored_ttest"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +85,8 @@ class PairedTTestResult:
     delta_p: the confidence score Delta P = mean(P_b - P_m) in [-1, 1].
     m: the number of paired samples.
     tau: the margin.
+    p_value_definition: :data:`SIGN_FLOORED`, naming ``p_value``'s
+      definition (jaxwm's, not the paper's).
   """
 
   statistic: float | None
@@ -92,6 +97,7 @@ class PairedTTestResult:
   delta_p: float
   m: int
   tau: float
+  p_value_definition: str = SIGN_FLOORED
 
   def rejects(self, alpha: float = 0.05) -> bool:
     """Whether H0 is rejected at significance level ``alpha``."""

@@ -23,6 +23,7 @@ def test_hand_worked_example():
   assert result.log10_p_value == pytest.approx(np.log10(1 / 8))
   assert result.delta_p == pytest.approx(0.6)
   assert (result.m, result.tau) == (3, 0.25)
+  assert result.p_value_definition == ttest.SIGN_FLOORED
   assert result.rejects(0.2) and not result.rejects(0.1)
 
 
