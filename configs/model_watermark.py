@@ -41,7 +41,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_triggers=100,             # n, Section 4.2.
       triggers_per_batch=2,         # k, Section 4.1.
       trigger_seed=ml_collections.config_dict.placeholder(int),  # None: secret.
-      alpha=0.01,
+      alpha=0.01,                   # the binomial test's level.
+      # The paper's rule: accept iff at most eps |T| triggers disagree
+      # (Verify step 3, Section 3.1). The paper fixes no number (eps is the
+      # error of an eps-accurate model, and must be < 1/2); 0.1 is about
+      # the test error of the Fashion-MNIST models here.
+      eps=0.1,
   ))
   config.attack = ml_collections.ConfigDict(dict(
       held_out_fraction=0.2,        # the attacker's share of the training set.

@@ -17,10 +17,13 @@ are saved there once, so a second run with the same workdir (for instance
 the other mode) reuses the non-marked model and whatever else it shares.
 
 Metrics: ``benign_accuracy`` (marked) and ``benign_accuracy_unmarked``,
-``watermark_accuracy`` and ``p_value`` of the marked model and
-``unmarked`` (the non-marked model under the owner's key), ``removal``
-(per attack: ``test_accuracy``, ``watermark_accuracy``, ``p_value``,
-``verified``), ``piracy`` and ``transfer``.
+the verdict of the marked model and ``unmarked`` (the non-marked model under
+the owner's key), ``removal`` (per attack: ``test_accuracy`` and its
+verdict), ``piracy`` and ``transfer``, with ``alpha`` and ``eps``. A verdict
+is ``watermark_accuracy``, ``p_value``, ``log10_p_value`` and both
+decisions of :func:`jaxwm.watermark.adi.verify`: ``accepted_binomial`` (the
+binomial test at ``alpha``) and ``accepted_threshold`` (the paper's rule,
+at most ``eps`` |T| disagreements).
 """
 
 from __future__ import annotations
@@ -85,12 +88,14 @@ class _Run:
     return mk, vk
 
   def verdict(self, keys, model: recipe.TrainedModel) -> dict[str, Any]:
-    result = adi.verify(*keys, model.predict_proba,
-                        alpha=self.config.watermark.alpha)
+    wm = self.config.watermark
+    result = adi.verify(*keys, model.predict_proba, alpha=wm.alpha,
+                        eps=wm.eps)
     return {"watermark_accuracy": result.agreement,
             "p_value": result.p_value,
             "log10_p_value": result.log10_p_value,
-            "verified": bool(result.accepted)}
+            "accepted_binomial": bool(result.accepted_binomial),
+            "accepted_threshold": bool(result.accepted_threshold)}
 
 
 def _attack_config(config, epochs: int, learning_rate: float | None):
@@ -204,6 +209,8 @@ def run_experiment(config, workdir: str) -> dict[str, Any]:
       "benign_accuracy": marked_accuracy,
       "benign_accuracy_unmarked": unmarked_accuracy,
       "accuracy_drop": unmarked_accuracy - marked_accuracy,
+      "alpha": config.watermark.alpha,
+      "eps": config.watermark.eps,
       **verdict,
       "unmarked": run.verdict(owner_keys, unmarked),
       "verification_key_digest": owner_keys[1].digest(),

@@ -4,15 +4,19 @@
 job. It trains ``false_acceptance.num_models`` non-marked models (each
 with its own seed and its own stratified subset of the training set),
 draws a fresh secret key for each and runs
-:func:`jaxwm.watermark.adi.verify` at ``watermark.alpha``. The trigger labels are uniform and independent of every
+:func:`jaxwm.watermark.adi.verify`, which decides by two rules: the
+binomial test at ``watermark.alpha`` and the paper's threshold rule at
+``watermark.eps``. The trigger labels are uniform and independent of every
 model, so each acceptance is a Bernoulli trial with probability at most the
-test's exact size (at most alpha; the binomial test is discrete). Each
-model's verdict is stored in the workdir, so an interrupted run resumes.
+rule's exact size (for the binomial test at most alpha; it is discrete).
+Each model's verdict is stored in the workdir, so an interrupted run
+resumes.
 
-Metrics: ``false_acceptance_rate``, ``accepted``, ``models``, ``alpha``,
-``exact_size`` (the largest acceptance probability of a model at chance),
-``rate_upper_95`` (Clopper-Pearson), ``mean_agreement``, ``benign_accuracy``
-(mean test accuracy of the models).
+Metrics, for each rule (suffix ``_binomial``, with ``alpha``, or
+``_threshold``, with ``eps``): ``false_acceptance_rate``, ``accepted`` (how
+many models), ``exact_size`` (the largest acceptance probability of a model
+at chance) and ``rate_upper_95`` (Clopper-Pearson); and ``models``,
+``mean_agreement``, ``benign_accuracy`` (mean test accuracy of the models).
 """
 
 from __future__ import annotations
@@ -36,6 +40,13 @@ def exact_size(trials: int, chance: float, alpha: float) -> float:
   return float(tails[tails <= alpha].max(initial=0.0))
 
 
+def exact_size_threshold(trials: int, chance: float, eps: float) -> float:
+  """P[X >= trials - floor(eps trials)], X ~ Binomial(trials, chance): how
+  often the paper's rule accepts a model at chance."""
+  return float(stats.binom.sf(
+      trials - adi.max_disagreements(trials, eps) - 1, trials, chance))
+
+
 def _upper_95(accepted: int, models: int) -> float:
   """One-sided 95% Clopper-Pearson upper bound of an acceptance rate."""
   if accepted == models:
@@ -52,11 +63,12 @@ def _one_model(config, train, test, index: int) -> dict[str, Any]:
   keys = adi.keygen(config.watermark.num_triggers, train.num_classes,
                     train.image_shape)
   result = adi.verify(*keys, model.predict_proba,
-                      alpha=config.watermark.alpha)
+                      alpha=config.watermark.alpha, eps=config.watermark.eps)
   return {"seed": model_config.seed,
           "test_accuracy": model.evaluate(test)["accuracy"],
           "agreement": result.agreement, "p_value": result.p_value,
-          "accepted": bool(result.accepted)}
+          "accepted_binomial": bool(result.accepted_binomial),
+          "accepted_threshold": bool(result.accepted_threshold)}
 
 
 def run_experiment(config, workdir: str) -> dict[str, Any]:
@@ -75,17 +87,26 @@ def run_experiment(config, workdir: str) -> dict[str, Any]:
       logging.info("model %d: %s", index, verdict)
     with open(path) as f:
       verdicts.append(json.load(f))
-  accepted = sum(v["accepted"] for v in verdicts)
+    if "accepted_threshold" not in verdicts[-1]:
+      raise ValueError(
+          f"{path} was written before verdicts recorded both acceptance "
+          "rules; delete the workdir's verdicts folder or use a new "
+          "workdir.")
   models = len(verdicts)
-  alpha = config.watermark.alpha
+  wm = config.watermark
+  chance = 1.0 / train.num_classes
+  sizes = {"binomial": exact_size(wm.num_triggers, chance, wm.alpha),
+           "threshold": exact_size_threshold(wm.num_triggers, chance,
+                                             wm.eps)}
+  metrics = {"alpha": wm.alpha, "eps": wm.eps, "models": models}
+  for rule, size in sizes.items():
+    accepted = sum(v[f"accepted_{rule}"] for v in verdicts)
+    metrics.update({f"false_acceptance_rate_{rule}": accepted / models,
+                    f"accepted_{rule}": accepted,
+                    f"exact_size_{rule}": size,
+                    f"rate_upper_95_{rule}": _upper_95(accepted, models)})
   return {"dataset": config.dataset, "model": config.model, "metrics": {
-      "false_acceptance_rate": accepted / models,
-      "accepted": accepted,
-      "models": models,
-      "alpha": alpha,
-      "exact_size": exact_size(config.watermark.num_triggers,
-                               1.0 / train.num_classes, alpha),
-      "rate_upper_95": _upper_95(accepted, models),
+      **metrics,
       "mean_agreement": float(np.mean([v["agreement"] for v in verdicts])),
       "benign_accuracy": float(np.mean([v["test_accuracy"]
                                         for v in verdicts])),

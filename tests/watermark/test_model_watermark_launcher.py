@@ -9,7 +9,8 @@ from configs import model_watermark as model_watermark_configs
 from jaxwm import results
 from jaxwm.watermark import experiment as model_watermark
 
-VERDICT = {"watermark_accuracy", "p_value", "log10_p_value", "verified"}
+VERDICT = {"watermark_accuracy", "p_value", "log10_p_value",
+           "accepted_binomial", "accepted_threshold"}
 
 
 def test_config_variants():
@@ -52,6 +53,10 @@ def test_runs_end_to_end_and_writes_the_contract(tmp_path, tiny_model_name):
                 metrics["benign_accuracy_unmarked"]):
     assert 0.0 <= value <= 1.0
   assert 0.0 < metrics["p_value"] <= 1.0
+  assert (metrics["alpha"], metrics["eps"]) == (0.01, 0.1)
+  # The paper's rule at eps = 0.1 on 20 triggers: at most 2 disagree.
+  assert metrics["accepted_threshold"] == (
+      metrics["watermark_accuracy"] >= 0.9)
   assert set(metrics["removal"]) == {"rtal"}
   for attack in metrics["removal"].values():
     assert {"test_accuracy"} | VERDICT == set(attack)

@@ -59,7 +59,7 @@ def test_public_verify_accepts_the_marked_model(keys, lookup_model):
   # 8 opened triggers, all agree at chance 1/2: p = 2^-8.
   assert result.trials == result.matches == 8
   assert result.p_value == pytest.approx(2.0**-8, rel=1e-12)
-  assert result.accepted
+  assert result.accepted_binomial and result.accepted_threshold
 
 
 def test_public_verify_rejects_a_model_at_chance():
@@ -67,7 +67,8 @@ def test_public_verify_rejects_a_model_at_chance():
   disclosure = public.disclose(mk, vk, b"s")
   result = public.public_verify(vk, disclosure,
                                 lambda x: np.zeros((len(x), 10)), b"s")
-  assert result.trials == 20 and not result.accepted
+  assert result.trials == 20 and not result.accepted_binomial
+  assert not result.accepted_threshold
 
 
 def test_a_disclosure_for_another_session_is_rejected(keys,
@@ -122,7 +123,7 @@ def test_public_keys_and_disclosures_round_trip(tmp_path, keys, lookup_model):
   np.testing.assert_array_equal(mk2.audit_indices, mk.audit_indices)
   np.testing.assert_array_equal(disclosure2.indices, disclosure.indices)
   assert public.public_verify(vk2, disclosure2, lookup_model(mk.triggers),
-                              b"s1").accepted
+                              b"s1").accepted_binomial
   np.testing.assert_array_equal(
       public.disclose(mk2, vk2, b"s1").indices, disclosure.indices)
 
