@@ -22,7 +22,7 @@ def test_public_keygen_commits_4n_and_opens_the_challenged_half(keys):
   assert vk.audit.indices.shape == (16,) and len(mk.triggers) == 16
   np.testing.assert_array_equal(
       vk.audit.indices,
-      public.keygen_challenge(vk.commitments, vk.key_id, 8))
+      public.keygen_challenge(vk.commitments, 8))
   np.testing.assert_array_equal(mk.audit_indices, vk.audit.indices)
   np.testing.assert_array_equal(
       np.union1d(vk.private_indices, vk.audit.indices), np.arange(32))
@@ -129,8 +129,6 @@ def test_public_keys_and_disclosures_round_trip(tmp_path, keys, lookup_model):
 
 def test_invalid_public_keys_are_refused(keys):
   mk, vk = keys
-  with pytest.raises(ValueError, match="key_id"):
-    dataclasses.replace(vk, key_id=b"short")
   with pytest.raises(ValueError, match="opened_per_session"):
     dataclasses.replace(vk, opened_per_session=17)
   with pytest.raises(ValueError, match="4n"):
