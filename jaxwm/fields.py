@@ -96,10 +96,11 @@ def index_array(values: Any, name: str,
   array = array.astype(np.int64)
   if np.any(np.diff(array) <= 0):
     raise ValueError(f"{name} must be sorted and distinct.")
-  if array[0] < 0 or (size is not None and array[-1] >= size):
-    bad = array[0] if array[0] < 0 else array[-1]
-    raise ValueError(f"{name} holds index {bad}, outside [0, "
-                     f"{'N' if size is None else size}) of the dataset.")
+  outside = (array < 0) | (array >= (np.inf if size is None else size))
+  if outside.any():
+    raise ValueError(
+        f"{name} holds index {array[outside.argmax()]}, outside [0, "
+        f"{'N' if size is None else size}) of the dataset.")
   return array
 
 

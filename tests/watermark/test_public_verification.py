@@ -121,8 +121,9 @@ def test_public_keys_and_disclosures_round_trip(tmp_path, keys, lookup_model):
   assert vk2.commitments.digest() == vk.commitments.digest()
   np.testing.assert_array_equal(mk2.audit_indices, mk.audit_indices)
   np.testing.assert_array_equal(disclosure2.indices, disclosure.indices)
+  assert vk2.digest() == vk.digest()
   assert public.public_verify(vk2, disclosure2, lookup_model(mk.triggers),
-                              b"s1").accepted
+                              b"s1", published_digest=vk.digest()).accepted
   np.testing.assert_array_equal(
       public.disclose(mk2, vk2, b"s1").indices, disclosure.indices)
 

@@ -202,6 +202,31 @@ def test_fiat_shamir_challenges_bind_the_whole_transcript():
                             public.session_challenge(changed, b"session"))
 
 
+def test_key_id_is_derived_from_the_commitments_and_cannot_be_chosen(
+    tmp_path, public_keys):
+  """Fiat-Shamir: the keygen challenge depends on nothing the prover may pick
+  for free; a chosen key id would make each new challenge cost one hash."""
+  pmk, pvk = public_keys
+  assert pvk.key_id == public.derive_key_id(pvk.commitments,
+                                            pvk.opened_per_session)
+  # The same commitments give the same id and audit, whoever computes them.
+  again = public.PublicVerificationKey(
+      pvk.commitments, pvk.opened_per_session,
+      public.Disclosure(pvk.audit.indices, pmk.candidates.take(
+          pvk.audit.indices)))
+  assert again.key_id == pvk.key_id
+  with pytest.raises(TypeError, match="key_id"):
+    dataclasses.replace(pvk, key_id=bytes(public.KEY_ID_BYTES))
+  # A key file whose id is not the derived one is refused, even with a
+  # manifest recomputed by whoever changed it.
+  prefix = str(tmp_path / "pvk")
+  pvk.save(prefix)
+  arrays, metadata = secure_files.load(prefix)
+  secure_files.save(prefix, arrays, {**metadata, "key_id": "00" * 16})
+  with pytest.raises(TamperedFileError, match=f"key_id {'00' * 16} is not"):
+    public.PublicVerificationKey.load(prefix)
+
+
 def test_challenge_indices_are_uniform_over_sessions(public_keys):
   _, pvk = public_keys
   private = pvk.private_indices
