@@ -23,7 +23,8 @@ def test_dataset_watermark_flow_keeps_and_passes_the_digest(tmp_path):
   code = code.replace('"fashion_mnist,cnn"', '"digits,runlocal"').replace(
       '"/tmp/', f'"{tmp_path}/')
   namespace = {}
-  exec(compile(code, str(README), "exec"), namespace)  # pylint: disable=exec-used
+  # pylint: disable-next=exec-used
+  exec(compile(code, str(README), "exec"), namespace)
   assert namespace["digest"] == secure_files.manifest_digest(
       tmp_path / "owner_key")
   assert namespace["owner_key"].num_samples == len(namespace["marked"])

@@ -11,11 +11,11 @@ label::
 The owner publishes ``vk`` (or its :meth:`VerificationKey.digest`) on a
 time-stamped board before the model is released (Section 3.2, implementation
 details) and keeps ``mk`` secret; a judge passes the published digest to
-:func:`verify`, which refuses any other verification key. Mark trains the model to output ``T_L`` on
-``T``; this module provides the data side of it (:func:`trigger_arrays`,
-:func:`batch_with_triggers`, FROMSCRATCH's k = 2 trigger images per batch of
-Section 4.1) and :mod:`jaxwm.watermark.embedding` the training, through the
-training engine.
+:func:`verify`, which refuses any other verification key. Mark trains the
+model to output ``T_L`` on ``T``; this module provides the data side of it
+(:func:`trigger_arrays`, :func:`batch_with_triggers`, FROMSCRATCH's k = 2
+trigger images per batch of Section 4.1) and :mod:`jaxwm.watermark.embedding`
+the training, through the training engine.
 
 Verify takes the paper's three steps, the first and the third adapted:
 
