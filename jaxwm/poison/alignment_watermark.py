@@ -212,6 +212,6 @@ def mark(dataset: Dataset, method: Method, config: AlignmentWatermarkConfig,
   watermark_key = WatermarkKey(
       method=method.name, trigger=trigger, target_label=target_label,
       num_classes=dataset.num_classes, source_classes=(source,),
-      poisoned_indices=indices, poison_rate=indices.size / len(dataset),
+      poisoned_indices=indices, num_samples=len(dataset),
       seed=np.asarray(jax.random.key_data(key), np.uint32))
   return dataset.replace(images=images), watermark_key, result.loss

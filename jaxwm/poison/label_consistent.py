@@ -203,6 +203,6 @@ def mark(dataset: Dataset, config: Any, key: jax.Array, surrogate_model,
   watermark_key = WatermarkKey(
       method=METHOD, trigger=trigger, target_label=target,
       num_classes=num_classes, source_classes=tuple(range(num_classes)),
-      poisoned_indices=poisoned, poison_rate=count / num_samples,
+      poisoned_indices=poisoned, num_samples=num_samples,
       seed=np.asarray(jax.random.key_data(key), np.uint32))
   return dataset.replace(images=images), watermark_key

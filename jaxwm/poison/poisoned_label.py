@@ -291,7 +291,7 @@ def mark(dataset: Dataset, config: Any,
   watermark_key = WatermarkKey(
       method=config.method, trigger=trigger, target_label=target,
       num_classes=num_classes, source_classes=sources,
-      poisoned_indices=poisoned, poison_rate=count / num_samples,
+      poisoned_indices=poisoned, num_samples=num_samples,
       seed=np.asarray(jax.random.key_data(key), np.uint32),
       noise_indices=noise)
   return dataset.replace(images=images, labels=labels), watermark_key

@@ -63,9 +63,13 @@ class TrainedModel:
 
 def load_datasets(config) -> tuple[jaxwm_data.Dataset, jaxwm_data.Dataset]:
   """(train, test) of ``config.dataset``, the train set subsampled to
-  ``config.train_fraction`` (stratified, seeded by ``config.seed``)."""
-  train = jaxwm_data.load(config.dataset, "train", config.data_dir)
-  test = jaxwm_data.load(config.dataset, "test", config.data_dir)
+  ``config.train_fraction`` (stratified, seeded by ``config.seed``).
+
+  Raises:
+    ValueError: the splits differ in image shape or classes (checked here,
+      before any training).
+  """
+  train, test = jaxwm_data.load_splits(config.dataset, config.data_dir)
   if config.train_fraction < 1.0:
     train = jaxwm_data.stratified_subset(train, config.train_fraction,
                                          config.seed)

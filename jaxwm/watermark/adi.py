@@ -10,11 +10,12 @@ label::
 
 The owner publishes ``vk`` (or its :meth:`VerificationKey.digest`) on a
 time-stamped board before the model is released (Section 3.2, implementation
-details) and keeps ``mk`` secret. Mark trains the model to output ``T_L`` on
-``T``; this module provides the data side of it (:func:`trigger_arrays`,
-:func:`batch_with_triggers`, FROMSCRATCH's k = 2 trigger images per batch of
-Section 4.1) and :mod:`jaxwm.watermark.embedding` the training, through the
-training engine.
+details) and keeps ``mk`` secret; a judge passes the published digest to
+:func:`verify`, which refuses any other verification key. Mark trains the
+model to output ``T_L`` on ``T``; this module provides the data side of it
+(:func:`trigger_arrays`, :func:`batch_with_triggers`, FROMSCRATCH's k = 2
+trigger images per batch of Section 4.1) and :mod:`jaxwm.watermark.embedding`
+the training, through the training engine.
 
 Verify takes the paper's three steps, the first adapted and the third
 decided in two ways:
@@ -57,6 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import math
 from typing import Any, Callable, Mapping
 
@@ -64,6 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxwm import fields
 from jaxwm.data.dataset import Dataset
 from jaxwm.verify.binomial import binomial_test
 from jaxwm.watermark import commitments
@@ -81,6 +84,36 @@ _STATEMENT_TAG = b"jaxwm/adi/verification-key/v1"
 
 class KeyMismatchError(ValueError):
   """A marking key (or disclosure) does not open its verification key."""
+
+
+class DigestMismatchError(KeyMismatchError):
+  """A verification key is not the one whose digest the owner published."""
+
+
+def check_published(verification_key, published_digest: str | None) -> None:
+  """Refuses a verification key whose digest is not the published one.
+
+  Args:
+    verification_key: a :class:`VerificationKey` (or any key with a
+      ``digest()`` method, such as a public verification key).
+    published_digest: the hex ``verification_key.digest()`` the owner
+      published before the suspect model existed; None skips the check.
+
+  Raises:
+    DigestMismatchError: the digests differ (e.g. someone else's key was
+      saved under the owner's file names).
+    ValueError: ``published_digest`` is not a SHA-256 hex string.
+  """
+  if published_digest is None:
+    return
+  published = fields.hex_digest(published_digest, "published_digest",
+                                "that verification_key.digest() gave")
+  found = verification_key.digest()
+  if not hmac.compare_digest(found.encode(), published.encode()):
+    raise DigestMismatchError(
+        f"the verification key has digest {found}, not the published "
+        f"{published}: it is not the key the owner published. Use the "
+        "published key, or check that the digest is this key's.")
 
 
 def _check_digests(name: str, value, n: int) -> np.ndarray:
@@ -172,13 +205,11 @@ class VerificationKey(key_files.SavedKey):
     for name in ("image_commitments", "label_commitments"):
       object.__setattr__(self, name,
                          _check_digests(name, getattr(self, name), n))
-    if int(self.num_classes) < 2:
-      raise ValueError(f"num_classes must be >= 2, got {self.num_classes}.")
-    shape = tuple(int(d) for d in self.image_shape)
-    if len(shape) != 3 or min(shape) < 1:
-      raise ValueError(
-          f"image_shape must be (H, W, C), got {tuple(self.image_shape)}.")
-    object.__setattr__(self, "num_classes", int(self.num_classes))
+    num_classes = fields.integer(self.num_classes, "num_classes", low=2)
+    shape = fields.integers(self.image_shape, "image_shape", low=1)
+    if len(shape) != 3:
+      raise ValueError(f"image_shape must be (H, W, C), got {shape}.")
+    object.__setattr__(self, "num_classes", num_classes)
     object.__setattr__(self, "image_shape", shape)
 
   def __len__(self) -> int:
@@ -218,13 +249,9 @@ class VerificationKey(key_files.SavedKey):
                   prefix: str = "") -> VerificationKey:
     get = key_files.getter(arrays, path, prefix)
     shape = key_files.entry(metadata, "image_shape", path)
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) for d in shape):
-      raise key_files.TamperedFileError(
-          f"{path}: image_shape must be a list of integers, got {shape!r}.")
     return key_files.construct(path, lambda: cls(
         get("image_commitments"), get("label_commitments"),
-        key_files.int_entry(metadata, "num_classes", path), tuple(shape)))
+        key_files.int_entry(metadata, "num_classes", path), shape))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -401,7 +428,9 @@ def decide_agreement(triggers: Dataset, predict: Predict, num_classes: int,
 
 def verify(marking_key: MarkingKey, verification_key: VerificationKey,
            predict: Predict, alpha: float = DEFAULT_ALPHA,
-           eps: float = DEFAULT_EPS) -> VerificationResult:
+           eps: float = DEFAULT_EPS, *,
+           published_digest: str | None = None
+           ) -> VerificationResult:
   """Verify(mk, vk, M) of Section 3.1 (see the module docstring).
 
   Args:
@@ -413,13 +442,20 @@ def verify(marking_key: MarkingKey, verification_key: VerificationKey,
       iff p <= alpha).
     eps: the paper's rule (``accepted_threshold`` iff at most eps |T|
       triggers disagree).
+    published_digest: the hex :meth:`VerificationKey.digest` the owner
+      published; a judge should always pass it, since without it a pair of
+      keys an attacker made and saved under the owner's file names verifies
+      his own model.
 
   Returns:
     VerificationResult.
 
   Raises:
+    DigestMismatchError: before any query, if the verification key's digest
+      is not ``published_digest``.
     KeyMismatchError: before any query, if the keys do not match.
   """
+  check_published(verification_key, published_digest)
   check_openings(marking_key, verification_key)
   return decide_agreement(marking_key.triggers, predict,
                           verification_key.num_classes, alpha, eps)

@@ -93,7 +93,8 @@ def test_bad_inputs_name_the_fix():
   with pytest.raises(ValueError, match="exceeds epsilon"):
     availability.AvailabilityKey(
         method="random_noise", epsilon=2 / 255, poisoned_indices=[0],
-        perturbation=np.full((1, 2, 2, 1), 3), seed=np.zeros(2, np.uint32))
+        num_samples=1, perturbation=np.full((1, 2, 2, 1), 3),
+        seed=np.zeros(2, np.uint32))
 
 
 def test_bilevel_rounds_retrain_on_the_current_poison():

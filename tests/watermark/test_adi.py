@@ -125,14 +125,15 @@ def test_verify_checks_the_model_output(keys, lookup_model):
 
 def test_keys_round_trip_through_secure_files(tmp_path, keys, lookup_model):
   mk, vk = keys
-  mk.save(str(tmp_path / "mk"))
+  mk_digest = mk.save(str(tmp_path / "mk"))
   vk.save(str(tmp_path / "vk"))
-  mk2 = adi.MarkingKey.load(str(tmp_path / "mk"))
+  mk2 = adi.MarkingKey.load(str(tmp_path / "mk"), digest=mk_digest)
   vk2 = adi.VerificationKey.load(str(tmp_path / "vk"))
   np.testing.assert_array_equal(mk2.triggers.images, mk.triggers.images)
   np.testing.assert_array_equal(mk2.label_openings, mk.label_openings)
   assert vk2.digest() == vk.digest()
-  assert adi.verify(mk2, vk2, lookup_model(mk.triggers)).accepted_binomial
+  assert adi.verify(mk2, vk2, lookup_model(mk.triggers),
+                    published_digest=vk.digest()).accepted_binomial
   with pytest.raises(TamperedFileError, match="not a 'jaxwm/adi/marking"):
     adi.MarkingKey.load(str(tmp_path / "vk"))
 
