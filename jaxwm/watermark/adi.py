@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxwm.config_checks import Fields, raise_problems
 from jaxwm.data.dataset import Dataset
 from jaxwm.verify.binomial import binomial_test
 from jaxwm.watermark import commitments
@@ -315,6 +316,14 @@ def keygen(n: int, num_classes: int, image_shape,
   return marking_key, commit_to(marking_key)
 
 
+def _check_alpha(alpha: float) -> None:
+  """Raises a ConfigError for a significance level outside (0, 1)."""
+  problems: list = []
+  Fields({"alpha": alpha}, "", problems, flags=False).number(
+      "alpha", 0, 1, low_open=True, high_open=True, example=DEFAULT_ALPHA)
+  raise_problems(problems)
+
+
 def decide_agreement(triggers: Dataset, predict: Predict, num_classes: int,
                      alpha: float = DEFAULT_ALPHA) -> VerificationResult:
   """Verify step 3: queries ``predict`` on the triggers and tests agreement.
@@ -328,9 +337,7 @@ def decide_agreement(triggers: Dataset, predict: Predict, num_classes: int,
   Returns:
     VerificationResult of the exact binomial test against chance 1/K.
   """
-  alpha = float(alpha)
-  if not 0.0 < alpha < 1.0:
-    raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
+  _check_alpha(alpha)
   scores = np.asarray(predict(triggers.float_images()))
   if scores.shape != (len(triggers), num_classes):
     raise ValueError(
@@ -363,8 +370,10 @@ def verify(marking_key: MarkingKey, verification_key: VerificationKey,
     VerificationResult.
 
   Raises:
+    ConfigError: before any query, for an alpha outside (0, 1).
     KeyMismatchError: before any query, if the keys do not match.
   """
+  _check_alpha(alpha)
   check_openings(marking_key, verification_key)
   return decide_agreement(marking_key.triggers, predict,
                           verification_key.num_classes, alpha)
