@@ -226,16 +226,21 @@ def places(tmp_path):
 
 @contextlib.contextmanager
 def _parsed(argv: list[str]):
-  """The flags parsed from ``argv``, then reset; the ``--config.*``
-  override flags that parsing defines are removed so the next parse can
-  define them again."""
+  """The flags parsed from ``argv``, then reset. The ``--config.*``
+  override flags that a parse defines are removed before and after, so
+  that the next parse can define them again."""
+  _remove_config_overrides()
   flags.FLAGS(argv)
   try:
     yield
   finally:
     flags.FLAGS.unparse_flags()
-    for name in [name for name in flags.FLAGS if name.startswith("config.")]:
-      delattr(flags.FLAGS, name)
+    _remove_config_overrides()
+
+
+def _remove_config_overrides() -> None:
+  for name in [name for name in flags.FLAGS if name.startswith("config.")]:
+    delattr(flags.FLAGS, name)
 
 
 def _run_launcher(name: str, variant: str, args, places, monkeypatch):

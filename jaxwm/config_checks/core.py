@@ -156,11 +156,16 @@ class Fields:
     return f", e.g. {prefix}{self.name(field)}={value}."
 
   def _checked(self, field: str, optional: bool, allow_none: bool):
-    """(whether to check further, the value)."""
+    """(whether there is a value to check, the value): not for a missing
+    field (reported unless ``optional``) or an allowed None."""
     value = self.get(field, optional=optional)
-    if value is MISSING or (allow_none and value is None):
-      return False, value
-    return True, value
+    return not (value is MISSING or (allow_none and value is None)), value
+
+  @staticmethod
+  def _unchecked(value: Any, optional: bool) -> bool:
+    """What a check without a value returns: False where ``get`` reported a
+    missing field, True for an optional one or an allowed None."""
+    return value is not MISSING or optional
 
   def integer(self, field: str, low: int | None = None,
               high: int | None = None, *, example: Any = None,
@@ -168,7 +173,7 @@ class Fields:
     """An integer (not a bool) within [low, high]."""
     go, value = self._checked(field, optional, allow_none)
     if not go:
-      return value is not MISSING or optional
+      return self._unchecked(value, optional)
     if is_integer(value) and _in_bounds(value, low, high, False, False):
       return True
     kind = "an integer" + (" or None" if allow_none else "")
@@ -183,7 +188,7 @@ class Fields:
     """A finite real number within the bounds (open where asked)."""
     go, value = self._checked(field, optional, allow_none)
     if not go:
-      return value is not MISSING or optional
+      return self._unchecked(value, optional)
     if is_number(value) and _in_bounds(value, low, high, low_open,
                                        high_open):
       return True
@@ -193,21 +198,22 @@ class Fields:
                      (f" ({units})" if units else "") +
                      self.example(field, example))
 
-  def choice(self, field: str, options: Sequence[Any], *,
-             optional: bool = False) -> bool:
+  def choice(self, field: str, options: Sequence[str], *,
+             optional: bool = False, allow_none: bool = False) -> bool:
     """One of ``options``."""
-    go, value = self._checked(field, optional, False)
+    go, value = self._checked(field, optional, allow_none)
     if not go:
-      return optional
+      return self._unchecked(value, optional)
     if isinstance(value, str) and value in options:
       return True
-    return self.fail(field, value, "must be one of " +
-                     ", ".join(map(str, options)) + ".")
+    return self.fail(field, value, "must be one of " + ", ".join(options) +
+                     (" or None" if allow_none else "") + ".")
 
   def boolean(self, field: str, *, optional: bool = False) -> bool:
+    """True or False."""
     go, value = self._checked(field, optional, False)
     if not go:
-      return optional
+      return self._unchecked(value, optional)
     if isinstance(value, bool):
       return True
     return self.fail(field, value, "must be True or False.")
@@ -222,13 +228,13 @@ class Fields:
     given length or non-empty where asked."""
     go, value = self._checked(field, optional, allow_none)
     if not go:
-      return value is not MISSING or optional
+      return self._unchecked(value, optional)
     is_item = is_integer if integer else is_number
     items = list(value) if isinstance(value, (list, tuple)) else None
     ok = items is not None and all(
         is_item(item) and _in_bounds(item, low, high, low_open, high_open)
         for item in items)
-    ok = ok and (not nonempty or items) and (
+    ok = ok and (not nonempty or bool(items)) and (
         length is None or len(items) == length) and (
             not increasing or all(a < b for a, b in zip(items, items[1:])))
     if ok:
@@ -247,14 +253,14 @@ class Fields:
     """A sequence of names, each one of ``options``."""
     go, value = self._checked(field, False, False)
     if not go:
-      return False
+      return self._unchecked(value, False)
     items = list(value) if isinstance(value, (list, tuple)) else None
     if items is not None and (items or not nonempty) and all(
         isinstance(item, str) and item in options for item in items):
       return True
     return self.fail(field, value, "must be a tuple of names from " +
                      ", ".join(options) +
-                     self.example(field, '"(' + ",".join(options[:2]) + ')"'))
+                     self.example(field, f'"{tuple(options[:2])!r}"'))
 
   def known(self, allowed: Iterable[str], what: str) -> bool:
     """Whether the block holds only fields in ``allowed``."""

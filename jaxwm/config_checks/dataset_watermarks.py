@@ -107,7 +107,8 @@ def watermark(config, shape: DataShape | None) -> list[Problem]:
     fields.boolean("wanet_noise", optional=True)
     fields.number("wanet_noise_ratio", 0, optional=True, example=2)
     fields.choice("label_draw", poisoned_label.LABEL_DRAWS, optional=True)
-    fields.choice("trigger", poisoned_label.TRIGGERS, optional=True)
+    fields.choice("trigger", poisoned_label.TRIGGERS, optional=True,
+                  allow_none=True)
     high = shape.num_classes - 1 if shape else None
     fields.sequence("source_classes", 0, high, nonempty=True, optional=True,
                     allow_none=True, example='"(0,1)"')
@@ -125,7 +126,7 @@ def independent_trigger(config, shape: DataShape | None) -> list[Problem]:
   problems: list[Problem] = []
   root = Fields(config, "", problems)
   fields = root.block_of("independent_trigger")
-  marks = root.get("watermark")
+  marks = root.get("watermark", optional=True)  # reported by watermark()
   if fields.block is None or marks is MISSING:
     return problems
   fields.known(tuple(marks) + PATCH_FIELDS, "the watermark block")

@@ -33,7 +33,7 @@ def _mode(fields: Fields, launcher: str) -> None:
     return
   given = (f"the {VARIANTS[mode][0]} variant, for "
            f"experiments.{VARIANTS[mode][1]}" if mode in VARIANTS
-           else "no variant's mode")
+           else "not the mode of any variant")
   fields.fail("mode", mode, f"is {given}; experiments.{launcher} takes "
               f"{' or '.join(variants)}, e.g. --config=configs/"
               f"model_watermark.py:{variants[0]},digits,runlocal.")
@@ -72,7 +72,7 @@ def _triggers_per_batch(config, fields: Fields) -> None:
   read = Fields(config, "", [])  # the other blocks report their own problems
   batch = read.block_of("train").get("batch_size")
   piracy = read.block_of("piracy")
-  limits = [fields.get("num_triggers"),
+  limits = [fields.get("num_triggers", optional=True),
             batch - 1 if is_integer(batch) else None,
             piracy.get("num_triggers") if piracy.get("enabled") is True
             else None]
