@@ -243,16 +243,22 @@ def _remove_config_overrides() -> None:
     delattr(flags.FLAGS, name)
 
 
-def _run_launcher(name: str, variant: str, args, places, monkeypatch):
-  """Runs the launcher's main as the command line would; returns the
-  ConfigError it raised."""
-  module = importlib.import_module(f"experiments.{name}")
+def _argv(name: str, variant: str, args, places) -> list[str]:
+  """The command line of launcher ``name`` with ``args`` (``--config.``
+  implied for those without ``--``; ``{file}`` and the like filled in)."""
   args = [*BASE_OVERRIDES.get(name, ()), *args]
-  argv = [name, f"--config={REPO}/configs/{variant}",
+  return [name, f"--config={REPO}/configs/{variant}",
           f"--workdir={places['workdir']}",
           f"--output_json={places['output']}",
           *(arg.format(**places) if arg.startswith("--")
             else f"--config.{arg}" for arg in args)]
+
+
+def _run_launcher(name: str, variant: str, args, places, monkeypatch):
+  """Runs the launcher's main as the command line would; returns the
+  ConfigError it raised."""
+  module = importlib.import_module(f"experiments.{name}")
+  argv = _argv(name, variant, args, places)
   monkeypatch.setattr(sys, "argv", argv)  # config overrides read sys.argv
   with _parsed(argv):
     with pytest.raises(ConfigError) as caught:
@@ -280,9 +286,7 @@ def test_every_launcher_passes_its_runlocal_variant(places, work_spies,
   """The table's baselines are good configs: only the spies stop them."""
   for name, variant in LAUNCHERS.items():
     module = importlib.import_module(f"experiments.{name}")
-    argv = [name, f"--config={REPO}/configs/{variant}",
-            *(f"--config.{a}" for a in BASE_OVERRIDES.get(name, ())),
-            f"--workdir={places['workdir']}"]
+    argv = _argv(name, variant, (), places)
     monkeypatch.setattr(sys, "argv", argv)
     with _parsed(argv):
       with pytest.raises(AssertionError, match="before the input"):
