@@ -33,6 +33,8 @@ augmentation):
 * ``digits`` and ``runlocal``: the recipe of ``configs/train.py``.
 """
 
+from __future__ import annotations
+
 import ml_collections
 
 from configs import train as train_configs
@@ -92,12 +94,13 @@ def independent_trigger(method: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  method, _, rest = (arg or "ubw_p,fashion_mnist").partition(",")
+  method, _, rest = (arg or "").partition(",")
   if method not in METHODS:
     raise ValueError(
-        f"config variant {arg!r} must start with one of {', '.join(METHODS)}, "
-        "e.g. ubw_p,fashion_mnist.")
-  config = train_configs.base_config(rest)
+        f"config variant {arg or ''!r} must start with one of "
+        f"{', '.join(METHODS)}, "
+        "e.g. ubw_p,fashion_mnist or ubw_p,digits,runlocal.")
+  config = train_configs.base_config(rest, method)
   runlocal = "runlocal" in rest.split(",")
   config.train.augment.shift = 0
   config.train.augment.flip = config.dataset != "digits"

@@ -16,6 +16,8 @@ training) so that "the last learning rate that was used during training",
 which every fine-tuning run uses, is well defined.
 """
 
+from __future__ import annotations
+
 import ml_collections
 
 from configs import train as train_configs
@@ -25,16 +27,19 @@ MODES = {"adi_fromscratch": "fromscratch", "adi_pretrained": "pretrained",
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  mode, _, rest = (arg or "adi_fromscratch,fashion_mnist").partition(",")
+  mode, _, rest = (arg or "").partition(",")
   if mode not in MODES:
     raise ValueError(
-        f"config variant {arg!r} must start with one of {', '.join(MODES)}, "
-        "e.g. adi_fromscratch,fashion_mnist.")
-  config = train_configs.base_config(rest)
+        f"config variant {arg or ''!r} must start with one of "
+        f"{', '.join(MODES)}, "
+        "e.g. adi_fromscratch,fashion_mnist or "
+        "adi_fromscratch,digits,runlocal.")
+  config = train_configs.base_config(rest, mode)
   runlocal = "runlocal" in rest.split(",")
   epochs = config.train.num_epochs
   config.train.schedule = "step"
-  config.train.milestones = (epochs // 3, 2 * epochs // 3) if epochs >= 3 else ()
+  config.train.milestones = ((epochs // 3, 2 * epochs // 3) if epochs >= 3
+                             else ())
 
   config.watermark = ml_collections.ConfigDict(dict(
       mode=MODES[mode],

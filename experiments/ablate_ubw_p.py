@@ -23,6 +23,7 @@ from absl import flags
 from absl import logging
 
 from jaxwm import launch
+from jaxwm.config_checks import Problem, launchers, paths
 from jaxwm.poison import ablation
 from jaxwm.poison import experiment
 from jaxwm.train import recipe
@@ -97,10 +98,16 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str,
   pyplot.close(figure)
 
 
+def check_ablation(config) -> list[Problem]:
+  """The ablation's config and the ``--plot`` file."""
+  return (launchers.ablate_ubw_p(config) +
+          paths.output_file(_PLOT.value, "--plot"))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  outcome = launch.run("ablate_ubw_p", run_ablation)
+  outcome = launch.run("ablate_ubw_p", run_ablation, check=check_ablation)
   if _PLOT.value:
     config = flags.FLAGS.config
     plot_curves(outcome["metrics"]["curves"], _PLOT.value,
@@ -110,5 +117,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  launch.define_flags("configs/dataset_watermark.py")
+  launch.define_flags("configs/dataset_watermark.py:ubw_p,digits,runlocal")
   app.run(main)

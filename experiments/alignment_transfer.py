@@ -22,6 +22,7 @@ from typing import Any
 from absl import app
 
 from jaxwm import launch
+from jaxwm.config_checks import launchers
 from jaxwm.poison import alignment_transfer, availability, craft_experiment
 
 
@@ -55,9 +56,10 @@ def run_transfer(config, workdir: str) -> dict[str, Any]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  launch.run("alignment_transfer", run_transfer)
+  launch.run("alignment_transfer", run_transfer,
+             check=launchers.alignment_transfer)
 
 
 if __name__ == "__main__":
-  launch.define_flags("configs/craft_poison.py")
+  launch.define_flags("configs/craft_poison.py:availability,digits,runlocal")
   app.run(main)

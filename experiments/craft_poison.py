@@ -15,15 +15,17 @@ the watermark metrics and verification p-values (``ubw_c``,
 from absl import app
 
 from jaxwm import launch
+from jaxwm.config_checks import launchers
 from jaxwm.poison import craft_experiment
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  launch.run("craft_poison", craft_experiment.run_experiment)
+  launch.run("craft_poison", craft_experiment.run_experiment,
+             check=launchers.craft_poison)
 
 
 if __name__ == "__main__":
-  launch.define_flags("configs/craft_poison.py")
+  launch.define_flags("configs/craft_poison.py:availability,digits,runlocal")
   app.run(main)

@@ -17,16 +17,18 @@ different methods with the same ``--workdir`` share the benign model.
 from absl import app
 
 from jaxwm import launch
+from jaxwm.config_checks import launchers
 from jaxwm.poison import experiment
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  outcome = launch.run("dataset_watermark", experiment.run_experiment)
+  outcome = launch.run("dataset_watermark", experiment.run_experiment,
+                       check=launchers.dataset_watermark)
   print(experiment.format_table(outcome["metrics"]))
 
 
 if __name__ == "__main__":
-  launch.define_flags("configs/dataset_watermark.py")
+  launch.define_flags("configs/dataset_watermark.py:ubw_p,digits,runlocal")
   app.run(main)

@@ -13,15 +13,18 @@ binomial test's exact size. An interrupted run resumes.
 from absl import app
 
 from jaxwm import launch
+from jaxwm.config_checks import launchers
 from jaxwm.watermark import false_acceptance
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  launch.run("false_acceptance", false_acceptance.run_experiment)
+  launch.run("false_acceptance", false_acceptance.run_experiment,
+             check=launchers.false_acceptance)
 
 
 if __name__ == "__main__":
-  launch.define_flags("configs/model_watermark.py")
+  launch.define_flags(
+      "configs/model_watermark.py:false_acceptance,digits,runlocal")
   app.run(main)

@@ -12,15 +12,18 @@ modes with the same ``--workdir`` share the non-marked model.
 from absl import app
 
 from jaxwm import launch
+from jaxwm.config_checks import launchers
 from jaxwm.watermark import experiment
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  launch.run("model_watermark", experiment.run_experiment)
+  launch.run("model_watermark", experiment.run_experiment,
+             check=launchers.model_watermark)
 
 
 if __name__ == "__main__":
-  launch.define_flags("configs/model_watermark.py")
+  launch.define_flags(
+      "configs/model_watermark.py:adi_fromscratch,digits,runlocal")
   app.run(main)

@@ -13,17 +13,28 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from jaxwm import results
+from jaxwm.config_checks import launchers as config_checks
 from jaxwm.train import sharding
+
+# The flags that define_flags declares belong to the launcher calling it, so
+# that its --help lists them.
+flags.disclaim_key_flags()
 
 # (config, workdir) -> {"dataset": ..., "model": ..., "metrics": {...}}
 RunFn = Callable[[Any, str], Mapping[str, Any]]
 
 
-def define_flags(default_config: str) -> None:
-  """Declares the launcher flags; call once at module level."""
+def define_flags(config_example: str) -> None:
+  """Declares the launcher flags; call once, from the launcher's module.
+
+  Args:
+    config_example: a ``--config`` value for the help text, e.g.
+      ``configs/train.py:digits,runlocal``.
+  """
   config_flags.DEFINE_config_file(
-      "config", default_config, "Config file and variant, FILE.py:VARIANT.",
-      lock_config=True)
+      "config", None, "Config file and variant, FILE.py:VARIANT, naming a "
+      f"dataset, e.g. {config_example} (required).", lock_config=True)
+  flags.mark_flag_as_required("config")
   flags.DEFINE_string("workdir", None,
                       "Checkpoints and artefacts go here; a rerun with the "
                       "same workdir resumes. Default: a new temporary folder.")
@@ -32,12 +43,22 @@ def define_flags(default_config: str) -> None:
                     "Call jax.distributed.initialize() (multi-host jobs).")
 
 
-def run(experiment: str, run_fn: RunFn) -> dict[str, Any]:
-  """Runs ``run_fn`` with the parsed flags and writes the results contract."""
+def run(experiment: str, run_fn: RunFn,
+        check: config_checks.Check | None = None) -> dict[str, Any]:
+  """Runs ``run_fn`` with the parsed flags and writes the results contract.
+
+  ``check`` (one of :mod:`jaxwm.config_checks.launchers`) checks the config
+  before anything is made; the paths are checked in any case.
+
+  Raises:
+    ConfigError: every bad setting and path, before any work.
+  """
   values = flags.FLAGS
   if values.distributed:
     sharding.initialize_distributed()
   config = values.config
+  config_checks.check_launch(config, check, workdir=values.workdir,
+                             output_json=values.output_json)
   workdir = values.workdir or tempfile.mkdtemp(prefix=f"jaxwm_{experiment}_")
   os.makedirs(workdir, exist_ok=True)
   logging.info("%s: workdir %s\n%s", experiment, workdir, config)

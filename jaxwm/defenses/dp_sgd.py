@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from jaxwm.config_checks import raise_problems
+from jaxwm.config_checks.training import training
 from jaxwm.data.dataset import Dataset
 from jaxwm.models import common as model_common
 from jaxwm.poison import alignment
@@ -109,6 +111,7 @@ def train_model(config, train_data: Dataset, *, l2_clip: float,
   if l2_clip <= 0 or noise_multiplier < 0:
     raise ValueError(f"l2_clip={l2_clip} must be > 0 and noise_multiplier="
                      f"{noise_multiplier} >= 0.")
+  raise_problems(training(config))
   mesh = sharding.make_mesh() if mesh is None else mesh
   model = recipe.build_model(config, train_data.num_classes)
   steps_per_epoch = max(1, len(train_data) // config.train.batch_size)

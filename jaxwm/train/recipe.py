@@ -22,6 +22,8 @@ from absl import logging
 from jax.sharding import Mesh
 
 from jaxwm import data as jaxwm_data
+from jaxwm.config_checks import raise_problems
+from jaxwm.config_checks.training import training
 from jaxwm.data import augment
 from jaxwm.models import get_model
 from jaxwm.train import loop, losses, optim, sharding, step as step_lib
@@ -115,7 +117,12 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
     on_epoch_end: called as ``on_epoch_end(epoch, state)`` after each epoch
       trained in this call (not for epochs restored from ``workdir``).
     mesh: device mesh; default all devices.
+
+  Raises:
+    ConfigError: every bad setting of the model and the recipe, before
+      anything is built.
   """
+  raise_problems(training(config))
   mesh = sharding.make_mesh() if mesh is None else mesh
   recipe = config.train
   model = build_model(config, train_data.num_classes)

@@ -23,6 +23,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from jaxwm.config_checks import Fields, Problem, raise_problems
 from jaxwm.data.dataset import Dataset
 from jaxwm.poison import triggers
 from jaxwm.poison.watermark_key import WatermarkKey
@@ -94,6 +95,18 @@ def _correctly_classified_sample(
   return np.concatenate(chosen)[:m], np.concatenate(probabilities)[:m]
 
 
+def _check_arguments(m: int, tau: float, seed: int, batch_size: int) -> None:
+  """Raises one ConfigError naming every bad argument, as typed."""
+  problems: list[Problem] = []
+  arguments = Fields(dict(m=m, tau=tau, seed=seed, batch_size=batch_size), "",
+                     problems, flags=False)
+  arguments.integer("m", 2, example=100)
+  arguments.number("tau", 0, 1, example=0.25)
+  arguments.integer("seed", 0, example=0)
+  arguments.integer("batch_size", 1, example=256)
+  raise_problems(problems)
+
+
 def verify_dataset_ownership(predict_proba: PredictProba, key: WatermarkKey,
                              test_dataset: Dataset, m: int = 100,
                              tau: float = 0.25, seed: int = 0,
@@ -118,17 +131,17 @@ def verify_dataset_ownership(predict_proba: PredictProba, key: WatermarkKey,
     its p-value is below the significance level.
 
   Raises:
+    ConfigError: before any query, for every bad m, tau, seed or
+      batch_size.
     ValueError: fewer than 2 eligible, correctly classified test images,
       or inputs that do not match the key.
   """
+  _check_arguments(m, tau, seed, batch_size)
   if test_dataset.num_classes != key.num_classes:
     raise ValueError(
         f"the test set has {test_dataset.num_classes} classes but the key "
         f"was made for {key.num_classes}; use a test set of the same task.")
   triggers.check_trigger_fits(key.trigger, test_dataset.image_shape)
-  if int(m) < 2 or int(batch_size) < 1:
-    raise ValueError(f"m must be >= 2 and batch_size >= 1, got m={m}, "
-                     f"batch_size={batch_size}.")
   candidates = _eligible_indices(key, test_dataset.labels)
   indices, benign = _correctly_classified_sample(
       predict_proba, test_dataset, candidates, int(m), int(seed),

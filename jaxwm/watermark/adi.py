@@ -67,6 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxwm import fields
+from jaxwm.config_checks import Fields, raise_problems
 from jaxwm.data.dataset import Dataset
 from jaxwm.verify.binomial import binomial_test
 from jaxwm.watermark import commitments
@@ -298,18 +299,6 @@ def max_disagreements(trials: int, eps: float) -> int:
   return math.floor(eps * trials + 1e-9)
 
 
-def _check_decision_levels(alpha: float, eps: float) -> tuple[float, float]:
-  alpha, eps = float(alpha), float(eps)
-  if not 0.0 < alpha < 1.0:
-    raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
-  if not 0.0 <= eps < 0.5:
-    raise ValueError(
-        f"eps must be in [0, 0.5), got {eps}: the paper's rule accepts a "
-        "model that disagrees on at most eps |T| triggers, and ownership is "
-        "only non-trivial for eps < 1/2.")
-  return alpha, eps
-
-
 def _encoded_triggers(triggers: Dataset) -> tuple[list[bytes], list[bytes]]:
   return ([commitments.encode_array(image) for image in triggers.images],
           [commitments.encode_label(label) for label in triggers.labels])
@@ -389,6 +378,19 @@ def keygen(n: int, num_classes: int, image_shape,
   return marking_key, commit_to(marking_key)
 
 
+def _check_decision_levels(alpha: float, eps: float) -> tuple[float, float]:
+  """Raises a ConfigError for alpha outside (0, 1) or eps outside [0, 0.5):
+  the paper's rule accepts a model that disagrees on at most eps |T|
+  triggers, and ownership is only non-trivial for eps < 1/2."""
+  problems: list = []
+  levels = Fields({"alpha": alpha, "eps": eps}, "", problems, flags=False)
+  levels.number("alpha", 0, 1, low_open=True, high_open=True,
+                example=DEFAULT_ALPHA)
+  levels.number("eps", 0, 0.5, high_open=True, example=DEFAULT_EPS)
+  raise_problems(problems)
+  return float(alpha), float(eps)
+
+
 def decide_agreement(triggers: Dataset, predict: Predict, num_classes: int,
                      alpha: float = DEFAULT_ALPHA,
                      eps: float = DEFAULT_EPS) -> VerificationResult:
@@ -451,10 +453,13 @@ def verify(marking_key: MarkingKey, verification_key: VerificationKey,
     VerificationResult.
 
   Raises:
+    ConfigError: before any query, for alpha outside (0, 1) or eps outside
+      [0, 0.5).
     DigestMismatchError: before any query, if the verification key's digest
       is not ``published_digest``.
     KeyMismatchError: before any query, if the keys do not match.
   """
+  _check_decision_levels(alpha, eps)
   check_published(verification_key, published_digest)
   check_openings(marking_key, verification_key)
   return decide_agreement(marking_key.triggers, predict,
