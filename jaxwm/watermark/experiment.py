@@ -31,6 +31,7 @@ from typing import Any
 from absl import logging
 
 from jaxwm import data as jaxwm_data
+from jaxwm import identity
 from jaxwm.fingerprint import fingerprint
 from jaxwm.steal import finetune
 from jaxwm.train import recipe
@@ -51,17 +52,15 @@ class _Run:
   def __init__(self, config, workdir: str, train: jaxwm_data.Dataset):
     self.config = config
     self.workdir = workdir
-    # Everything the non-marked model depends on; every other model's
-    # fingerprint extends it.
-    self.base = (config.seed, config.dataset, config.data_dir, config.model,
-                 config.model_kwargs.to_dict(), config.train_fraction,
-                 config.train.to_dict(), config.attack.held_out_fraction)
     self.num_classes = train.num_classes
     self.image_shape = train.image_shape
 
   def model_dir(self, role: str, *parts: Any) -> str:
-    return os.path.join(self.workdir,
-                        f"{role}-{fingerprint(self.base, *parts)}")
+    """``workdir/<role>-<fingerprint>``: the fingerprint covers everything
+    the non-marked model depends on (its recipe, the owner's share of the
+    data, the jaxwm version) and ``parts``, what the ``role`` adds."""
+    return os.path.join(self.workdir, f"{role}-" + identity.folder_fingerprint(
+        self.config, self.config.attack.held_out_fraction, *parts))
 
   def keys(self, owner: str, n: int) -> tuple[adi.MarkingKey,
                                               adi.VerificationKey]:
