@@ -140,6 +140,21 @@ def run_identity(config, *, stream: int = 0,
       **(extra or {})}
 
 
+def measurement_identity(config, stream: int, **datasets: jaxwm_data.Dataset
+                         ) -> dict[str, Any]:
+  """The record of a measurement taken along a :func:`train_model` run.
+
+  For results kept on disk beside a model (e.g. a curve over its epochs):
+  the :func:`run_identity` of the model of ``config`` and ``stream``, the
+  code versions and the :func:`jaxwm.identity.dataset_identity` of each
+  dataset, by the keyword it is passed with.
+  """
+  return identity_lib.canonical({
+      **run_identity(config, stream=stream), **identity_lib.code_versions(),
+      **{name: identity_lib.dataset_identity(data)
+         for name, data in datasets.items()}})
+
+
 def _trainable_paths(params: Any,
                      trainable: Callable[[tuple[str, ...]], bool]
                      ) -> list[str]:
