@@ -16,7 +16,9 @@ importable from a notebook:
 Every model is checkpointed under ``workdir`` in a folder named after its
 role, dataset, model and seed plus a SHA-256 fingerprint of everything it
 depends on (e.g. ``benign_fashion_mnist_cnn_seed0-1a2b...``), so a rerun, or
-another watermark run with the same ``workdir``, resumes or reuses it. The
+another watermark run with the same ``workdir``, resumes or reuses it, after
+the engine has checked the checkpoint's identity record (the config fields
+and the SHA-256 of the training data, :mod:`jaxwm.identity`). The
 owner's key is saved beside the watermarked model's checkpoints
 (``watermark_key.npz/.json/.manifest.json``) and its manifest digest is
 reported.

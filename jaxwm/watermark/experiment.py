@@ -14,7 +14,9 @@ piracy) and transfers it to another dataset.
 Every model is checkpointed under ``--workdir`` in a folder named after its
 role and a SHA-256 fingerprint of everything it depends on, and the keys
 are saved there once, so a second run with the same workdir (for instance
-the other mode) reuses the non-marked model and whatever else it shares.
+the other mode) reuses the non-marked model and whatever else it shares;
+the engine checks each checkpoint's identity record before restoring it
+(:mod:`jaxwm.identity`).
 
 Metrics: ``benign_accuracy`` (marked) and ``benign_accuracy_unmarked``,
 ``watermark_accuracy`` and ``p_value`` of the marked model and
@@ -64,7 +66,14 @@ class _Run:
 
   def keys(self, owner: str, n: int) -> tuple[adi.MarkingKey,
                                               adi.VerificationKey]:
-    """``owner``'s keys, generated and saved on the first run."""
+    """``owner``'s keys, generated and saved on the first run.
+
+    Their folder is named by everything :func:`adi.keygen` uses (the owner,
+    n, the classes, the image shape and ``watermark.trigger_seed``), so a
+    run with other values gets other keys; with no trigger seed the secret
+    keys drawn by the first run are the owner's keys of every later run in
+    the same workdir.
+    """
     seed = self.config.watermark.trigger_seed
     folder = os.path.join(self.workdir, "keys-" + fingerprint(
         owner, n, self.num_classes, self.image_shape, seed))
