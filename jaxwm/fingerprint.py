@@ -14,7 +14,7 @@ import functools
 import hashlib
 import json
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -118,7 +118,7 @@ def _describe(value: Any, depth: int = 0) -> Any:
     return value.item()
   if isinstance(value, (np.ndarray, jax.Array)):
     return {"array": array_digest(value)}
-  if isinstance(value, dict):
+  if isinstance(value, Mapping):  # dicts, Flax's FrozenDict
     return {str(k): _describe(v, depth + 1) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
     return [_describe(v, depth + 1) for v in value]
@@ -141,7 +141,7 @@ def value_digest(value: Any) -> str:
   """64 hex digits: the SHA-256 of a description of ``value``.
 
   The description holds numbers, strings and None as they are; arrays by
-  :func:`array_digest`; dicts, lists and tuples, dataclasses (by their
+  :func:`array_digest`; mappings, lists and tuples, dataclasses (by their
   fields) and ConfigDicts by their contents; functions by their qualified
   name and, recursively, the values their closures capture and their
   defaults; ``functools.partial`` objects by their function and arguments;

@@ -70,9 +70,9 @@ def verdict_identity(config, train: jaxwm_data.Dataset,
   """What determines the run's verdicts (all but the number of models).
 
   Returns:
-    ``{"config"``: the config without ``false_acceptance.num_models``,
-    ``"train"``, ``"test"``: their
-    :func:`jaxwm.identity.dataset_identity`, and the code versions``}``.
+    A JSON-able dict: ``config`` (the whole config but
+    ``false_acceptance.num_models``), ``train`` and ``test`` (their
+    :func:`jaxwm.identity.dataset_identity`) and the code versions.
   """
   fields = config.to_dict()
   fields["false_acceptance"] = {
