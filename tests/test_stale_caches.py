@@ -85,8 +85,8 @@ class _Spy:
       return fit(*args, **kwargs)
 
     def spy_restore(checkpointer, step, like):
-      self.restored.append(
-          os.path.dirname(checkpointer._directory))  # pylint: disable=protected-access
+      directory = checkpointer._directory  # pylint: disable=protected-access
+      self.restored.append(os.path.dirname(directory))
       return restore(checkpointer, step, like)
 
     monkeypatch.setattr(loop, "fit", spy_fit)
