@@ -15,11 +15,11 @@ from typing import Any, Mapping
 
 from jaxwm.config_checks.core import Fields, MISSING, Problem
 from jaxwm.config_checks.training import DataShape
-from jaxwm.poison import ablation as ablation_lib
 from jaxwm.poison import experiment
 from jaxwm.poison import label_consistent
 from jaxwm.poison import poisoned_label
 from jaxwm.poison import triggers
+from jaxwm.train import recipe
 
 PATCH_FIELDS = ("patch_size", "patch_position", "patch_pattern")
 PATCH_PATTERNS = ("checkerboard", "white")
@@ -162,9 +162,9 @@ def ablation(config) -> list[Problem]:
     root.fail("model", model, "the arms set the CNN's width; use cnn.")
   schedule = root.block_of("train").get("schedule")
   if schedule is not MISSING and (
-      schedule not in ablation_lib.RESUMABLE_SCHEDULES):
+      schedule not in recipe.RESUMABLE_SCHEDULES):
     root.fail("train.schedule", schedule, "depends on the number of epochs; "
-              "use one of " + ", ".join(ablation_lib.RESUMABLE_SCHEDULES) +
+              "use one of " + ", ".join(recipe.RESUMABLE_SCHEDULES) +
               ", e.g. --config.train.schedule=step.")
   fields = root.block_of("ablation")
   fields.sequence("epochs", 1, increasing=True, nonempty=True,

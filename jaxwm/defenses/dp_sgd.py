@@ -129,10 +129,14 @@ def train_model(config, train_data: Dataset, *, l2_clip: float,
     input_transform = recipe.input_transform_from_config(config.train.augment)
   step_fn = make_dp_sgd_step(model, optimizer,
                              input_transform=input_transform, mesh=mesh)
+  identity = recipe.run_identity(
+      config, stream=stream, input_transform=input_transform,
+      extra={"dp_sgd": {"l2_clip": l2_clip,
+                        "noise_multiplier": noise_multiplier}})
   state = loop.fit(
       step_fn, state, train_data, batch_size=config.train.batch_size,
       num_epochs=config.train.num_epochs, data_rng=jax.random.fold_in(key, 1),
-      mesh=mesh, workdir=workdir,
+      mesh=mesh, workdir=workdir, identity=identity,
       checkpoint_every_epochs=config.train.checkpoint_every_epochs,
       log_every_steps=config.train.log_every_steps)
   return recipe.TrainedModel(model, state, mesh,

@@ -19,27 +19,29 @@ training samples predicted as their random label. The recipe's learning
 rate must not depend on the total number of epochs (a ``"step"`` or
 ``"constant"`` schedule), so that resuming the same run to a later epoch
 count is the same as training that long in one go. Each measured point is
-kept in the run's folder (:data:`CURVE_FILE`): a rerun reads the points it
-has and trains on only for the new ones (a checkpoint cannot be taken back
-to an earlier epoch).
+kept in the run's folder (:data:`CURVE_FILE`) with the identity of the run
+and of the data it was measured on: a rerun of the same run reads the
+points it has and trains on only for the new ones (a checkpoint cannot be
+taken back to an earlier epoch); a curve kept for another run raises
+:class:`jaxwm.identity.StaleRunError`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 from typing import Any, Sequence
 
 import numpy as np
 from absl import logging
 
+from jaxwm import identity
 from jaxwm.data.dataset import Dataset
+from jaxwm.fingerprint import value_digest
 from jaxwm.poison import experiment
 from jaxwm.poison.watermark_key import WatermarkKey
 from jaxwm.train import recipe
 
-RESUMABLE_SCHEDULES = ("step", "constant")
 CURVE_FILE = "dispersibility_curve.json"
 
 
@@ -65,7 +67,8 @@ def dispersibility_curve(config, marked: Dataset, key: WatermarkKey,
 
   Args:
     config: a config with the fields of ``configs/train.py``; its
-      ``train.schedule`` must be one of :data:`RESUMABLE_SCHEDULES`.
+      ``train.schedule`` must be one of
+      :data:`jaxwm.train.recipe.RESUMABLE_SCHEDULES`.
     marked: the watermarked training set.
     key: its WatermarkKey.
     test: the test set.
@@ -77,18 +80,20 @@ def dispersibility_curve(config, marked: Dataset, key: WatermarkKey,
     One dict per epoch count: ``epochs``, ``poison_fit`` and the
     :func:`jaxwm.poison.experiment.watermark_metrics`.
   """
-  if config.train.schedule not in RESUMABLE_SCHEDULES:
+  if config.train.schedule not in recipe.RESUMABLE_SCHEDULES:
     raise ValueError(
         f"schedule {config.train.schedule!r} depends on the number of "
-        f"epochs; use one of {RESUMABLE_SCHEDULES} for a curve over epochs.")
+        f"epochs; use one of {recipe.RESUMABLE_SCHEDULES} for a curve over "
+        "epochs.")
   epochs = [int(e) for e in epochs]
   if not epochs or epochs[0] < 1 or np.any(np.diff(epochs) <= 0):
     raise ValueError(f"epochs {epochs} must be increasing positive counts.")
   path = os.path.join(workdir, CURVE_FILE)
-  measured = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      measured = {int(point["epochs"]): point for point in json.load(f)}
+  record = {**recipe.measurement_identity(config, stream, marked=marked,
+                                          test=test),
+            "key": value_digest(key)}
+  kept = identity.read_json(path, record, what="the dispersibility curve")
+  measured = {int(point["epochs"]): point for point in kept or ()}
   points = []
   for count in epochs:
     if count not in measured:
@@ -104,10 +109,8 @@ def dispersibility_curve(config, marked: Dataset, key: WatermarkKey,
           "epochs": count,
           "poison_fit": poison_fit(model.predict, marked, key),
           **experiment.watermark_metrics(model.predict_proba, key, test)}
-      os.makedirs(workdir, exist_ok=True)
-      with open(path, "w") as f:
-        json.dump(sorted(measured.values(), key=lambda p: p["epochs"]), f,
-                  indent=1)
+      identity.write_json(path, record, sorted(measured.values(),
+                                               key=lambda p: p["epochs"]))
       logging.info("%s", measured[count])
     points.append(measured[count])
   return points

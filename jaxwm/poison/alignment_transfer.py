@@ -28,7 +28,6 @@ both, with its test accuracy, after every epoch.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Callable
 
@@ -36,6 +35,7 @@ import jax
 from absl import logging
 from jax.sharding import Mesh
 
+from jaxwm import identity
 from jaxwm.data.dataset import Dataset
 from jaxwm.poison import alignment
 from jaxwm.train import loop, losses, recipe, sharding
@@ -107,7 +107,9 @@ def alignment_curve(config, released: Dataset, clean: Dataset, test: Dataset,
   ``config`` and ``stream`` (same initialisation, data order and
   augmentation), so its last point's accuracy is that victim's. It is
   trained in one go without checkpoints (the probe must see every epoch);
-  the finished curve is kept in ``folder`` and a rerun reads it back.
+  the finished curve is kept in ``folder`` with the identity of the victim
+  and of the three datasets, and a rerun with the same reads it back (with
+  others, it raises :class:`jaxwm.identity.StaleRunError`).
 
   Args:
     config: a config with the fields of ``configs/train.py`` (the victims'
@@ -124,9 +126,11 @@ def alignment_curve(config, released: Dataset, clean: Dataset, test: Dataset,
     ``test_accuracy``.
   """
   path = os.path.join(folder, CURVE_FILE)
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+  record = recipe.measurement_identity(config, stream, released=released,
+                                       clean=clean, test=test)
+  kept = identity.read_json(path, record, what="the alignment curve")
+  if kept is not None:
+    return kept
   mesh = sharding.make_mesh() if mesh is None else mesh
   model = recipe.build_model(config, released.num_classes)
   probe = alignment_probe(model, released, clean,
@@ -145,7 +149,5 @@ def alignment_curve(config, released: Dataset, clean: Dataset, test: Dataset,
 
   recipe.train_model(config, released, stream=stream, on_epoch_end=measure,
                      mesh=mesh)
-  os.makedirs(folder, exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(points, f, indent=1)
+  identity.write_json(path, record, points)
   return points

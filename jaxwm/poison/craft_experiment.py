@@ -25,7 +25,9 @@ importable from a notebook:
    ``independent_m`` (the clean victim, our trigger).
 
 Every model and the crafting run live in folders named after their role
-and a fingerprint of what they depend on, so a rerun resumes or reuses them.
+and a fingerprint of what they depend on, so a rerun resumes or reuses them;
+each keeps its identity record (:mod:`jaxwm.identity`), checked before
+anything in it is reused.
 """
 
 from __future__ import annotations
@@ -40,13 +42,14 @@ import jax
 from absl import logging
 
 from jaxwm import defenses
+from jaxwm import identity
 from jaxwm.data.augment import AugmentConfig
 from jaxwm.data.dataset import Dataset
 from jaxwm.poison import (alignment_watermark, availability, crafting,
                           sleeper_agent, triggers, ubw_c)
 from jaxwm.poison.alignment_regularizers import Regularizers
 from jaxwm.poison.experiment import model_dir, watermark_metrics
-from jaxwm.train import recipe
+from jaxwm.train import loop, recipe
 from jaxwm.train.checkpoint import Checkpointer
 from jaxwm.verify import scenarios
 
@@ -215,7 +218,10 @@ def train_surrogate_keeping_epochs(
   """The surrogate and its variables after each of ``epochs``.
 
   The surrogate of :func:`train_surrogate`, trained (or reused) in a folder
-  of its own that keeps a checkpoint after every epoch in ``epochs``.
+  of its own that keeps a checkpoint after every epoch in ``epochs``. Each
+  kept checkpoint records the surrogate's identity; one recorded for
+  another run raises :class:`jaxwm.identity.StaleRunError` before any
+  training.
 
   Returns:
     (the trained surrogate, [its variables after epoch e for e in epochs]).
@@ -229,14 +235,22 @@ def train_surrogate_keeping_epochs(
         f"(train.num_epochs), e.g. (2, 5, 10, {num_epochs}).")
   folder = model_dir(workdir, "surrogate", config,
                      {"kept_epochs": list(epochs)})
-  kept = Checkpointer(os.path.join(folder, "kept_epochs"),
-                      max_to_keep=len(epochs))
+  kept_dir = os.path.join(folder, "kept_epochs")
+  kept = Checkpointer(kept_dir, max_to_keep=len(epochs))
+  record = loop.checkpoint_identity(
+      recipe.run_identity(config, stream=STREAMS["surrogate"]), train,
+      train.labels, config.train.batch_size)
 
   def keep(epoch: int, state) -> None:
     if epoch in epochs and epoch not in kept.complete_steps():
-      kept.save(epoch, state.variables(), {"epoch": epoch})
+      kept.save(epoch, state.variables(), {"epoch": epoch,
+                                           "identity": record})
 
   try:
+    for epoch in kept.complete_steps():
+      identity.check(kept.read_metadata(epoch).get("identity"), record,
+                     what=f"the surrogate kept after epoch {epoch}",
+                     folder=kept_dir)
     surrogate = recipe.train_model(config, train, workdir=folder,
                                    stream=STREAMS["surrogate"],
                                    on_epoch_end=keep)

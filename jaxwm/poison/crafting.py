@@ -36,7 +36,8 @@ arrays split along ``"data"`` like training batches and updated in place;
 the surrogate and the target gradient are replicated. With a
 ``workdir`` the loop state (delta, Adam moments, best trial, surrogate) is
 checkpointed with :class:`jaxwm.train.Checkpointer`, and a killed run
-resumes where it stopped and ends with the same poisons.
+resumes where it stopped and ends with the same poisons; the folder keeps
+the run's identity (:func:`run_identity`), checked before a resume.
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ import optax
 from absl import logging
 from jax.sharding import Mesh
 
+from jaxwm import identity
 from jaxwm.data import augment as augment_lib
 from jaxwm.data.dataset import Dataset
+from jaxwm.fingerprint import array_digest, callable_identity, tree_digest
 from jaxwm.poison import alignment
 from jaxwm.poison.alignment_regularizers import Regularizers
 from jaxwm.train import sharding
@@ -363,28 +366,49 @@ def _model_state(variables: Any) -> dict[str, Any]:
   return {k: v for k, v in variables.items() if k != "params"}
 
 
-# Fields of ``crafting_run.json`` that older runs did not record.
-_RUN_INFO_DEFAULTS = {"surrogates": 1}
+# Fields of CraftConfig that do not change the crafted perturbations.
+_BOOKKEEPING = ("checkpoint_every", "log_every")
 
 
-def _checkpointer(workdir: str, run_info: dict[str, int]) -> Checkpointer:
+def run_identity(config: CraftConfig, key: jax.Array, images: np.ndarray,
+                 labels: np.ndarray, members: list[Any],
+                 target: alignment.Target | None) -> dict[str, Any]:
+  """Everything that determines a :func:`craft` run, as a JSON-able record.
+
+  The code versions, the settings of ``config`` (but its checkpoint and log
+  intervals), and SHA-256 digests of the key, the samples to perturb and
+  their labels, each surrogate's variables and the target
+  (:func:`jaxwm.fingerprint.callable_identity`: its target set and loss).
+  The bi-level ``retrain`` function is not part of it: the surrogates it
+  trains keep identity records of their own.
+  """
+  settings = {name: value
+              for name, value in dataclasses.asdict(config).items()
+              if name not in _BOOKKEEPING}
+  return identity.canonical({
+      **identity.code_versions(), "config": settings,
+      "key": array_digest(key), "images": array_digest(images),
+      "labels": array_digest(labels), "num_poisons": len(images),
+      "surrogates": [tree_digest(member) for member in members],
+      "target": callable_identity(target)})
+
+
+def _checkpointer(workdir: str, record: dict[str, Any]) -> Checkpointer:
   """A Checkpointer for ``workdir``, after checking that any run already
-  there was made with the same ``run_info`` (``crafting_run.json``)."""
-  os.makedirs(workdir, exist_ok=True)
+  there has the identity ``record`` (kept in ``crafting_run.json``)."""
   path = os.path.join(workdir, "crafting_run.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = {**_RUN_INFO_DEFAULTS, **json.load(f)}
-    current = {**_RUN_INFO_DEFAULTS, **run_info}
-    for name in sorted(set(saved) | set(current)):
-      if saved.get(name) != current.get(name):
-        raise ValueError(
-            f"the crafting run in {workdir} was made with {name}="
-            f"{saved.get(name)}, this run has {current.get(name)}; use a "
-            "new workdir.")
+  if os.path.exists(path) or os.path.isdir(os.path.join(workdir,
+                                                        "checkpoints")):
+    saved = None
+    if os.path.exists(path):
+      with open(path) as f:
+        saved = json.load(f).get("identity")
+    identity.check(saved, record, what="the crafting run", folder=workdir)
   else:
-    with open(path, "w") as f:
-      json.dump(run_info, f, sort_keys=True)
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+      json.dump({"identity": record}, f, sort_keys=True, indent=1)
+    os.replace(path + ".tmp", path)
   return Checkpointer(workdir)
 
 
@@ -410,7 +434,10 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
     key: jax.random key; trial r draws its initial delta from
       ``fold_in(fold_in(key, r), 0)`` and batch b of step s its
       augmentation from ``fold_in(fold_in(fold_in(key, r), s + 1), b)``.
-    workdir: checkpoint folder; a rerun with the same folder resumes.
+    workdir: checkpoint folder; a rerun with the same folder resumes when
+      its :func:`run_identity` is the same, and raises
+      :class:`jaxwm.identity.StaleRunError` naming the differing fields
+      otherwise (also for a folder crafted before identity records).
     retrain: the bi-level lower level, required when
       ``config.retrain_every`` > 0: given (trial, round, the M poisoned
       uint8 images), the surrogate retrained from scratch.
@@ -473,17 +500,17 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
 
   state = new_trial(0, jax.device_put(jnp.zeros(batched[0].shape), spread),
                     jnp.float32(np.inf))
-  run_info = {"num_poisons": count, "batch_size": config.batch_size,
-              "steps": config.steps, "restarts": config.restarts,
-              "surrogates": len(members)}
-  checkpointer = _checkpointer(workdir, run_info) if workdir else None
-  if checkpointer is not None and checkpointer.latest_step() is not None:
-    state, _ = checkpointer.restore(checkpointer.latest_step(), state)
+  checkpointer = None
+  if workdir:
+    record = run_identity(config, key, images, labels, members, target)
+    checkpointer = _checkpointer(workdir, record)
+    if checkpointer.latest_step() is not None:
+      state, _ = checkpointer.restore(checkpointer.latest_step(), state)
 
   def save(state: CraftState) -> None:
     if checkpointer is not None:
       checkpointer.save(int(state.restart) * config.steps + int(state.step),
-                        state, run_info)
+                        state, {"identity": record})
 
   def trial_name(restart: int) -> str:
     return f"crafting trial {restart + 1}/{config.restarts}"

@@ -16,7 +16,9 @@ importable from a notebook:
 Every model is checkpointed under ``workdir`` in a folder named after its
 role, dataset, model and seed plus a SHA-256 fingerprint of everything it
 depends on (e.g. ``benign_fashion_mnist_cnn_seed0-1a2b...``), so a rerun, or
-another watermark run with the same ``workdir``, resumes or reuses it. The
+another watermark run with the same ``workdir``, resumes or reuses it, after
+the engine has checked the checkpoint's identity record (the config fields
+and the SHA-256 of the training data, :mod:`jaxwm.identity`). The
 owner's key is saved beside the watermarked model's checkpoints
 (``watermark_key.npz/.json/.manifest.json``) and its manifest digest is
 reported.
@@ -32,9 +34,9 @@ import jax
 import numpy as np
 from absl import logging
 
+from jaxwm import identity
 from jaxwm import metrics
 from jaxwm.data.dataset import Dataset
-from jaxwm.fingerprint import fingerprint
 from jaxwm.poison import label_consistent
 from jaxwm.poison import poisoned_label
 from jaxwm.poison.watermark_key import WatermarkKey
@@ -137,16 +139,14 @@ def watermark_metrics(predict_proba: PredictProba, key: WatermarkKey,
 def model_dir(workdir: str, role: str, config, *parts: Any) -> str:
   """``workdir/<role>_<dataset>_<model>_seed<k>-<fingerprint>``.
 
-  The fingerprint covers everything the benign model depends on (dataset,
-  data directory, model, training fraction, recipe, seed) and ``parts``.
+  The fingerprint (:func:`jaxwm.identity.folder_fingerprint`) covers
+  everything the benign model depends on (dataset, data directory, model,
+  training fraction, recipe, seed, jaxwm version) and ``parts``.
   """
-  base = (config.seed, config.dataset, config.data_dir, config.model,
-          config.model_kwargs.to_dict(), config.train_fraction,
-          config.train.to_dict())
   dataset = re.sub(r"[^A-Za-z0-9]+", "_", config.dataset).strip("_")
   return os.path.join(
       workdir, f"{role}_{dataset}_{config.model}_seed{config.seed}-"
-      f"{fingerprint(base, *parts)}")
+      f"{identity.folder_fingerprint(config, *parts)}")
 
 
 def watermark_rng(config, role: str) -> jax.Array:

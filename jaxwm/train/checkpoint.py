@@ -55,6 +55,7 @@ class Checkpointer:
     os.makedirs(self._manifests, exist_ok=True)
     if _quiet_orbax not in logging.get_absl_logger().filters:
       logging.get_absl_logger().addFilter(_quiet_orbax)
+    self._verified: set[int] = set()  # steps whose hashes were checked
     self._manager = ocp.CheckpointManager(
         self._directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
@@ -65,6 +66,7 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, metadata: dict[str, Any]) -> None:
     """Writes ``state`` (a pytree of arrays) and JSON ``metadata`` at ``step``."""
+    self._verified.discard(step)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         metadata=ocp.args.JsonSave(metadata)))
@@ -108,9 +110,22 @@ class Checkpointer:
             f"checkpoint file {os.path.join(step_dir, name)} does not match its "
             f"SHA-256 (truncated or modified); {fix}")
 
+  def _verify_once(self, step: int) -> None:
+    if step not in self._verified:
+      self.verify(step)
+      self._verified.add(step)
+
+  def read_metadata(self, step: int) -> dict[str, Any]:
+    """The JSON metadata of ``step``, after checking its files' hashes;
+    to be compared with the run before :meth:`restore` loads the state."""
+    self._verify_once(step)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        metadata=ocp.args.JsonRestore()))
+    return dict(restored["metadata"])
+
   def restore(self, step: int, like: Any) -> tuple[Any, dict[str, Any]]:
     """Restores ``step`` into the structure, shapes and shardings of ``like``."""
-    self.verify(step)
+    self._verify_once(step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
+from jaxwm import identity as identity_lib
 from jaxwm.data.dataset import Dataset
 from jaxwm.train import sharding
 from jaxwm.train.checkpoint import Checkpointer
@@ -125,11 +126,53 @@ def _host_batcher(images, labels, batch_size: int, mesh: Mesh,
   return batcher
 
 
+def checkpoint_identity(identity: Mapping[str, Any] | None,
+                        train_data: Dataset, labels: np.ndarray,
+                        batch_size: int) -> dict[str, Any]:
+  """The identity record :func:`fit` keeps in its checkpoints.
+
+  ``identity`` (what the caller knows determines the run), the code
+  versions, the batch size and the identity of the training data actually
+  given: its images and ``labels`` (the dataset's or the targets), by
+  SHA-256.
+  """
+  return identity_lib.canonical({
+      **identity_lib.code_versions(), "batch_size": batch_size,
+      "train_data": identity_lib.dataset_identity(train_data, labels),
+      **(identity or {})})
+
+
+def _resume(checkpointer: Checkpointer, state: TrainState,
+            record: dict[str, Any], num_epochs: int,
+            workdir: str) -> tuple[TrainState, int]:
+  """(state, first epoch to train): the latest checkpoint's when there is
+  one, after checking that it was made by this run and not past it."""
+  step = checkpointer.latest_step()
+  if step is None:
+    return state, 0
+  try:
+    metadata = checkpointer.read_metadata(step)
+    identity_lib.check(metadata.get("identity"), record,
+                       what="the checkpoint", folder=workdir)
+    epoch = int(metadata["epoch"])
+    if epoch > num_epochs:
+      raise identity_lib.StaleRunError(
+          f"the checkpoint in {workdir} has trained {epoch} epochs, more "
+          f"than this run's num_epochs={num_epochs}; use a new --workdir, or "
+          f"delete {workdir} to train again.")
+    state, _ = checkpointer.restore(step, state)
+  except BaseException:
+    checkpointer.close()
+    raise
+  return state, epoch
+
+
 def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
         batch_size: int, num_epochs: int, data_rng: jax.Array,
         targets: np.ndarray | None = None,
         mesh: Mesh | None = None,
         workdir: str | None = None,
+        identity: Mapping[str, Any] | None = None,
         checkpoint_every_epochs: int = 1,
         log_every_steps: int = 100,
         feed: str = "auto",
@@ -141,7 +184,7 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
   Args:
     step_fn: from :func:`jaxwm.train.make_train_step` (same ``mesh``).
     state: the initial state; replaced by the last checkpoint in ``workdir``
-      when one exists (resumption).
+      when one exists and was made by this run (resumption).
     train_data: the training set; the last partial batch of an epoch is
       dropped.
     batch_size: the global batch size, a multiple of the mesh's devices.
@@ -152,6 +195,14 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
       float [N, K] (distillation, label- and logit-query stealing).
     mesh: the device mesh; defaults to all devices.
     workdir: where checkpoints go; None disables checkpointing.
+    identity: what determines the run besides its data (config fields,
+      seeds, initial variables, custom functions: see
+      :func:`jaxwm.train.recipe.run_identity`). With ``workdir``, each
+      checkpoint records it in :func:`checkpoint_identity`, and a resume
+      compares the latest checkpoint's record field by field with this
+      run's first: any difference, a checkpoint without a record, or one
+      trained past ``num_epochs`` raises
+      :class:`jaxwm.identity.StaleRunError` and nothing is restored.
     checkpoint_every_epochs: save every this many epochs and at the end.
     log_every_steps: progress line interval (the only host synchronisation).
     feed: ``"device"`` (dataset in device memory), ``"host"`` (per-process
@@ -184,18 +235,14 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
   batcher = make_batcher(train_data.images, labels, batch_size, mesh,
                          batch_fn)
 
-  run_info = {"num_examples": num_examples, "batch_size": batch_size}
   state = sharding.replicate(state, mesh)
   checkpointer = Checkpointer(workdir) if workdir else None
-  start_epoch = 0
-  if checkpointer is not None and checkpointer.latest_step() is not None:
-    state, metadata = checkpointer.restore(checkpointer.latest_step(), state)
-    for name, value in run_info.items():
-      if metadata.get(name) != value:
-        raise ValueError(
-            f"the checkpoint in {workdir} was made with {name}="
-            f"{metadata.get(name)}, this run has {value}; use a new --workdir.")
-    start_epoch = int(metadata["epoch"])
+  start_epoch, run_info = 0, {}
+  if checkpointer is not None:
+    run_info = {"identity": checkpoint_identity(identity, train_data, labels,
+                                                batch_size)}
+    state, start_epoch = _resume(checkpointer, state, run_info["identity"],
+                                 num_epochs, workdir)
 
   base_key = jnp.array(state.rng)  # a separate buffer: state is donated.
   permute = jax.jit(lambda key, epoch: jax.random.permutation(

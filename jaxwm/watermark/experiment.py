@@ -14,7 +14,9 @@ piracy) and transfers it to another dataset.
 Every model is checkpointed under ``--workdir`` in a folder named after its
 role and a SHA-256 fingerprint of everything it depends on, and the keys
 are saved there once, so a second run with the same workdir (for instance
-the other mode) reuses the non-marked model and whatever else it shares.
+the other mode) reuses the non-marked model and whatever else it shares;
+the engine checks each checkpoint's identity record before restoring it
+(:mod:`jaxwm.identity`).
 
 Metrics: ``benign_accuracy`` (marked) and ``benign_accuracy_unmarked``,
 the verdict of the marked model and ``unmarked`` (the non-marked model under
@@ -34,6 +36,7 @@ from typing import Any
 from absl import logging
 
 from jaxwm import data as jaxwm_data
+from jaxwm import identity
 from jaxwm.fingerprint import fingerprint
 from jaxwm.steal import finetune
 from jaxwm.train import recipe
@@ -54,21 +57,26 @@ class _Run:
   def __init__(self, config, workdir: str, train: jaxwm_data.Dataset):
     self.config = config
     self.workdir = workdir
-    # Everything the non-marked model depends on; every other model's
-    # fingerprint extends it.
-    self.base = (config.seed, config.dataset, config.data_dir, config.model,
-                 config.model_kwargs.to_dict(), config.train_fraction,
-                 config.train.to_dict(), config.attack.held_out_fraction)
     self.num_classes = train.num_classes
     self.image_shape = train.image_shape
 
   def model_dir(self, role: str, *parts: Any) -> str:
-    return os.path.join(self.workdir,
-                        f"{role}-{fingerprint(self.base, *parts)}")
+    """``workdir/<role>-<fingerprint>``: the fingerprint covers everything
+    the non-marked model depends on (its recipe, the owner's share of the
+    data, the jaxwm version) and ``parts``, what the ``role`` adds."""
+    return os.path.join(self.workdir, f"{role}-" + identity.folder_fingerprint(
+        self.config, self.config.attack.held_out_fraction, *parts))
 
   def keys(self, owner: str, n: int) -> tuple[adi.MarkingKey,
                                               adi.VerificationKey]:
-    """``owner``'s keys, generated and saved on the first run."""
+    """``owner``'s keys, generated and saved on the first run.
+
+    Their folder is named by everything :func:`adi.keygen` uses (the owner,
+    n, the classes, the image shape and ``watermark.trigger_seed``), so a
+    run with other values gets other keys; with no trigger seed the secret
+    keys drawn by the first run are the owner's keys of every later run in
+    the same workdir.
+    """
     seed = self.config.watermark.trigger_seed
     folder = os.path.join(self.workdir, "keys-" + fingerprint(
         owner, n, self.num_classes, self.image_shape, seed))

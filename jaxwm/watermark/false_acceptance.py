@@ -10,7 +10,11 @@ binomial test at ``watermark.alpha`` and the paper's threshold rule at
 model, so each acceptance is a Bernoulli trial with probability at most the
 rule's exact size (for the binomial test at most alpha; it is discrete).
 Each model's verdict is stored in the workdir, so an interrupted run
-resumes.
+resumes, in a folder named by the fingerprint of everything that determines
+it (:func:`verdict_identity`: the whole config but the number of models,
+the training and test data and the jaxwm version). A rerun with any other
+value starts anew in its own folder; each verdict file keeps its identity
+record, checked before it is reused.
 
 Metrics, for each rule (suffix ``_binomial``, with ``alpha``, or
 ``_threshold``, with ``eps``): ``false_acceptance_rate``, ``accepted`` (how
@@ -21,7 +25,6 @@ at chance) and ``rate_upper_95`` (Clopper-Pearson); and ``models``,
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -30,6 +33,8 @@ from absl import logging
 from scipy import stats
 
 from jaxwm import data as jaxwm_data
+from jaxwm import identity
+from jaxwm.fingerprint import fingerprint
 from jaxwm.train import recipe
 from jaxwm.watermark import adi
 
@@ -71,27 +76,39 @@ def _one_model(config, train, test, index: int) -> dict[str, Any]:
           "accepted_threshold": bool(result.accepted_threshold)}
 
 
+def verdict_identity(config, train: jaxwm_data.Dataset,
+                     test: jaxwm_data.Dataset) -> dict[str, Any]:
+  """What determines the run's verdicts (all but the number of models).
+
+  Returns:
+    A JSON-able dict: ``config`` (the whole config but
+    ``false_acceptance.num_models``), ``train`` and ``test`` (their
+    :func:`jaxwm.identity.dataset_identity`) and the code versions.
+  """
+  fields = config.to_dict()
+  fields["false_acceptance"] = {
+      name: value for name, value in fields["false_acceptance"].items()
+      if name != "num_models"}
+  return identity.canonical({
+      "config": fields, "train": identity.dataset_identity(train),
+      "test": identity.dataset_identity(test), **identity.code_versions()})
+
+
 def run_experiment(config, workdir: str) -> dict[str, Any]:
   """Trains and verifies the models; returns the launcher's outcome."""
   train, test = recipe.load_datasets(config)
-  folder = os.path.join(workdir, "verdicts")
-  os.makedirs(folder, exist_ok=True)
+  record = verdict_identity(config, train, test)
+  folder = os.path.join(workdir, f"verdicts-{fingerprint(record)}")
   verdicts = []
   for index in range(config.false_acceptance.num_models):
-    path = os.path.join(folder, f"model-{config.seed + index}.json")
-    if not os.path.exists(path):
+    path = os.path.join(folder, f"model-{index}.json")
+    model_record = {**record, "model": index}
+    verdict = identity.read_json(path, model_record, what="the verdict")
+    if verdict is None:
       verdict = _one_model(config, train, test, index)
-      with open(path + ".tmp", "w") as f:
-        json.dump(verdict, f)
-      os.replace(path + ".tmp", path)
+      identity.write_json(path, model_record, verdict)
       logging.info("model %d: %s", index, verdict)
-    with open(path) as f:
-      verdicts.append(json.load(f))
-    if "accepted_threshold" not in verdicts[-1]:
-      raise ValueError(
-          f"{path} was written before verdicts recorded both acceptance "
-          "rules; delete the workdir's verdicts folder or use a new "
-          "workdir.")
+    verdicts.append(verdict)
   models = len(verdicts)
   wm = config.watermark
   chance = 1.0 / train.num_classes

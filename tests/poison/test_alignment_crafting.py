@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxwm import identity
 from jaxwm.data.augment import AugmentConfig
 from jaxwm.models import get_model
 from jaxwm.poison import alignment, crafting
@@ -179,9 +180,9 @@ def test_an_ensemble_aligns_against_its_members_in_turn(tmp_path):
   assert mixed_objectives[1] != pytest.approx(alone_objectives[1])
   assert not np.array_equal(mixed.delta, alone.delta)
   assert not np.array_equal(mixed.delta, other_first.delta)
-  # A crafting run keeps the size of its ensemble.
-  with pytest.raises(ValueError,
-                     match="surrogates=2, this run has 1; use a new"):
+  # A crafting run keeps its ensemble: another one is refused by name.
+  with pytest.raises(identity.StaleRunError,
+                     match=r"surrogates: \[.*\(on disk\) != "):
     crafting.craft(model, variables, images, labels, target, config, key,
                    workdir=str(tmp_path), mesh=ONE_DEVICE)
   with pytest.raises(ValueError, match="no bi-level rounds"):
@@ -272,18 +273,22 @@ def test_restarts_keep_the_best_and_a_killed_run_resumes(tmp_path):
                          key, workdir=str(tmp_path), mesh=ONE_DEVICE,
                          on_step=lambda *a: pytest.fail("crafted again"))
   np.testing.assert_array_equal(again.delta, reference.delta)
-  # A run recorded before ensembles existed (no "surrogates") resumes too.
-  run_file = tmp_path / "crafting_run.json"
-  recorded = json.loads(run_file.read_text())
-  assert recorded.pop("surrogates") == 1
-  run_file.write_text(json.dumps(recorded))
-  older = crafting.craft(model, variables, images, labels, target, config,
-                         key, workdir=str(tmp_path), mesh=ONE_DEVICE,
-                         on_step=lambda *a: pytest.fail("crafted again"))
-  np.testing.assert_array_equal(older.delta, reference.delta)
-  with pytest.raises(ValueError, match="use a new workdir"):
+  # Other samples to perturb, or another target set: refused by name.
+  with pytest.raises(identity.StaleRunError,
+                     match=r"(?s)images: .*num_poisons: 32 \(on disk\) != 16"):
     crafting.craft(model, variables, images[:16], labels[:16], target,
-                   config, key, workdir=str(tmp_path))
+                   config, key, workdir=str(tmp_path), mesh=ONE_DEVICE)
+  with pytest.raises(identity.StaleRunError, match=r"target\.digest: "):
+    crafting.craft(model, variables, images, labels,
+                   _target(model, images, (labels + 1) % 4), config, key,
+                   workdir=str(tmp_path), mesh=ONE_DEVICE)
+  # A run recorded before identity records cannot be checked: refused.
+  run_file = tmp_path / "crafting_run.json"
+  run_file.write_text(json.dumps({"num_poisons": 32, "batch_size": 16,
+                                  "steps": 3, "restarts": 2}))
+  with pytest.raises(identity.StaleRunError, match="no identity record"):
+    crafting.craft(model, variables, images, labels, target, config, key,
+                   workdir=str(tmp_path), mesh=ONE_DEVICE)
 
 
 def test_quantize_stays_within_the_ball():

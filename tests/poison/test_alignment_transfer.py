@@ -9,6 +9,7 @@ import pytest
 
 from configs import craft_poison as craft_configs
 from experiments import alignment_transfer as transfer_launcher
+from jaxwm import identity
 from jaxwm.poison import alignment, alignment_transfer
 from jaxwm.train import losses, optim, recipe
 from jaxwm.train.state import create_train_state
@@ -87,11 +88,16 @@ def test_curve_follows_the_victim_and_is_kept(tmp_path):
   path = os.path.join(folder, alignment_transfer.CURVE_FILE)
   with open(path) as f:
     kept = json.load(f)
-  kept[0]["alignment"] = 0.5
+  kept["value"][0]["alignment"] = 0.5
   with open(path, "w") as f:
     json.dump(kept, f)
   assert alignment_transfer.alignment_curve(
-      config, released, train, test, stream=1, folder=folder) == kept
+      config, released, train, test, stream=1, folder=folder) == kept["value"]
+  # The curve belongs to its victim and data: others are refused by name.
+  with pytest.raises(identity.StaleRunError,
+                     match=r"released\.labels: .*\n  stream: 1 \(on disk\)"):
+    alignment_transfer.alignment_curve(config, _mislabelled(released), train,
+                                       test, stream=2, folder=folder)
 
 
 @pytest.mark.parametrize("method", ["availability", "random_noise"])

@@ -2,6 +2,7 @@
 
 import glob
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from configs import craft_poison as craft_configs
 from configs import train as train_configs
+from jaxwm import identity
 from jaxwm.poison import availability
 from jaxwm.poison import craft_experiment
 from jaxwm.poison.watermark_key import WatermarkKey
@@ -153,6 +155,17 @@ def test_availability_can_align_against_the_surrogates_checkpoints(tmp_path):
   assert all(jax.tree.leaves(same))
   moved = jax.tree.map(np.array_equal, members[0], members[1])
   assert not all(jax.tree.leaves(moved))
+  # Checkpoints kept by another surrogate are refused before any training.
+  other = config.copy_and_resolve_references()
+  other.train.learning_rate = 0.5
+  kept = [os.path.join(craft_experiment.model_dir(
+      workdir, "surrogate", settings, {"kept_epochs": [1, 2]}), "kept_epochs")
+          for settings in (config, other)]
+  shutil.copytree(*kept)
+  with pytest.raises(identity.StaleRunError,
+                     match=r"(?s)after epoch 1 in .*train\.learning_rate: "):
+    craft_experiment.train_surrogate_keeping_epochs(other, train, workdir,
+                                                    (1, 2))
   # The ensemble's poison is not the trained surrogate's alone.
   config.poison.surrogate_epochs = ()
   single = craft_experiment.run_experiment(config, workdir)["metrics"]

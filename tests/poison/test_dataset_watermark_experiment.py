@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import dataset_watermark as dw_config
+from jaxwm import identity
 from jaxwm.data.dataset import Dataset
 from jaxwm.poison import ablation
 from jaxwm.poison import experiment
@@ -165,8 +166,8 @@ class _FakeTrainer:
 
 def test_curve_keeps_its_points_and_trains_only_for_new_counts(
     tmp_path, monkeypatch):
-  config = ml_collections.ConfigDict(
-      {"train": {"schedule": "step", "num_epochs": 9}})
+  config = dw_config.get_config("ubw_p,digits,runlocal")
+  config.train.schedule = "step"
   marked, key = experiment.mark_dataset(
       _dataset(), {"method": "ubw_p", "poison_rate": 0.25}, jax.random.key(1))
   trainer = _FakeTrainer(marked)
@@ -184,3 +185,15 @@ def test_curve_keeps_its_points_and_trains_only_for_new_counts(
   with pytest.raises(ValueError, match="trained past 3 epochs"):
     ablation.dispersibility_curve(config, marked, key, _dataset(n=8), [3],
                                   workdir)
+  # The points kept belong to this run and these data: another learning
+  # rate, or another test set, is refused before any training.
+  config.train.learning_rate = 0.5
+  with pytest.raises(identity.StaleRunError,
+                     match=r"train\.learning_rate: 0\.05 \(on disk\) != 0\.5"):
+    ablation.dispersibility_curve(config, marked, key, _dataset(n=8),
+                                  [2, 4, 6], workdir)
+  config.train.learning_rate = 0.05
+  with pytest.raises(identity.StaleRunError, match=r"test\.images: "):
+    ablation.dispersibility_curve(config, marked, key, _dataset(n=12),
+                                  [2, 4, 6], workdir)
+  assert trainer.trained == [2, 4, 6]
