@@ -25,8 +25,10 @@ from jaxwm import launch
 from jaxwm.poison import alignment_transfer, availability, craft_experiment
 
 
-def run_transfer(config, workdir: str) -> dict[str, Any]:
-  """The surrogate's alignment and the victim's curve; the ``outcome``."""
+def run_transfer(config, workdir: str,
+                 metrics: dict[str, Any]) -> dict[str, Any]:
+  """The surrogate's alignment and the victim's curve, into ``metrics``;
+  the launcher's ``outcome``."""
   if config.method not in availability.METHODS:
     raise ValueError(
         f"method {config.method!r} is not an availability poison; use one "
@@ -42,7 +44,7 @@ def run_transfer(config, workdir: str) -> dict[str, Any]:
   probe = alignment_transfer.alignment_probe(
       surrogate.model, crafted.poisoned, crafted.train,
       batch_size=config.train.batch_size)
-  metrics = {"surrogate": probe(surrogate.variables)}
+  metrics["surrogate"] = probe(surrogate.variables)
   metrics["curve"] = alignment_transfer.alignment_curve(
       victims, crafted.poisoned, crafted.train, crafted.test,
       stream=craft_experiment.victim_stream(victims),

@@ -278,21 +278,40 @@ def craft_poison(config, workdir: str) -> CraftedPoison:
                        folder)
 
 
-def run_experiment(config, workdir: str) -> dict[str, Any]:
-  """The whole experiment; returns the launcher's ``outcome`` mapping."""
+def run_experiment(config, workdir: str,
+                   metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The whole experiment; returns the launcher's ``outcome`` mapping.
+
+  Args:
+    config: a config from ``configs/craft_poison.py``.
+    workdir: where models, poisons and keys go (reused across runs).
+    metrics: the dict to fill, stage by stage, as values are measured (the
+      launcher's, so that a failure still reports them); default a new one.
+      The metrics are those of the module docstring; the watermarks'
+      ``verification`` holds each scenario's test result or the reason it
+      could not be run.
+  """
+  metrics = {} if metrics is None else metrics
   crafted = craft_poison(config, workdir)
   train, test, poison_key = crafted.train, crafted.test, crafted.key
-  values = dict(crafted.info)
+  metrics.update(crafted.info)
   victims = victim_config(config)
   victim = train_victim(victims, crafted.poisoned,
                         victim_dir(crafted.folder, "victim", victims))
+  if config.method in availability.METHODS:
+    metrics["test_accuracy"] = victim.evaluate(test)["accuracy"]
+  else:
+    metrics.update(watermark_metrics(victim.predict_proba, poison_key, test))
   clean = train_victim(victims, train,
                        victim_dir(workdir, "clean_victim", victims))
   clean_accuracy = clean.evaluate(test)["accuracy"]
   if config.method in availability.METHODS:
-    values.update(test_accuracy=victim.evaluate(test)["accuracy"],
-                  clean_test_accuracy=clean_accuracy)
+    metrics["clean_test_accuracy"] = clean_accuracy
   else:
+    clean_metrics = watermark_metrics(clean.predict_proba, poison_key, test)
+    metrics.update(benign_accuracy_clean_model=clean_accuracy,
+                   asr_a_clean_model=clean_metrics["asr_a"],
+                   d_p_clean_model=clean_metrics["d_p"])
     other = dataclasses.replace(poison_key, trigger=triggers.badnets_trigger(
         train.image_shape, size=config.watermark.patch_size,
         position=tuple(config.independent_trigger.patch_position),
@@ -303,11 +322,6 @@ def run_experiment(config, workdir: str) -> dict[str, Any]:
          "malicious": victim.predict_proba},
         poison_key, test, m=config.verify.m, tau=config.verify.tau,
         seed=config.verify.seed, keys={"independent_t": other})
-    values.update(watermark_metrics(victim.predict_proba, poison_key, test))
-    values.update(scenarios.scenario_metrics(results))
-    clean_metrics = watermark_metrics(clean.predict_proba, poison_key, test)
-    values.update(benign_accuracy_clean_model=clean_accuracy,
-                  asr_a_clean_model=clean_metrics["asr_a"],
-                  d_p_clean_model=clean_metrics["d_p"])
-  return {"dataset": config.dataset, "model": config.model, "metrics": values}
-
+    metrics.update(scenarios.scenario_metrics(results, config.verify.alpha))
+  return {"dataset": config.dataset, "model": config.model,
+          "metrics": metrics}

@@ -185,29 +185,37 @@ def _train_marked(config, train: Dataset, watermark: Mapping[str, Any],
   return model, watermark_key, digest
 
 
-def run_experiment(config, workdir: str) -> dict[str, Any]:
+def run_experiment(config, workdir: str,
+                   metrics: dict[str, Any] | None = None) -> dict[str, Any]:
   """The whole experiment; returns the launcher's ``outcome`` mapping.
 
   Args:
     config: a config from ``configs/dataset_watermark.py``.
     workdir: where models and keys go (reused across runs and methods).
+    metrics: the dict to fill, stage by stage, as values are measured (the
+      launcher's, so that a failure still reports them); default a new one.
 
   Returns:
     {"dataset", "model", "metrics"}: the watermarked model's
     ``benign_accuracy``, ``asr_a``, ``asr_c``, ``d_p``, ``d_s``, ``d_c``,
     ``top_class_share``; ``benign_accuracy_no_watermark`` of the benign
-    model; ``p_value``, ``delta_p`` and ``verification_m`` keyed by
-    scenario; ``poison_rate`` and ``watermark_key_digest``.
+    model; ``verification`` (each scenario's test result, or the reason
+    it could not be run), ``p_value`` and ``delta_p`` keyed by scenario;
+    ``poison_rate`` and ``watermark_key_digest``.
   """
+  metrics = {} if metrics is None else metrics
   train, test = recipe.load_datasets(config)
   logging.info("%s on %d %s training images, %d test images",
                config.watermark.method, len(train), config.dataset, len(test))
   benign = recipe.train_model(config, train,
                               workdir=model_dir(workdir, "benign", config),
                               stream=STREAMS["benign"])
+  metrics["benign_accuracy_no_watermark"] = benign.evaluate(test)["accuracy"]
   watermark = config.watermark.to_dict()
   watermarked, key, digest = _train_marked(config, train, watermark,
                                            "watermarked", workdir, benign)
+  metrics.update(poison_rate=key.poison_rate, watermark_key_digest=digest)
+  metrics.update(watermark_metrics(watermarked.predict_proba, key, test))
   independent_watermark = {**watermark,
                            **config.independent_trigger.to_dict()}
   independent, _, _ = _train_marked(config, train, independent_watermark,
@@ -218,23 +226,25 @@ def run_experiment(config, workdir: str) -> dict[str, Any]:
        "malicious": watermarked.predict_proba},
       key, test, m=config.verify.m, tau=config.verify.tau,
       seed=config.verify.seed)
-  values = {
-      **watermark_metrics(watermarked.predict_proba, key, test),
-      "benign_accuracy_no_watermark": benign.evaluate(test)["accuracy"],
-      **scenarios.scenario_metrics(results),
-      "poison_rate": key.poison_rate,
-      "watermark_key_digest": digest,
-  }
+  metrics.update(scenarios.scenario_metrics(results, config.verify.alpha))
   return {"dataset": config.dataset, "model": config.model,
-          "metrics": values}
+          "metrics": metrics}
 
 
 def format_table(metrics: Mapping[str, Any]) -> str:
   """The paper's Table 1 row and Table 3 block for one run, as text.
 
+  A scenario that could not be verified shows ``n/a``.
+
   Args:
     metrics: the ``metrics`` of :func:`run_experiment`.
   """
+
+  def row(name: str, values: Mapping[str, float], spec: str) -> str:
+    return f"{name:<8} " + " ".join(
+        f"{format(values[s], spec) if s in values else 'n/a':>14}"
+        for s in scenarios.SCENARIOS)
+
   rows = [
       "BA (no watermark)  BA      ASR-A   ASR-C   D_p",
       f"{metrics['benign_accuracy_no_watermark']:<18.4f} "
@@ -242,9 +252,7 @@ def format_table(metrics: Mapping[str, Any]) -> str:
       f"{metrics['asr_c']:<7.4f} {metrics['d_p']:.4f}",
       "",
       f"{'':<8} " + " ".join(f"{name:>14}" for name in scenarios.SCENARIOS),
-      "Delta P  " + " ".join(f"{metrics['delta_p'][name]:>14.4f}"
-                             for name in scenarios.SCENARIOS),
-      "p-value  " + " ".join(f"{metrics['p_value'][name]:>14.3g}"
-                             for name in scenarios.SCENARIOS),
+      row("Delta P", metrics["delta_p"], ".4f"),
+      row("p-value", metrics["p_value"], ".3g"),
   ]
   return "\n".join(rows)

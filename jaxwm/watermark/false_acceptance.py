@@ -59,8 +59,33 @@ def _one_model(config, train, test, index: int) -> dict[str, Any]:
           "accepted": bool(result.accepted)}
 
 
-def run_experiment(config, workdir: str) -> dict[str, Any]:
-  """Trains and verifies the models; returns the launcher's outcome."""
+def summary(verdicts: list[dict[str, Any]], num_triggers: int,
+            num_classes: int, alpha: float) -> dict[str, Any]:
+  """The experiment's metrics (module docstring) over ``verdicts``."""
+  accepted = sum(v["accepted"] for v in verdicts)
+  models = len(verdicts)
+  return {
+      "false_acceptance_rate": accepted / models,
+      "accepted": accepted,
+      "models": models,
+      "alpha": alpha,
+      "exact_size": exact_size(num_triggers, 1.0 / num_classes, alpha),
+      "rate_upper_95": _upper_95(accepted, models),
+      "mean_agreement": float(np.mean([v["agreement"] for v in verdicts])),
+      "benign_accuracy": float(np.mean([v["test_accuracy"]
+                                        for v in verdicts])),
+  }
+
+
+def run_experiment(config, workdir: str,
+                   metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Trains and verifies the models; returns the launcher's outcome.
+
+  ``metrics``, when given, is updated after each model with the summary of
+  the models verified so far (the launcher's, so that a failure still
+  reports them).
+  """
+  metrics = {} if metrics is None else metrics
   train, test = recipe.load_datasets(config)
   folder = os.path.join(workdir, "verdicts")
   os.makedirs(folder, exist_ok=True)
@@ -75,19 +100,7 @@ def run_experiment(config, workdir: str) -> dict[str, Any]:
       logging.info("model %d: %s", index, verdict)
     with open(path) as f:
       verdicts.append(json.load(f))
-  accepted = sum(v["accepted"] for v in verdicts)
-  models = len(verdicts)
-  alpha = config.watermark.alpha
-  return {"dataset": config.dataset, "model": config.model, "metrics": {
-      "false_acceptance_rate": accepted / models,
-      "accepted": accepted,
-      "models": models,
-      "alpha": alpha,
-      "exact_size": exact_size(config.watermark.num_triggers,
-                               1.0 / train.num_classes, alpha),
-      "rate_upper_95": _upper_95(accepted, models),
-      "mean_agreement": float(np.mean([v["agreement"] for v in verdicts])),
-      "benign_accuracy": float(np.mean([v["test_accuracy"]
-                                        for v in verdicts])),
-  }}
-
+    metrics.update(summary(verdicts, config.watermark.num_triggers,
+                           train.num_classes, config.watermark.alpha))
+  return {"dataset": config.dataset, "model": config.model,
+          "metrics": metrics}
