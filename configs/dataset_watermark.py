@@ -31,7 +31,8 @@ augmentation):
   samples, which the paper's 200 epochs do and a 12-epoch run does not;
   this is the cheapest recipe found that does (docs/results.md, "UBW-P
   dispersibility"). Train on all of it with ``--config.train_fraction=1``.
-* ``digits`` and ``runlocal``: the recipe of ``configs/train.py``.
+* ``digits`` and ``runlocal``: the recipe of ``configs/train.py``
+  (``runlocal`` with a constant learning rate).
 """
 
 import ml_collections
@@ -111,6 +112,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.ablation = ablation_config(runlocal)
   if runlocal:
     config.verify.m = 20
+    # No decay over the one epoch: a schedule that does not depend on the
+    # number of epochs, as experiments/ablate_ubw_p.py's curves need.
+    config.train.schedule = "constant"
   return config
 
 

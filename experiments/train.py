@@ -9,8 +9,6 @@ from absl import app
 from jaxwm import launch
 from jaxwm.train import recipe
 
-launch.define_flags("configs/train.py")
-
 
 def main(argv):
   if len(argv) > 1:
@@ -19,4 +17,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  launch.define_flags("configs/train.py")
   app.run(main)

@@ -71,7 +71,7 @@ def run_job(experiment: str, run_fn: RunFn, config, *,
   start = time.perf_counter()
   try:
     outcome = run_fn(config, workdir, metrics)
-  except (Exception, KeyboardInterrupt) as caught:  # pylint: disable=broad-except
+  except (Exception, KeyboardInterrupt) as caught:  # pylint: disable=W0718
     logging.exception("%s failed", experiment)
     error = caught
   wall_s = time.perf_counter() - start

@@ -316,12 +316,12 @@ def run_experiment(config, workdir: str,
         train.image_shape, size=config.watermark.patch_size,
         position=tuple(config.independent_trigger.patch_position),
         pattern=config.independent_trigger.patch_pattern))
-    results = scenarios.verify_scenarios(
+    verdicts = scenarios.verify_scenarios(
         {"independent_t": victim.predict_proba,
          "independent_m": clean.predict_proba,
          "malicious": victim.predict_proba},
         poison_key, test, m=config.verify.m, tau=config.verify.tau,
         seed=config.verify.seed, keys={"independent_t": other})
-    metrics.update(scenarios.scenario_metrics(results, config.verify.alpha))
+    metrics.update(scenarios.scenario_metrics(verdicts, config.verify.alpha))
   return {"dataset": config.dataset, "model": config.model,
           "metrics": metrics}
