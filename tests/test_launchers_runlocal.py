@@ -237,11 +237,19 @@ def test_runlocal_variant_writes_its_results(case, shared_workdirs,
     case.check(metrics, config, written["incomplete"])
 
 
+def _forget_config_overrides() -> None:
+  """Removes the ``--config.*`` flags an earlier parse defined (parsing
+  defines them anew)."""
+  for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+    delattr(flags.FLAGS, name)
+
+
 @pytest.fixture
 def launcher_flags(monkeypatch):
   """Parses a launcher's argv as ``app.run`` would; yields the parser."""
   if "output_json" not in flags.FLAGS:
     launch.define_flags(os.path.join(REPO, "configs/train.py"))
+  _forget_config_overrides()
 
   def parse(argv: list[str]) -> None:
     monkeypatch.setattr(sys, "argv", argv)  # config overrides read sys.argv
@@ -249,6 +257,7 @@ def launcher_flags(monkeypatch):
 
   yield parse
   flags.FLAGS.unparse_flags()
+  _forget_config_overrides()
 
 
 def test_a_diverged_run_still_writes_its_results_and_exits_non_zero(

@@ -19,10 +19,11 @@ importable from a notebook:
    ``benign_accuracy``, ``asr_a``, ``asr_c``, ``d_p`` (and ``d_s``,
    ``d_c``) of the poisoned victim on triggered source-class test images
    (``*_clean_model``: the same for the clean victim, the trigger's effect
-   without the watermark), and the ``p_value`` of the three scenarios:
-   ``malicious`` (the victim, our trigger), ``independent_t`` (the victim
-   queried with a different trigger, as in the UBW paper, Section 5.3) and
-   ``independent_m`` (the clean victim, our trigger).
+   without the watermark), and the ``verification`` (test result, or the
+   reason it could not be run), ``p_value`` and ``delta_p`` of the three
+   scenarios: ``malicious`` (the victim, our trigger), ``independent_t``
+   (the victim queried with a different trigger, as in the UBW paper,
+   Section 5.3) and ``independent_m`` (the clean victim, our trigger).
 
 Every model and the crafting run live in folders named after their role
 and a fingerprint of what they depend on, so a rerun resumes or reuses them.

@@ -39,28 +39,41 @@ class TrainingDivergedError(RuntimeError):
 
   Attributes:
     step: the 1-based optimizer step whose loss was first not finite.
+    epoch: the 1-based epoch of that step.
     loss: that loss (NaN or +-inf).
     learning_rate: the learning rate of that step, None when unknown.
   """
 
   def __init__(self, step: int, epoch: int, loss: float,
                learning_rate: float | None):
-    self.step, self.loss, self.learning_rate = step, loss, learning_rate
+    self.step, self.epoch, self.loss = step, epoch, loss
+    self.learning_rate = learning_rate
     rate = ("unknown" if learning_rate is None else
             f"{learning_rate:.6g}")
     super().__init__(
         f"training diverged: the loss is {loss} at step {step} (epoch "
         f"{epoch}), learning rate {rate}. Lower train.learning_rate (e.g. "
         "--config.train.learning_rate=0.01), check the training images and "
-        "labels for NaN or out-of-range values, or train in float32 "
-        "(--config.train.dtype=float32). The diverged model was not "
+        "labels for NaN or out-of-range values, or, in bfloat16, train in "
+        "float32 (--config.train.dtype=float32). The diverged model was not "
         "checkpointed.")
 
 
+@jax.jit
 def _first_non_finite(first_step: jax.Array, first_loss: jax.Array,
                       loss: jax.Array, step: jax.Array
                       ) -> tuple[jax.Array, jax.Array]:
-  """Keeps (step, loss) of the first non-finite loss; step -1 while none."""
+  """Keeps (step, loss) of the first non-finite loss.
+
+  Args:
+    first_step: int32 [], the step recorded so far, -1 while none.
+    first_loss: float32 [], its loss.
+    loss: float [], the loss of ``step``.
+    step: int32 [], the 0-based optimizer step.
+
+  Returns:
+    The updated (first_step, first_loss).
+  """
   new = (first_step < 0) & ~jnp.isfinite(loss)
   return (jnp.where(new, step, first_step),
           jnp.where(new, loss.astype(jnp.float32), first_loss))
@@ -78,11 +91,10 @@ class _DivergenceGuard:
     self._steps_per_epoch = steps_per_epoch
     self._learning_rate = learning_rate
     self._first = (jnp.int32(-1), jnp.float32(0))
-    self._track = jax.jit(_first_non_finite)
 
   def update(self, step: int, loss: jax.Array) -> None:
     """Records ``loss``, the loss of the 0-based optimizer step ``step``."""
-    self._first = self._track(*self._first, loss, step)
+    self._first = _first_non_finite(*self._first, loss, step)
 
   def check(self) -> None:
     step, loss = (v.item() for v in jax.device_get(self._first))
