@@ -40,9 +40,9 @@ def arm_config(config, arm: dict[str, Any]):
 
 
 def run_ablation(config, workdir: str,
-                 metrics: dict[str, Any]) -> dict[str, Any]:
-  """Every arm's curve, into ``metrics["curves"]`` arm by arm; the
-  launcher's ``outcome`` mapping.
+                 metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Every arm's curve, into ``metrics["curves"]`` arm by arm (``metrics``
+  default a new dict); the launcher's ``outcome`` mapping.
 
   An arm's model is the experiment's watermarked model for its config and
   lives in the same folder, so ``experiments/dataset_watermark.py`` with
@@ -54,6 +54,7 @@ def run_ablation(config, workdir: str,
   if unknown:
     raise ValueError(f"ablation.only names unknown arms {unknown}; the arms "
                      f"are {sorted(arms)}.")
+  metrics = {} if metrics is None else metrics
   curves = metrics.setdefault("curves", {})
   for name, arm in arms.items():
     if only and name not in only:

@@ -26,9 +26,10 @@ from jaxwm.poison import alignment_transfer, availability, craft_experiment
 
 
 def run_transfer(config, workdir: str,
-                 metrics: dict[str, Any]) -> dict[str, Any]:
-  """The surrogate's alignment and the victim's curve, into ``metrics``;
-  the launcher's ``outcome``."""
+                 metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The surrogate's alignment and the victim's curve, into ``metrics``
+  (default a new dict); the launcher's ``outcome``."""
+  metrics = {} if metrics is None else metrics
   if config.method not in availability.METHODS:
     raise ValueError(
         f"method {config.method!r} is not an availability poison; use one "
