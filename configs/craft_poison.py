@@ -102,7 +102,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Independent-T queries the watermarked model with a different trigger.
   config.independent_trigger = ml_collections.ConfigDict(dict(
       patch_position=(0, 0), patch_pattern="white"))
-  config.verify = ml_collections.ConfigDict(dict(m=100, tau=0.25, seed=0))
+  config.verify = ml_collections.ConfigDict(dict(m=100, tau=0.25, seed=0,
+                                                  alpha=0.01))
   # The victims' recipe is config.train with the fields set here replaced.
   placeholder = ml_collections.config_dict.placeholder
   config.victim = ml_collections.ConfigDict(dict(

@@ -40,8 +40,10 @@ def arm_config(config, arm: dict[str, Any]):
   return result
 
 
-def run_ablation(config, workdir: str) -> dict[str, Any]:
-  """Every arm's curve; the launcher's ``outcome`` mapping.
+def run_ablation(config, workdir: str,
+                 metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Every arm's curve, into ``metrics["curves"]`` arm by arm (``metrics``
+  default a new dict); the launcher's ``outcome`` mapping.
 
   An arm's model is the experiment's watermarked model for its config and
   lives in the same folder, so ``experiments/dataset_watermark.py`` with
@@ -53,7 +55,8 @@ def run_ablation(config, workdir: str) -> dict[str, Any]:
   if unknown:
     raise ValueError(f"ablation.only names unknown arms {unknown}; the arms "
                      f"are {sorted(arms)}.")
-  curves = {}
+  metrics = {} if metrics is None else metrics
+  curves = metrics.setdefault("curves", {})
   for name, arm in arms.items():
     if only and name not in only:
       continue
@@ -69,7 +72,7 @@ def run_ablation(config, workdir: str) -> dict[str, Any]:
         experiment.marked_model_dir(workdir, arm_settings, watermark,
                                     "watermarked"))
   return {"dataset": config.dataset, "model": config.model,
-          "metrics": {"curves": curves}}
+          "metrics": metrics}
 
 
 def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str,

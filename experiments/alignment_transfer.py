@@ -26,8 +26,11 @@ from jaxwm.config_checks import launchers
 from jaxwm.poison import alignment_transfer, availability, craft_experiment
 
 
-def run_transfer(config, workdir: str) -> dict[str, Any]:
-  """The surrogate's alignment and the victim's curve; the ``outcome``."""
+def run_transfer(config, workdir: str,
+                 metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The surrogate's alignment and the victim's curve, into ``metrics``
+  (default a new dict); the launcher's ``outcome``."""
+  metrics = {} if metrics is None else metrics
   if config.method not in availability.METHODS:
     raise ValueError(
         f"method {config.method!r} is not an availability poison; use one "
@@ -43,7 +46,7 @@ def run_transfer(config, workdir: str) -> dict[str, Any]:
   probe = alignment_transfer.alignment_probe(
       surrogate.model, crafted.poisoned, crafted.train,
       batch_size=config.train.batch_size)
-  metrics = {"surrogate": probe(surrogate.variables)}
+  metrics["surrogate"] = probe(surrogate.variables)
   metrics["curve"] = alignment_transfer.alignment_curve(
       victims, crafted.poisoned, crafted.train, crafted.test,
       stream=craft_experiment.victim_stream(victims),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import json
 import math
 import os
 import sys
@@ -289,8 +290,12 @@ def test_every_launcher_passes_its_runlocal_variant(places, work_spies,
     argv = _argv(name, variant, (), places)
     monkeypatch.setattr(sys, "argv", argv)
     with _parsed(argv):
-      with pytest.raises(AssertionError, match="before the input"):
+      with pytest.raises(SystemExit):  # the spy fails the job
         module.main([name])
+    with open(places["output"]) as f:
+      written = json.load(f)
+    assert written["status"] == "failed"
+    assert "before the input" in written["error"]["message"]
   assert len(work_spies) == len(LAUNCHERS)
 
 

@@ -81,7 +81,9 @@ def test_badnets_on_digits_is_learned_and_verified(finished_run):
   assert values["delta_p"]["malicious"] > 0.5
   for scenario in ("independent_t", "independent_m"):
     assert values["p_value"][scenario] > 0.05
-    assert values["verification_m"][scenario] == 20
+    assert values["verification"][scenario]["m"] == 20
+    assert values["verification"][scenario]["decision"] == "fail_to_reject_h0"
+  assert values["verification"]["malicious"]["decision"] == "reject_h0"
   folders = sorted(os.listdir(workdir))
   assert [f.split("-")[0] for f in folders] == [
       f"badnets_independent_digits_{LINEAR}_seed0",
@@ -122,8 +124,13 @@ def test_launcher_reuses_the_models_and_writes_the_results(
   assert result["metrics"]["p_value"] == pytest.approx(
       outcome["metrics"]["p_value"], rel=1e-6)
   assert len(os.listdir(workdir)) == 3
-  # The printed tables: Table 1's row and Table 3's block.
+  assert (result["status"], result["error"], result["incomplete"]) == (
+      "ok", None, {})
+  # The summary, then the tables: Table 1's row and Table 3's block.
   lines = capsys.readouterr().out.splitlines()
+  assert lines[0].startswith("dataset_watermark: ok")
+  assert f"results: {output}" in lines
+  lines = lines[lines.index(f"results: {output}") + 1:]
   assert lines[0].split()[-1] == "D_p"
   assert float(lines[1].split()[2]) == pytest.approx(
       result["metrics"]["asr_a"], abs=1e-4)

@@ -138,7 +138,9 @@ def train_model(config, train_data: Dataset, *, l2_clip: float,
       num_epochs=config.train.num_epochs, data_rng=jax.random.fold_in(key, 1),
       mesh=mesh, workdir=workdir, identity=identity,
       checkpoint_every_epochs=config.train.checkpoint_every_epochs,
-      log_every_steps=config.train.log_every_steps)
+      log_every_steps=config.train.log_every_steps,
+      learning_rate=optim.schedule_from_config(
+          config.train, steps_per_epoch, config.train.num_epochs))
   return recipe.TrainedModel(model, state, mesh,
                              step_lib.make_predict_fn(model, mesh),
                              config.eval_batch_size)

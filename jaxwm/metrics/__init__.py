@@ -3,6 +3,7 @@
 Pure jnp functions; see the UBW paper, Section 5.1 and Definitions 1-2.
 """
 
+from jaxwm.metrics._checks import UndefinedMetricError
 from jaxwm.metrics.attack_success import asr_a
 from jaxwm.metrics.attack_success import asr_c
 from jaxwm.metrics.attack_success import benign_accuracy

@@ -19,10 +19,11 @@ importable from a notebook:
    ``benign_accuracy``, ``asr_a``, ``asr_c``, ``d_p`` (and ``d_s``,
    ``d_c``) of the poisoned victim on triggered source-class test images
    (``*_clean_model``: the same for the clean victim, the trigger's effect
-   without the watermark), and the ``p_value`` of the three scenarios:
-   ``malicious`` (the victim, our trigger), ``independent_t`` (the victim
-   queried with a different trigger, as in the UBW paper, Section 5.3) and
-   ``independent_m`` (the clean victim, our trigger).
+   without the watermark), and the ``verification`` (test result, or the
+   reason it could not be run), ``p_value`` and ``delta_p`` of the three
+   scenarios: ``malicious`` (the victim, our trigger), ``independent_t``
+   (the victim queried with a different trigger, as in the UBW paper,
+   Section 5.3) and ``independent_m`` (the clean victim, our trigger).
 
 Every model and the crafting run live in folders named after their role
 and a fingerprint of what they depend on, so a rerun resumes or reuses them;
@@ -292,36 +293,50 @@ def craft_poison(config, workdir: str) -> CraftedPoison:
                        folder)
 
 
-def run_experiment(config, workdir: str) -> dict[str, Any]:
-  """The whole experiment; returns the launcher's ``outcome`` mapping."""
+def run_experiment(config, workdir: str,
+                   metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The whole experiment; returns the launcher's ``outcome`` mapping.
+
+  Args:
+    config: a config from ``configs/craft_poison.py``.
+    workdir: where models, poisons and keys go (reused across runs).
+    metrics: the dict to fill, stage by stage, as values are measured (the
+      launcher's, so that a failure still reports them); default a new one.
+      The metrics are those of the module docstring; the watermarks'
+      ``verification`` holds each scenario's test result or the reason it
+      could not be run.
+  """
+  metrics = {} if metrics is None else metrics
   crafted = craft_poison(config, workdir)
   train, test, poison_key = crafted.train, crafted.test, crafted.key
-  values = dict(crafted.info)
+  metrics.update(crafted.info)
   victims = victim_config(config)
   victim = train_victim(victims, crafted.poisoned,
                         victim_dir(crafted.folder, "victim", victims))
+  if config.method in availability.METHODS:
+    metrics["test_accuracy"] = victim.evaluate(test)["accuracy"]
+  else:
+    metrics.update(watermark_metrics(victim.predict_proba, poison_key, test))
   clean = train_victim(victims, train,
                        victim_dir(workdir, "clean_victim", victims))
   clean_accuracy = clean.evaluate(test)["accuracy"]
   if config.method in availability.METHODS:
-    values.update(test_accuracy=victim.evaluate(test)["accuracy"],
-                  clean_test_accuracy=clean_accuracy)
+    metrics["clean_test_accuracy"] = clean_accuracy
   else:
+    clean_metrics = watermark_metrics(clean.predict_proba, poison_key, test)
+    metrics.update(benign_accuracy_clean_model=clean_accuracy,
+                   asr_a_clean_model=clean_metrics["asr_a"],
+                   d_p_clean_model=clean_metrics["d_p"])
     other = dataclasses.replace(poison_key, trigger=triggers.badnets_trigger(
         train.image_shape, size=config.watermark.patch_size,
         position=tuple(config.independent_trigger.patch_position),
         pattern=config.independent_trigger.patch_pattern))
-    results = scenarios.verify_scenarios(
+    verdicts = scenarios.verify_scenarios(
         {"independent_t": victim.predict_proba,
          "independent_m": clean.predict_proba,
          "malicious": victim.predict_proba},
         poison_key, test, m=config.verify.m, tau=config.verify.tau,
         seed=config.verify.seed, keys={"independent_t": other})
-    values.update(watermark_metrics(victim.predict_proba, poison_key, test))
-    values.update(scenarios.scenario_metrics(results))
-    clean_metrics = watermark_metrics(clean.predict_proba, poison_key, test)
-    values.update(benign_accuracy_clean_model=clean_accuracy,
-                  asr_a_clean_model=clean_metrics["asr_a"],
-                  d_p_clean_model=clean_metrics["d_p"])
-  return {"dataset": config.dataset, "model": config.model, "metrics": values}
-
+    metrics.update(scenarios.scenario_metrics(verdicts, config.verify.alpha))
+  return {"dataset": config.dataset, "model": config.model,
+          "metrics": metrics}

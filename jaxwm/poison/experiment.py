@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 from absl import logging
 
 from jaxwm import identity
-from jaxwm import metrics
+from jaxwm import metrics as metrics_lib
+from jaxwm import results
 from jaxwm.data.dataset import Dataset
 from jaxwm.poison import label_consistent
 from jaxwm.poison import poisoned_label
@@ -92,8 +93,17 @@ def eligible_test_indices(key: WatermarkKey, labels: np.ndarray) -> np.ndarray:
   return np.flatnonzero(eligible)
 
 
+def _rate(compute: Callable[[], Any]) -> float | dict[str, str]:
+  """``compute()`` as a float, or ``{"error": why}`` when the rate is over
+  an empty set of samples."""
+  try:
+    return float(compute())
+  except metrics_lib.UndefinedMetricError as error:
+    return results.not_computed(str(error))
+
+
 def watermark_metrics(predict_proba: PredictProba, key: WatermarkKey,
-                      test_dataset: Dataset) -> dict[str, float]:
+                      test_dataset: Dataset) -> dict[str, Any]:
   """Benign accuracy, ASR-A, ASR-C and dispersibility of a suspect model.
 
   Benign accuracy is measured on the whole test set; the other metrics on
@@ -112,7 +122,9 @@ def watermark_metrics(predict_proba: PredictProba, key: WatermarkKey,
 
   Returns:
     {"benign_accuracy", "asr_a", "asr_c", "d_p", "d_s", "d_c",
-    "top_class_share"}, floats.
+    "top_class_share"}, floats; an attack success rate over no qualifying
+    sample (ASR-C of a model that gets no eligible test image right) is
+    ``{"error": why}``.
   """
   benign = np.asarray(predict_proba(test_dataset.float_images()))
   eligible = eligible_test_indices(key, test_dataset.labels)
@@ -123,17 +135,21 @@ def watermark_metrics(predict_proba: PredictProba, key: WatermarkKey,
   triggered_classes = np.argmax(triggered, axis=1)
   counts = np.bincount(triggered_classes, minlength=key.num_classes)
   values = {
-      "benign_accuracy": metrics.benign_accuracy(benign, test_dataset.labels),
-      "asr_a": metrics.asr_a(triggered, labels, key.target_label),
-      "asr_c": metrics.asr_c(triggered, benign[eligible], labels,
-                             key.target_label),
-      "d_p": metrics.prediction_dispersibility(triggered_classes, labels,
-                                               key.num_classes),
-      "d_s": metrics.sample_dispersibility(triggered),
-      "d_c": metrics.class_dispersibility(triggered, labels),
+      "benign_accuracy": metrics_lib.benign_accuracy(benign,
+                                                     test_dataset.labels),
+      "d_p": metrics_lib.prediction_dispersibility(
+          triggered_classes, labels, key.num_classes),
+      "d_s": metrics_lib.sample_dispersibility(triggered),
+      "d_c": metrics_lib.class_dispersibility(triggered, labels),
       "top_class_share": counts.max() / max(1, counts.sum()),
   }
-  return {name: float(value) for name, value in values.items()}
+  return {
+      **{name: float(value) for name, value in values.items()},
+      "asr_a": _rate(lambda: metrics_lib.asr_a(triggered, labels,
+                                               key.target_label)),
+      "asr_c": _rate(lambda: metrics_lib.asr_c(
+          triggered, benign[eligible], labels, key.target_label)),
+  }
 
 
 def model_dir(workdir: str, role: str, config, *parts: Any) -> str:
@@ -185,66 +201,77 @@ def _train_marked(config, train: Dataset, watermark: Mapping[str, Any],
   return model, watermark_key, digest
 
 
-def run_experiment(config, workdir: str) -> dict[str, Any]:
+def run_experiment(config, workdir: str,
+                   metrics: dict[str, Any] | None = None) -> dict[str, Any]:
   """The whole experiment; returns the launcher's ``outcome`` mapping.
 
   Args:
     config: a config from ``configs/dataset_watermark.py``.
     workdir: where models and keys go (reused across runs and methods).
+    metrics: the dict to fill, stage by stage, as values are measured (the
+      launcher's, so that a failure still reports them); default a new one.
 
   Returns:
     {"dataset", "model", "metrics"}: the watermarked model's
     ``benign_accuracy``, ``asr_a``, ``asr_c``, ``d_p``, ``d_s``, ``d_c``,
     ``top_class_share``; ``benign_accuracy_no_watermark`` of the benign
-    model; ``p_value``, ``delta_p`` and ``verification_m`` keyed by
-    scenario; ``poison_rate`` and ``watermark_key_digest``.
+    model; ``verification`` (each scenario's test result, or the reason
+    it could not be run), ``p_value`` and ``delta_p`` keyed by scenario;
+    ``poison_rate`` and ``watermark_key_digest``.
   """
+  metrics = {} if metrics is None else metrics
   train, test = recipe.load_datasets(config)
   logging.info("%s on %d %s training images, %d test images",
                config.watermark.method, len(train), config.dataset, len(test))
   benign = recipe.train_model(config, train,
                               workdir=model_dir(workdir, "benign", config),
                               stream=STREAMS["benign"])
+  metrics["benign_accuracy_no_watermark"] = benign.evaluate(test)["accuracy"]
   watermark = config.watermark.to_dict()
   watermarked, key, digest = _train_marked(config, train, watermark,
                                            "watermarked", workdir, benign)
+  metrics.update(poison_rate=key.poison_rate, watermark_key_digest=digest)
+  metrics.update(watermark_metrics(watermarked.predict_proba, key, test))
   independent_watermark = {**watermark,
                            **config.independent_trigger.to_dict()}
   independent, _, _ = _train_marked(config, train, independent_watermark,
                                     "independent", workdir, benign)
-  results = scenarios.verify_scenarios(
+  verdicts = scenarios.verify_scenarios(
       {"independent_t": independent.predict_proba,
        "independent_m": benign.predict_proba,
        "malicious": watermarked.predict_proba},
       key, test, m=config.verify.m, tau=config.verify.tau,
       seed=config.verify.seed)
-  values = {
-      **watermark_metrics(watermarked.predict_proba, key, test),
-      "benign_accuracy_no_watermark": benign.evaluate(test)["accuracy"],
-      **scenarios.scenario_metrics(results),
-      "poison_rate": key.poison_rate,
-      "watermark_key_digest": digest,
-  }
+  metrics.update(scenarios.scenario_metrics(verdicts, config.verify.alpha))
   return {"dataset": config.dataset, "model": config.model,
-          "metrics": values}
+          "metrics": metrics}
 
 
 def format_table(metrics: Mapping[str, Any]) -> str:
   """The paper's Table 1 row and Table 3 block for one run, as text.
 
+  A scenario that could not be verified shows ``n/a``.
+
   Args:
     metrics: the ``metrics`` of :func:`run_experiment`.
   """
+
+  def cell(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, float) else "n/a"
+
+  def row(name: str, values: Mapping[str, float], spec: str) -> str:
+    return f"{name:<8} " + " ".join(
+        f"{cell(values.get(s), spec):>14}" for s in scenarios.SCENARIOS)
+
   rows = [
       "BA (no watermark)  BA      ASR-A   ASR-C   D_p",
-      f"{metrics['benign_accuracy_no_watermark']:<18.4f} "
-      f"{metrics['benign_accuracy']:<7.4f} {metrics['asr_a']:<7.4f} "
-      f"{metrics['asr_c']:<7.4f} {metrics['d_p']:.4f}",
+      f"{cell(metrics['benign_accuracy_no_watermark'], '.4f'):<18} "
+      + " ".join(f"{cell(metrics[name], '.4f'):<7}"
+                 for name in ("benign_accuracy", "asr_a", "asr_c"))
+      + f" {cell(metrics['d_p'], '.4f')}",
       "",
       f"{'':<8} " + " ".join(f"{name:>14}" for name in scenarios.SCENARIOS),
-      "Delta P  " + " ".join(f"{metrics['delta_p'][name]:>14.4f}"
-                             for name in scenarios.SCENARIOS),
-      "p-value  " + " ".join(f"{metrics['p_value'][name]:>14.3g}"
-                             for name in scenarios.SCENARIOS),
+      row("Delta P", metrics["delta_p"], ".4f"),
+      row("p-value", metrics["p_value"], ".3g"),
   ]
   return "\n".join(rows)

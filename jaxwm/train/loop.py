@@ -3,7 +3,11 @@
 The training set lives on the device. Each epoch draws one permutation with
 ``jax.random.permutation``; each step gathers its batch from device memory in
 a small jitted function, so the host only dispatches work. Values are copied
-back to the host only every ``log_every_steps`` steps, for the progress line.
+back to the host only every ``log_every_steps`` steps and at the end of each
+epoch, for the progress line and the divergence check: the first step whose
+loss is NaN or infinite is remembered on the device and reported there as a
+:class:`TrainingDivergedError`, before any checkpoint of the diverged model
+is saved.
 """
 
 from __future__ import annotations
@@ -27,6 +31,82 @@ from jaxwm.train.step import StepFn
 
 # (batch, key) -> batch of the same shapes, run on device before each step.
 BatchFn = Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
+# The learning rate: a constant or a schedule of the optimizer step.
+LearningRate = float | Callable[[int], Any]
+
+
+class TrainingDivergedError(RuntimeError):
+  """The training loss became NaN or infinite.
+
+  Attributes:
+    step: the 1-based optimizer step whose loss was first not finite.
+    epoch: the 1-based epoch of that step.
+    loss: that loss (NaN or +-inf).
+    learning_rate: the learning rate of that step, None when unknown.
+  """
+
+  def __init__(self, step: int, epoch: int, loss: float,
+               learning_rate: float | None):
+    self.step, self.epoch, self.loss = step, epoch, loss
+    self.learning_rate = learning_rate
+    rate = ("unknown" if learning_rate is None else
+            f"{learning_rate:.6g}")
+    super().__init__(
+        f"training diverged: the loss is {loss} at step {step} (epoch "
+        f"{epoch}), learning rate {rate}. Lower train.learning_rate (e.g. "
+        "--config.train.learning_rate=0.01), check the training images and "
+        "labels for NaN or out-of-range values, or, in bfloat16, train in "
+        "float32 (--config.train.dtype=float32). The diverged model was not "
+        "checkpointed.")
+
+
+@jax.jit
+def _first_non_finite(first_step: jax.Array, first_loss: jax.Array,
+                      loss: jax.Array, step: jax.Array
+                      ) -> tuple[jax.Array, jax.Array]:
+  """Keeps (step, loss) of the first non-finite loss.
+
+  Args:
+    first_step: int32 [], the step recorded so far, -1 while none.
+    first_loss: float32 [], its loss.
+    loss: float [], the loss of ``step``.
+    step: int32 [], the 0-based optimizer step.
+
+  Returns:
+    The updated (first_step, first_loss).
+  """
+  new = (first_step < 0) & ~jnp.isfinite(loss)
+  return (jnp.where(new, step, first_step),
+          jnp.where(new, loss.astype(jnp.float32), first_loss))
+
+
+class _DivergenceGuard:
+  """Remembers on device the first step with a non-finite loss.
+
+  :meth:`update` only dispatches a tiny computation; :meth:`check` copies
+  two scalars to the host and raises :class:`TrainingDivergedError`.
+  """
+
+  def __init__(self, steps_per_epoch: int,
+               learning_rate: LearningRate | None):
+    self._steps_per_epoch = steps_per_epoch
+    self._learning_rate = learning_rate
+    self._first = (jnp.int32(-1), jnp.float32(0))
+
+  def update(self, step: int, loss: jax.Array) -> None:
+    """Records ``loss``, the loss of the 0-based optimizer step ``step``."""
+    self._first = _first_non_finite(*self._first, loss, step)
+
+  def check(self) -> None:
+    step, loss = (v.item() for v in jax.device_get(self._first))
+    if step < 0:
+      return
+    rate = self._learning_rate
+    if callable(rate):
+      rate = rate(step)
+    raise TrainingDivergedError(
+        step + 1, step // self._steps_per_epoch + 1, loss,
+        None if rate is None else float(rate))
 
 
 def _progress_bar(total: int, initial: int, enabled: bool | None):
@@ -52,12 +132,14 @@ class _Progress:
     self._bar = _progress_bar(total_steps, first_step, progress_bar)
 
   def update(self, step: int, metrics: dict[str, jax.Array],
-             force: bool = False) -> None:
+             force: bool = False) -> bool:
+    """Queues a step's metrics; logs (a host sync) at the interval or when
+    ``force``. Returns whether it synchronised."""
     self._pending.append(metrics)
     if self._bar is not None:
       self._bar.update(1)
     if not force and step % self._every:
-      return
+      return False
     means = jax.device_get(jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)),
                                         *self._pending))
     self._pending = []
@@ -72,6 +154,7 @@ class _Progress:
     if self._bar is not None:
       self._bar.set_postfix(loss=f"{means['loss']:.4f}",
                             acc=f"{means['accuracy']:.3f}")
+    return True
 
   def close(self) -> None:
     if self._bar is not None:
@@ -178,7 +261,8 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
         feed: str = "auto",
         batch_fn: BatchFn | None = None,
         on_epoch_end: Callable[[int, TrainState], Any] | None = None,
-        progress_bar: bool | None = None) -> TrainState:
+        progress_bar: bool | None = None,
+        learning_rate: LearningRate | None = None) -> TrainState:
   """Trains ``state`` for ``num_epochs`` epochs over ``train_data``.
 
   Args:
@@ -211,9 +295,16 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
     on_epoch_end: called as ``on_epoch_end(epoch, state)`` after each epoch.
     progress_bar: show a tqdm bar; default: when stderr is a terminal or in
       a notebook.
+    learning_rate: the optimizer's learning rate (a number or a schedule of
+      the 0-based step), named in the error of a diverged run.
 
   Returns:
     The trained state.
+
+  Raises:
+    TrainingDivergedError: a loss was NaN or infinite. It is detected at the
+      next progress line or epoch end and names the exact first step; no
+      checkpoint or ``on_epoch_end`` call sees the diverged state.
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
   sharding.check_batch_size(batch_size, mesh)
@@ -251,6 +342,7 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
   total_steps = steps_per_epoch * num_epochs
   progress = _Progress(total_steps, start_epoch * steps_per_epoch,
                        batch_size, log_every_steps, progress_bar)
+  guard = _DivergenceGuard(steps_per_epoch, learning_rate)
   try:
     for epoch in range(start_epoch, num_epochs):
       perm = permute(data_rng, epoch)
@@ -258,8 +350,10 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
         global_step = epoch * steps_per_epoch + index
         batch, key = batcher(perm, index, base_key, global_step)
         state, metrics = step_fn(state, batch, key)
-        progress.update(global_step + 1, metrics,
-                        force=index == steps_per_epoch - 1)
+        guard.update(global_step, metrics["loss"])
+        if progress.update(global_step + 1, metrics,
+                           force=index == steps_per_epoch - 1):
+          guard.check()
       if on_epoch_end is not None:
         on_epoch_end(epoch + 1, state)
       if checkpointer is not None and (

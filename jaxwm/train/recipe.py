@@ -238,7 +238,9 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
       targets=targets, mesh=mesh, workdir=workdir, identity=identity,
       checkpoint_every_epochs=recipe.checkpoint_every_epochs,
       log_every_steps=recipe.log_every_steps, batch_fn=batch_fn,
-      on_epoch_end=on_epoch_end)
+      on_epoch_end=on_epoch_end,
+      learning_rate=optim.schedule_from_config(
+          recipe, max(1, steps_per_epoch), recipe.num_epochs))
   return TrainedModel(model, state, mesh, step_lib.make_predict_fn(model, mesh),
                       config.eval_batch_size)
 
@@ -259,7 +261,9 @@ def _start_from(state: TrainState, variables: dict[str, Any],
                        opt_state=optimizer.init(params))
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config, workdir: str,
+                       metrics: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
   """The ``train`` experiment: fit ``config.model`` and report test accuracy.
 
   ``workdir/model`` holds the checkpoints of this one run. A rerun with the
@@ -272,17 +276,25 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   mistaken for another configuration's; use a new ``--workdir`` per
   configuration.
 
+  Args:
+    config: a config from ``configs/train.py``.
+    workdir: the checkpoint folder's parent.
+    metrics: the dict to fill as values are measured (the launcher's, so
+      that a failure still reports them); default a new one.
+
   Returns:
     {"dataset", "model", "metrics": {"benign_accuracy", "test_loss",
     "train_examples"}} as the launcher's results contract expects.
   """
+  metrics = {} if metrics is None else metrics
   train, test = load_datasets(config)
+  metrics["train_examples"] = len(train)
   logging.info("Training %s on %d %s images %s", config.model, len(train),
                config.dataset, train.image_shape)
   trained = train_model(config, train,
                         workdir=os.path.join(workdir, "model"))
   scores = trained.evaluate(test)
+  metrics.update(benign_accuracy=scores["accuracy"],
+                 test_loss=scores["loss"])
   return {"dataset": config.dataset, "model": config.model,
-          "metrics": {"benign_accuracy": scores["accuracy"],
-                      "test_loss": scores["loss"],
-                      "train_examples": len(train)}}
+          "metrics": metrics}

@@ -31,6 +31,12 @@ from jaxwm.verify.ttest import paired_ttest
 from jaxwm.verify.ttest import PairedTTestResult
 
 PredictProba = Callable[[np.ndarray], np.ndarray]
+
+
+class TooFewCorrectError(ValueError):
+  """The suspect classifies fewer than 2 eligible test images correctly, so
+  the test cannot be run on it (its result is unknown, not negative)."""
+
 # Probabilities may exceed [0, 1] by float32 rounding; more is an error.
 _PROBABILITY_SLACK = 1e-5
 
@@ -133,8 +139,9 @@ def verify_dataset_ownership(predict_proba: PredictProba, key: WatermarkKey,
   Raises:
     ConfigError: before any query, for every bad m, tau, seed or
       batch_size.
-    ValueError: fewer than 2 eligible, correctly classified test images,
-      or inputs that do not match the key.
+    TooFewCorrectError: fewer than 2 eligible, correctly classified test
+      images.
+    ValueError: inputs that do not match the key.
   """
   _check_arguments(m, tau, seed, batch_size)
   if test_dataset.num_classes != key.num_classes:
@@ -147,11 +154,12 @@ def verify_dataset_ownership(predict_proba: PredictProba, key: WatermarkKey,
       predict_proba, test_dataset, candidates, int(m), int(seed),
       int(batch_size))
   if indices.size < 2:
-    raise ValueError(
+    raise TooFewCorrectError(
         f"only {indices.size} of the {candidates.size} test images from the "
         f"source classes {key.source_classes} (target {key.target_label} "
         "excluded) are classified correctly by the suspect model; the test "
-        "needs at least 2. Use a larger test set.")
+        "needs at least 2. Use a larger test set, or a suspect trained "
+        "long enough to beat chance on those classes.")
   if indices.size < m:
     logging.warning("Only %d eligible, correctly classified test images; "
                     "testing with m=%d instead of %d.", indices.size,

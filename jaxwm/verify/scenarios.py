@@ -16,22 +16,41 @@ near 1 for the independent scenarios, far below 0.01 for the malicious one).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
+from absl import logging
+
+from jaxwm import results as results_lib
 from jaxwm.data.dataset import Dataset
 from jaxwm.poison.watermark_key import WatermarkKey
 from jaxwm.verify.dataset_ownership import PredictProba
+from jaxwm.verify.dataset_ownership import TooFewCorrectError
 from jaxwm.verify.dataset_ownership import verify_dataset_ownership
 from jaxwm.verify.ttest import PairedTTestResult
 
 SCENARIOS = ("independent_t", "independent_m", "malicious")
+# The decision of a scenario: H0 rejected (the suspect is judged trained on
+# the watermarked dataset) or not.
+REJECT, RETAIN = "reject_h0", "fail_to_reject_h0"
+
+
+@dataclasses.dataclass(frozen=True)
+class Unverified:
+  """A scenario the test could not be run on, and why (e.g. a suspect that
+  classifies too few eligible test images correctly)."""
+
+  reason: str
+
+
+ScenarioResult = PairedTTestResult | Unverified
 
 
 def verify_scenarios(suspects: Mapping[str, PredictProba], key: WatermarkKey,
                      test_dataset: Dataset, m: int = 100, tau: float = 0.25,
                      seed: int = 0,
                      keys: Mapping[str, WatermarkKey] | None = None
-                     ) -> dict[str, PairedTTestResult]:
+                     ) -> dict[str, ScenarioResult]:
   """Verifies each scenario's suspect with the owner's key.
 
   Args:
@@ -47,7 +66,9 @@ def verify_scenarios(suspects: Mapping[str, PredictProba], key: WatermarkKey,
       the watermarked model itself.
 
   Returns:
-    {scenario: PairedTTestResult}, in the order of :data:`SCENARIOS`.
+    {scenario: PairedTTestResult, or Unverified when the suspect classifies
+    fewer than 2 eligible test images correctly}, in the order of
+    :data:`SCENARIOS`. Any other error is raised.
   """
   if set(suspects) != set(SCENARIOS):
     raise ValueError(
@@ -57,22 +78,61 @@ def verify_scenarios(suspects: Mapping[str, PredictProba], key: WatermarkKey,
   if not set(keys) <= set(SCENARIOS):
     raise ValueError(f"keys are given for {sorted(keys)}; use names from "
                      f"{SCENARIOS}.")
-  return {name: verify_dataset_ownership(suspects[name], keys.get(name, key),
-                                         test_dataset, m=m, tau=tau,
-                                         seed=seed)
-          for name in SCENARIOS}
+  outcome: dict[str, ScenarioResult] = {}
+  for name in SCENARIOS:
+    try:
+      outcome[name] = verify_dataset_ownership(
+          suspects[name], keys.get(name, key), test_dataset, m=m, tau=tau,
+          seed=seed)
+    except TooFewCorrectError as error:
+      logging.warning("scenario %s cannot be verified: %s", name, error)
+      outcome[name] = Unverified(str(error))
+  return outcome
 
 
-def scenario_metrics(results: Mapping[str, PairedTTestResult]
-                     ) -> dict[str, Any]:
-  """The results contract's ``p_value`` and ``delta_p`` objects.
+def result_entry(result: ScenarioResult, alpha: float) -> dict[str, Any]:
+  """One scenario's entry of the results JSON.
+
+  Args:
+    result: the scenario's outcome.
+    alpha: the significance level of the decision, in (0, 1).
 
   Returns:
-    {"p_value": {scenario: float}, "delta_p": {scenario: float},
-    "verification_m": {scenario: int}}.
+    Every field of the PairedTTestResult (``statistic``, ``dof``,
+    ``p_value``, ``log10_p_value``, ``delta_p``, ``m``, ``tau``, ...) with
+    ``alpha`` and
+    ``decision`` (:data:`REJECT` when ``p_value < alpha``, else
+    :data:`RETAIN`); or ``{"error": reason}`` for an Unverified scenario.
   """
+  if not 0.0 < alpha < 1.0:
+    raise ValueError(f"alpha must be in (0, 1), got {alpha}; e.g. "
+                     "--config.verify.alpha=0.01.")
+  if isinstance(result, Unverified):
+    return results_lib.not_computed(result.reason)
+  entry = dataclasses.asdict(result)
+  entry.update(alpha=float(alpha),
+               decision=REJECT if result.rejects(alpha) else RETAIN)
+  return entry
+
+
+def scenario_metrics(results: Mapping[str, ScenarioResult],
+                     alpha: float) -> dict[str, Any]:
+  """The results contract's per-scenario objects.
+
+  Args:
+    results: from :func:`verify_scenarios`.
+    alpha: the significance level of the decisions.
+
+  Returns:
+    {"verification": {scenario: :func:`result_entry`}, "p_value":
+    {scenario: float}, "delta_p": {scenario: float}}, the last two for the
+    scenarios that could be verified.
+  """
+  computed = {name: result for name, result in results.items()
+              if isinstance(result, PairedTTestResult)}
   return {
-      "p_value": {name: r.p_value for name, r in results.items()},
-      "delta_p": {name: r.delta_p for name, r in results.items()},
-      "verification_m": {name: r.m for name, r in results.items()},
+      "verification": {name: result_entry(result, alpha)
+                       for name, result in results.items()},
+      "p_value": {name: r.p_value for name, r in computed.items()},
+      "delta_p": {name: r.delta_p for name, r in computed.items()},
   }

@@ -133,12 +133,12 @@ def _mark(run: _Run, owner_data, owner_keys, unmarked
 
 
 def _removal(run: _Run, marked, marked_parts, attacker_data, test,
-             keys_by_party: dict[str, tuple], names, prefix: str
-             ) -> dict[str, Any]:
-  """Each attack in ``names`` on ``marked``, verified with every party's keys."""
+             keys_by_party: dict[str, tuple], names, prefix: str,
+             outcome: dict[str, Any]) -> None:
+  """Each attack in ``names`` on ``marked``, verified with every party's
+  keys; each attack's entry goes into ``outcome`` as it is measured."""
   attack = run.config.attack
   config = _attack_config(run.config, attack.num_epochs, attack.learning_rate)
-  outcome = {}
   for name in names:
     logging.info("%s: %s", prefix, name)
     attacked = finetune.fine_tune(
@@ -151,13 +151,13 @@ def _removal(run: _Run, marked, marked_parts, attacker_data, test,
       verdict = run.verdict(keys, attacked)
       entry.update(verdict if len(keys_by_party) == 1 else {party: verdict})
     outcome[name] = entry
-  return outcome
 
 
 def _piracy(run: _Run, marked, marked_parts, attacker_data, test,
-            owner_keys) -> dict[str, Any]:
+            owner_keys, outcome: dict[str, Any]) -> None:
   """The attacker embeds TS-NEW into the marked model (PRETRAINED, with as
-  many epochs as the owner's embedding, Section 4.4)."""
+  many epochs as the owner's embedding, Section 4.4); the entries go into
+  ``outcome`` as they are measured."""
   wm = run.config.watermark
   pirate_keys = run.keys("pirate", run.config.piracy.num_triggers)
   parts = (*marked_parts, pirate_keys[1].digest())
@@ -168,15 +168,15 @@ def _piracy(run: _Run, marked, marked_parts, attacker_data, test,
                            stream=STREAMS["pirated"],
                            k=wm.triggers_per_batch)
   parties = {"owner": owner_keys, "pirate": pirate_keys}
-  return {
-      "test_accuracy": pirated.evaluate(test)["accuracy"],
+  outcome.update(
+      test_accuracy=pirated.evaluate(test)["accuracy"],
       **{party: run.verdict(keys, pirated) for party, keys in parties.items()},
       # The model the owner released, and time-stamped vk for, before the
       # pirate ever saw it: only the owner's watermark is in it.
-      "pirate_on_released_model": run.verdict(pirate_keys, marked),
-      "after": _removal(run, pirated, parts, attacker_data, test, parties,
-                        run.config.piracy.attacks, "piracy"),
-  }
+      pirate_on_released_model=run.verdict(pirate_keys, marked),
+      after={})
+  _removal(run, pirated, parts, attacker_data, test, parties,
+           run.config.piracy.attacks, "piracy", outcome["after"])
 
 
 def _transfer(run: _Run, marked, marked_parts, owner_keys) -> dict[str, Any]:
@@ -197,8 +197,18 @@ def _transfer(run: _Run, marked, marked_parts, owner_keys) -> dict[str, Any]:
                         finetune.with_head(transferred, marked))}
 
 
-def run_experiment(config, workdir: str) -> dict[str, Any]:
-  """The whole experiment; returns the launcher's ``outcome`` mapping."""
+def run_experiment(config, workdir: str,
+                   metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The whole experiment; returns the launcher's ``outcome`` mapping.
+
+  Args:
+    config: a config from ``configs/model_watermark.py``.
+    workdir: where models and keys go (reused across runs and modes).
+    metrics: the dict to fill, stage by stage, as values are measured (the
+      launcher's, so that a failure still reports them); default a new one.
+      The metrics are those of the module docstring.
+  """
+  metrics = {} if metrics is None else metrics
   train, test = recipe.load_datasets(config)
   attacker_data, owner_data = jaxwm_data.disjoint_split(
       train, config.attack.held_out_fraction, config.seed)
@@ -206,31 +216,27 @@ def run_experiment(config, workdir: str) -> dict[str, Any]:
                len(attacker_data), len(test))
   run = _Run(config, workdir, train)
   owner_keys = run.keys("owner", config.watermark.num_triggers)
+  metrics["verification_key_digest"] = owner_keys[1].digest()
   unmarked = recipe.train_model(config, owner_data,
                                 workdir=run.model_dir("unmarked"),
                                 stream=STREAMS["unmarked"])
-  marked, marked_parts = _mark(run, owner_data, owner_keys, unmarked)
   unmarked_accuracy = unmarked.evaluate(test)["accuracy"]
+  metrics.update(benign_accuracy_unmarked=unmarked_accuracy,
+                 unmarked=run.verdict(owner_keys, unmarked))
+  marked, marked_parts = _mark(run, owner_data, owner_keys, unmarked)
   marked_accuracy = marked.evaluate(test)["accuracy"]
-  verdict = run.verdict(owner_keys, marked)
-  metrics = {
-      "benign_accuracy": marked_accuracy,
-      "benign_accuracy_unmarked": unmarked_accuracy,
-      "accuracy_drop": unmarked_accuracy - marked_accuracy,
-      "alpha": config.watermark.alpha,
-      "eps": config.watermark.eps,
-      **verdict,
-      "unmarked": run.verdict(owner_keys, unmarked),
-      "verification_key_digest": owner_keys[1].digest(),
-      "removal": _removal(run, marked, marked_parts, attacker_data, test,
-                          {"owner": owner_keys}, config.attack.names,
-                          "removal"),
-  }
+  metrics.update(benign_accuracy=marked_accuracy,
+                 accuracy_drop=unmarked_accuracy - marked_accuracy,
+                 alpha=config.watermark.alpha, eps=config.watermark.eps,
+                 **run.verdict(owner_keys, marked), removal={})
+  _removal(run, marked, marked_parts, attacker_data, test,
+           {"owner": owner_keys}, config.attack.names, "removal",
+           metrics["removal"])
   if config.piracy.enabled:
-    metrics["piracy"] = _piracy(run, marked, marked_parts, attacker_data,
-                                test, owner_keys)
+    metrics["piracy"] = {}
+    _piracy(run, marked, marked_parts, attacker_data, test, owner_keys,
+            metrics["piracy"])
   if config.transfer.enabled:
     metrics["transfer"] = _transfer(run, marked, marked_parts, owner_keys)
   return {"dataset": config.dataset, "model": config.model,
           "metrics": metrics}
-

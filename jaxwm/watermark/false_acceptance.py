@@ -94,8 +94,46 @@ def verdict_identity(config, train: jaxwm_data.Dataset,
       "test": identity.dataset_identity(test), **identity.code_versions()})
 
 
-def run_experiment(config, workdir: str) -> dict[str, Any]:
-  """Trains and verifies the models; returns the launcher's outcome."""
+def summary(verdicts: list[dict[str, Any]], watermark,
+            num_classes: int) -> dict[str, Any]:
+  """The experiment's metrics (module docstring) over ``verdicts``.
+
+  Args:
+    verdicts: the models' verdicts so far, as ``_one_model`` returns them.
+    watermark: the config's ``watermark`` block (``num_triggers``,
+      ``alpha``, ``eps``).
+    num_classes: K; a model at chance agrees with a trigger label with
+      probability 1/K.
+  """
+  chance = 1.0 / num_classes
+  sizes = {"binomial": exact_size(watermark.num_triggers, chance,
+                                  watermark.alpha),
+           "threshold": exact_size_threshold(watermark.num_triggers, chance,
+                                             watermark.eps)}
+  models = len(verdicts)
+  metrics = {"alpha": watermark.alpha, "eps": watermark.eps,
+             "models": models}
+  for rule, size in sizes.items():
+    accepted = sum(v[f"accepted_{rule}"] for v in verdicts)
+    metrics.update({f"false_acceptance_rate_{rule}": accepted / models,
+                    f"accepted_{rule}": accepted,
+                    f"exact_size_{rule}": size,
+                    f"rate_upper_95_{rule}": _upper_95(accepted, models)})
+  metrics.update(
+      mean_agreement=float(np.mean([v["agreement"] for v in verdicts])),
+      benign_accuracy=float(np.mean([v["test_accuracy"] for v in verdicts])))
+  return metrics
+
+
+def run_experiment(config, workdir: str,
+                   metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Trains and verifies the models; returns the launcher's outcome.
+
+  ``metrics``, when given, is updated after each model with the summary of
+  the models verified so far (the launcher's, so that a failure still
+  reports them).
+  """
+  metrics = {} if metrics is None else metrics
   train, test = recipe.load_datasets(config)
   record = verdict_identity(config, train, test)
   folder = os.path.join(workdir, f"verdicts-{fingerprint(record)}")
@@ -109,23 +147,6 @@ def run_experiment(config, workdir: str) -> dict[str, Any]:
       identity.write_json(path, model_record, verdict)
       logging.info("model %d: %s", index, verdict)
     verdicts.append(verdict)
-  models = len(verdicts)
-  wm = config.watermark
-  chance = 1.0 / train.num_classes
-  sizes = {"binomial": exact_size(wm.num_triggers, chance, wm.alpha),
-           "threshold": exact_size_threshold(wm.num_triggers, chance,
-                                             wm.eps)}
-  metrics = {"alpha": wm.alpha, "eps": wm.eps, "models": models}
-  for rule, size in sizes.items():
-    accepted = sum(v[f"accepted_{rule}"] for v in verdicts)
-    metrics.update({f"false_acceptance_rate_{rule}": accepted / models,
-                    f"accepted_{rule}": accepted,
-                    f"exact_size_{rule}": size,
-                    f"rate_upper_95_{rule}": _upper_95(accepted, models)})
-  return {"dataset": config.dataset, "model": config.model, "metrics": {
-      **metrics,
-      "mean_agreement": float(np.mean([v["agreement"] for v in verdicts])),
-      "benign_accuracy": float(np.mean([v["test_accuracy"]
-                                        for v in verdicts])),
-  }}
-
+    metrics.update(summary(verdicts, config.watermark, train.num_classes))
+  return {"dataset": config.dataset, "model": config.model,
+          "metrics": metrics}

@@ -69,6 +69,27 @@ def test_metrics_of_a_targeted_suspect_worked_by_hand():
   assert 0.0 < values["d_s"] < np.log(K) and values["d_c"] >= values["d_s"]
 
 
+def test_an_undefined_attack_success_rate_is_reported_with_its_reason():
+  key = _key("badnets", target_label=1)
+  test = _dataset(n=8)
+
+  def always_the_target(images):
+    return np.tile(np.eye(K)[1] * 0.9 + 0.1 / K, (len(images), 1))
+
+  # No eligible (non-target) image is right without the trigger: ASR-C is a
+  # rate over no sample; ASR-A (every triggered image hits) is defined.
+  values = experiment.watermark_metrics(always_the_target, key, test)
+  assert values["asr_a"] == 1.0
+  assert set(values["asr_c"]) == {"error"}
+  assert "ASR-C is undefined" in values["asr_c"]["error"]
+  table = experiment.format_table({
+      **values, "benign_accuracy_no_watermark": 0.9,
+      "p_value": {"malicious": 1e-5}, "delta_p": {"malicious": 0.6}})
+  assert table.splitlines()[1].split() == [
+      "0.9000", "0.2500", "1.0000", "n/a", f"{values['d_p']:.4f}"]
+  assert table.splitlines()[-1].split() == ["p-value", "n/a", "n/a", "1e-05"]
+
+
 def test_untargeted_watermarks_are_measured_on_every_test_image():
   key = _key("ubw_p", source_classes=(0, 2))
   np.testing.assert_array_equal(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
 from jaxwm.data.dataset import Dataset
 from jaxwm.poison import poisoned_label
+from jaxwm import results
 from jaxwm.verify import scenarios
+from jaxwm.verify import ttest
 
 K = 4
 
@@ -61,10 +65,67 @@ def test_only_the_malicious_suspect_is_judged_trained_on_the_dataset():
     assert results[name].delta_p == pytest.approx(0.0, abs=1e-12)
     assert results[name].p_value == pytest.approx(1.0)
     assert results[name].m == 30
-  table = scenarios.scenario_metrics(results)
+  table = scenarios.scenario_metrics(results, alpha=0.01)
   assert table["p_value"] == {n: r.p_value for n, r in results.items()}
   assert table["delta_p"]["malicious"] == pytest.approx(0.92)
-  assert table["verification_m"] == {n: 30 for n in scenarios.SCENARIOS}
+  malicious = table["verification"]["malicious"]
+  # Equal differences: the t statistic is undefined (None), the p-value is
+  # the sign test's, and the dof is still recorded.
+  assert malicious["statistic"] is None
+  assert malicious["dof"] == 29
+  assert malicious["decision"] == scenarios.REJECT
+  assert malicious["log10_p_value"] == pytest.approx(
+      np.log10(results["malicious"].p_value))
+  for name in scenarios.SCENARIOS:
+    entry = table["verification"][name]
+    assert (entry["m"], entry["tau"], entry["alpha"]) == (30, 0.25, 0.01)
+    assert entry["p_value"] == results[name].p_value
+  assert table["verification"]["independent_m"]["decision"] == (
+      scenarios.RETAIN)
+
+
+def _wrong_suspect(images):
+  """Never predicts the true class: no test image is classified right."""
+  return np.roll(_suspect()(images), 1, axis=1)
+
+
+def test_a_scenario_that_cannot_be_verified_is_reported_with_its_reason():
+  ours = _key((9, 9))
+  outcome = scenarios.verify_scenarios(
+      {"malicious": _suspect(ours), "independent_m": _wrong_suspect,
+       "independent_t": _suspect()}, ours, _dataset(n=120), m=30)
+  assert isinstance(outcome["independent_m"], scenarios.Unverified)
+  assert "only 0 of the" in outcome["independent_m"].reason
+  table = scenarios.scenario_metrics(outcome, alpha=0.05)
+  assert table["verification"]["independent_m"] == {
+      "error": outcome["independent_m"].reason}
+  assert set(table["p_value"]) == {"malicious", "independent_t"}
+  assert table["verification"]["malicious"]["decision"] == scenarios.REJECT
+  written = results.build_results(
+      experiment="test", config={"seed": 0}, dataset="d", model="m", seed=0,
+      metrics=table, wall_s=0.0)
+  assert written["status"] == "partial"
+  assert written["incomplete"] == {
+      "metrics.verification.independent_m": outcome["independent_m"].reason}
+
+
+def test_every_field_of_the_result_is_reported():
+  # A field the result dataclass gains appears without a change here.
+  extended = dataclasses.make_dataclass(
+      "Extended", [("extra", str, dataclasses.field(default="kept"))],
+      bases=(ttest.PairedTTestResult,),
+      frozen=True)
+  result = extended(statistic=2.5, dof=19, p_value=0.01, log10_p_value=-2.0,
+                    ttest_log10_p_value=-2.0, delta_p=0.4, m=20, tau=0.25)
+  entry = scenarios.result_entry(result, alpha=0.05)
+  assert entry == {"statistic": 2.5, "dof": 19, "p_value": 0.01,
+                   "log10_p_value": -2.0, "ttest_log10_p_value": -2.0,
+                   "delta_p": 0.4, "m": 20, "tau": 0.25,
+                   "p_value_definition": ttest.SIGN_FLOORED,
+                   "extra": "kept", "alpha": 0.05,
+                   "decision": scenarios.REJECT}
+  with pytest.raises(ValueError, match="alpha must be in"):
+    scenarios.result_entry(result, alpha=1.5)
 
 
 def test_every_scenario_needs_a_suspect():
