@@ -1,12 +1,12 @@
 """Style transfer on a fixed random network: MOVE's external-feature transform.
 
 MOVE (Section 5.2) embeds external features by restyling a few training
-images with a defender-chosen style image. No pretrained network can be
-downloaded here, so the transform is Gatys et al.'s optimisation on the
-features of a fixed, seeded, random multi-scale shallow CNN: at each scale
-s of an image pyramid (the image average-pooled by s = 1, 2, 4) one
-convolutional layer of ``filters_per_scale`` random zero-mean
-``kernel_size`` x ``kernel_size`` filters, followed by a ReLU. Shallow
+images with a defender-chosen style image. The transform here needs no
+pretrained network: it is Gatys et al.'s optimisation on the features of a
+fixed, seeded, random multi-scale shallow CNN: at each scale s of an image
+pyramid (the image average-pooled by s = 1, 2, 4) one convolutional layer
+of ``filters_per_scale`` random zero-mean ``kernel_size`` x ``kernel_size``
+filters, followed by a ReLU. Shallow
 networks with random filters are good texture descriptors (Ustyuzhaninov et
 al., 2016, "Texture synthesis using shallow convolutional networks with
 random filters", who widen the kernels instead of pooling the image; the
@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.linen import pooling as flax_pooling
+import flax.linen as nn
 
 from jaxwm import secure_files
 
@@ -114,7 +114,7 @@ class RandomNetwork:
     x = (image[None] - 0.5) / 0.25
     maps = []
     for scale, weights in zip(self.scales, self.filters):
-      pooled = x if scale == 1 else flax_pooling.avg_pool(
+      pooled = x if scale == 1 else nn.avg_pool(
           x, (scale, scale), strides=(scale, scale), padding="SAME")
       maps.append(jax.nn.relu(jax.lax.conv_general_dilated(
           pooled, weights, (1, 1), "SAME",
