@@ -41,8 +41,8 @@ class TooFewCorrectError(ValueError):
 _PROBABILITY_SLACK = 1e-5
 
 
-def _query(predict_proba: PredictProba, images: np.ndarray,
-           num_classes: int) -> np.ndarray:
+def query_probabilities(predict_proba: PredictProba, images: np.ndarray,
+                        num_classes: int) -> np.ndarray:
   """predict_proba on uint8 [B, H, W, C] images -> float64 [B, K] in [0, 1]."""
   probabilities = np.asarray(
       predict_proba(images.astype(np.float32) / 255.0), np.float64)
@@ -87,8 +87,8 @@ def _correctly_classified_sample(
   found = 0
   for start in range(0, order.size, batch_size):
     batch = order[start:start + batch_size]
-    batch_probabilities = _query(predict_proba, test_dataset.images[batch],
-                                 test_dataset.num_classes)
+    batch_probabilities = query_probabilities(
+        predict_proba, test_dataset.images[batch], test_dataset.num_classes)
     correct = np.argmax(batch_probabilities, axis=1) == (
         test_dataset.labels[batch])
     chosen.append(batch[correct])
@@ -165,9 +165,9 @@ def verify_dataset_ownership(predict_proba: PredictProba, key: WatermarkKey,
                     "testing with m=%d instead of %d.", indices.size,
                     indices.size, m)
   marked = np.concatenate([
-      _query(predict_proba, key.apply_trigger_uint8(
+      query_probabilities(predict_proba, key.apply_trigger_uint8(
           test_dataset.images[indices[start:start + batch_size]]),
-             key.num_classes)
+                          key.num_classes)
       for start in range(0, indices.size, batch_size)])
   if key.targeted:
     p_benign = 1.0 - benign[:, key.target_label]
