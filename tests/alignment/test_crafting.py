@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from jaxwm import identity
+from jaxwm.alignment import crafting, objective
+from jaxwm.alignment.regularizers import Regularizers
 from jaxwm.data.augment import AugmentConfig
 from jaxwm.models import get_model
-from jaxwm.poison import alignment, crafting
-from jaxwm.poison.alignment_regularizers import Regularizers
 from jaxwm.train import make_mesh
 from jaxwm.train.checkpoint import Checkpointer
 
@@ -40,8 +40,8 @@ def _setup(n=32):
 
 
 def _target(model, images, labels, mesh=ONE_DEVICE):
-  return alignment.make_target(model, images, labels,
-                               alignment.reverse_cross_entropy, batch_size=16,
+  return objective.make_target(model, images, labels,
+                               objective.reverse_cross_entropy, batch_size=16,
                                mesh=mesh)
 
 
@@ -60,21 +60,21 @@ def test_every_step_keeps_delta_in_the_ball_and_pixels_in_the_box():
   # A learning rate far beyond eps: without projection delta would leave.
   config = _config(learning_rate=0.5, augment=AUGMENT)
   step = crafting.make_craft_step(model, config, mesh)
-  spread = alignment.stacked_batch_sharding(mesh)
+  spread = objective.stacked_batch_sharding(mesh)
   batched = jax.device_put(
-      (alignment.pad_to_batches(images, 16),
-       alignment.pad_to_batches(labels, 16),
-       alignment.batch_weights(len(images), 16)), spread)
+      (objective.pad_to_batches(images, 16),
+       objective.pad_to_batches(labels, 16),
+       objective.batch_weights(len(images), 16)), spread)
   carry = tuple(jax.device_put(jnp.zeros(batched[0].shape), spread)
                 for _ in range(3))
   clean = batched[0].astype(np.float32) / 255
   for count in range(1, 4):
     for index in range(2):
-      carry, objective = step(carry, jnp.int32(index), jnp.int32(count),
-                              jnp.float32(0.5), variables, target, *batched,
-                              jax.random.PRNGKey(count))
+      carry, value = step(carry, jnp.int32(index), jnp.int32(count),
+                          jnp.float32(0.5), variables, target, *batched,
+                          jax.random.PRNGKey(count))
       delta = np.asarray(carry[0])
-      assert np.isfinite(float(objective))
+      assert np.isfinite(float(value))
       assert np.abs(delta).max() <= EPS + 1e-7
       poisoned = np.asarray(clean) + delta
       assert poisoned.min() >= -1e-7 and poisoned.max() <= 1 + 1e-7

@@ -7,7 +7,7 @@ Appendix B):
 
 1. For each of ``restarts`` trials, draw delta ~ U[-eps, eps] (projected).
 2. For ``steps`` steps: for every batch of perturbed samples, evaluate the
-   objective (:mod:`jaxwm.poison.alignment`) on aug(x + delta) at the
+   objective (:mod:`jaxwm.alignment.objective`) on aug(x + delta) at the
    surrogate and its derivative in delta (with an ensemble of K surrogates,
    step s uses surrogate s mod K and its own target gradient); then take
    one Adam step on sign(d objective / d delta) for all samples at once,
@@ -58,11 +58,11 @@ from absl import logging
 from jax.sharding import Mesh
 
 from jaxwm import identity
+from jaxwm.alignment import objective
+from jaxwm.alignment.regularizers import Regularizers
 from jaxwm.data import augment as augment_lib
 from jaxwm.data.dataset import Dataset
 from jaxwm.fingerprint import array_digest, callable_identity, tree_digest
-from jaxwm.poison import alignment
-from jaxwm.poison.alignment_regularizers import Regularizers
 from jaxwm.train import sharding
 from jaxwm.train.checkpoint import Checkpointer
 from jaxwm.train.step import to_float_images
@@ -256,7 +256,7 @@ def make_craft_step(model, config: CraftConfig, mesh: Mesh | None = None):
 
 @functools.lru_cache(maxsize=32)
 def _compiled_step(model, epsilon: float,
-                   augment: augment_lib.AugmentConfig, objective: str,
+                   augment: augment_lib.AugmentConfig, objective_name: str,
                    independent: bool, regularizers: Regularizers, mesh: Mesh):
   """The step of :func:`make_craft_step`, compiled once per setting (the
   learning rate, step count and batch index are arguments, so trials and
@@ -264,9 +264,9 @@ def _compiled_step(model, epsilon: float,
   augmented = augment != augment_lib.AugmentConfig()
 
   def objective_of(grad, target_grad):
-    if objective == "alignment":
-      return alignment.alignment_loss(grad, target_grad, independent)
-    return alignment.gradient_norm_loss(grad)
+    if objective_name == "alignment":
+      return objective.alignment_loss(grad, target_grad, independent)
+    return objective.gradient_norm_loss(grad)
 
   def step(carry, index, count, learning_rate, variables, target_grad,
            images, labels, weights, key):
@@ -275,7 +275,7 @@ def _compiled_step(model, epsilon: float,
     delta, mu, nu = take(delta_all), take(mu_all), take(nu_all)
     clean = to_float_images(take(images))
     transform = (lambda x: augment.apply(x, key)) if augmented else None
-    value, grad = alignment.crafting_gradient(
+    value, grad = objective.crafting_gradient(
         model, variables, clean, delta, take(labels), take(weights),
         lambda g: objective_of(g, target_grad), transform)
     grad += jax.grad(lambda d: regularizers(clean, d))(delta)
@@ -292,7 +292,7 @@ def _compiled_step(model, epsilon: float,
                                                               0)
     return (put(delta_all, delta), put(mu_all, mu), put(nu_all, nu)), value
 
-  spread = alignment.stacked_batch_sharding(mesh)
+  spread = objective.stacked_batch_sharding(mesh)
   rep = sharding.replicated(mesh)
   return jax.jit(
       step,
@@ -372,7 +372,7 @@ _BOOKKEEPING = ("checkpoint_every", "log_every")
 
 def run_identity(config: CraftConfig, key: jax.Array, images: np.ndarray,
                  labels: np.ndarray, members: list[Any],
-                 target: alignment.Target | None) -> dict[str, Any]:
+                 target: objective.Target | None) -> dict[str, Any]:
   """Everything that determines a :func:`craft` run, as a JSON-able record.
 
   The code versions, the settings of ``config`` (but its checkpoint and log
@@ -413,7 +413,7 @@ def _checkpointer(workdir: str, record: dict[str, Any]) -> Checkpointer:
 
 
 def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
-          target: alignment.Target | None, config: CraftConfig,
+          target: objective.Target | None, config: CraftConfig,
           key: jax.Array, *, workdir: str | None = None,
           retrain: RetrainFn | None = None, mesh: Mesh | None = None,
           on_step: StepCallback | None = None) -> CraftResult:
@@ -474,12 +474,12 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
         f"and no bi-level rounds (retrain_every={config.retrain_every}); "
         "pass one surrogate to retrain, or set retrain_every=0.")
   count = images.shape[0]
-  spread = alignment.stacked_batch_sharding(mesh)
+  spread = objective.stacked_batch_sharding(mesh)
   batched = jax.device_put(
-      (alignment.pad_to_batches(images, config.batch_size),
-       alignment.pad_to_batches(np.asarray(labels, np.int32),
+      (objective.pad_to_batches(images, config.batch_size),
+       objective.pad_to_batches(np.asarray(labels, np.int32),
                                 config.batch_size),
-       alignment.batch_weights(count, config.batch_size)), spread)
+       objective.batch_weights(count, config.batch_size)), spread)
   step_fn = make_craft_step(model, config, mesh)
   schedule = config.schedule()
   num_batches = batched[0].shape[0]
@@ -565,11 +565,11 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
         learning_rate = jnp.float32(schedule(step))
         objectives = []
         for index in range(num_batches):
-          carry, objective = step_fn(
+          carry, batch_objective = step_fn(
               carry, jnp.int32(index), jnp.int32(step + 1), learning_rate,
               surrogate, target_grads[member], *batched,
               jax.random.fold_in(step_key, index))
-          objectives.append(objective)
+          objectives.append(batch_objective)
         loss = jnp.mean(jnp.stack(objectives))
         state = state.replace(delta=carry[0], adam_mu=carry[1],
                               adam_nu=carry[2], step=jnp.int32(step + 1),
