@@ -97,14 +97,14 @@ def jax_seconds_per_step(model_name: str, shape: tuple[int, int, int],
   spread = alignment.stacked_batch_sharding(mesh)
   batched = jax.device_put((images[None], labels[None],
                             np.ones((1, batch_size), np.float32)), spread)
-  holder = {"carry": tuple(jax.device_put(jnp.zeros(batched[0].shape), spread)
-                          for _ in range(3))}
+  delta = jax.device_put(jnp.zeros(batched[0].shape), spread)
+  holder = {"carry": (delta, alignment.initial_optimizer_state(delta))}
   key = jax.random.PRNGKey(1)
-  index, count, learning_rate = jnp.int32(0), jnp.int32(1), jnp.float32(0.025)
+  index, learning_rate = jnp.int32(0), jnp.float32(0.025)
 
   def craft_once():
     holder["carry"], objective = craft_step(
-        holder["carry"], index, count, learning_rate, variables, target_grad,
+        holder["carry"], index, learning_rate, variables, target_grad,
         *batched, key)
     return objective
 

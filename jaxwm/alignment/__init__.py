@@ -17,12 +17,14 @@ The availability poisons and the clean-label watermarks of
 from jaxwm.alignment.crafting import craft
 from jaxwm.alignment.crafting import CraftConfig
 from jaxwm.alignment.crafting import CraftResult
+from jaxwm.alignment.crafting import initial_optimizer_state
 from jaxwm.alignment.crafting import make_craft_step
 from jaxwm.alignment.crafting import NonFiniteCraftingError
 from jaxwm.alignment.crafting import project
 from jaxwm.alignment.crafting import quantize
 from jaxwm.alignment.crafting import retrain_on_dataset
 from jaxwm.alignment.crafting import RetrainSurrogate
+from jaxwm.alignment.crafting import signed_adam
 from jaxwm.alignment.objective import alignment_loss
 from jaxwm.alignment.objective import crafting_gradient
 from jaxwm.alignment.objective import dispersion_loss
