@@ -10,7 +10,7 @@ watermarked model and a model watermarked with a different trigger;
 reports the watermarked model's benign accuracy, ASR-A, ASR-C and D_p and
 the p-value and Delta P of the three verification scenarios
 (independent_t, independent_m, malicious), and prints them as the paper's
-Table 1 row and Table 3 (see :mod:`jaxwm.poison.experiment`). Runs of
+Table 1 row and Table 3 (see :mod:`jaxwm.recipes.dataset_watermark`). Runs of
 different methods with the same ``--workdir`` share the benign model.
 """
 
@@ -18,15 +18,15 @@ from absl import app
 
 from jaxwm import launch
 from jaxwm.config_checks import launchers
-from jaxwm.poison import experiment
+from jaxwm.recipes import dataset_watermark
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  outcome = launch.run("dataset_watermark", experiment.run_experiment,
+  outcome = launch.run("dataset_watermark", dataset_watermark.run_experiment,
                        check=launchers.dataset_watermark)
-  print(experiment.format_table(outcome["metrics"]))
+  print(dataset_watermark.format_table(outcome["metrics"]))
 
 
 if __name__ == "__main__":

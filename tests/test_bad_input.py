@@ -25,15 +25,15 @@ import pytest
 from absl import flags
 
 from configs import train as train_configs
+from jaxwm import alignment
 from jaxwm import defenses
 from jaxwm import launch
 from jaxwm.config_checks import ConfigError
 from jaxwm.data import loaders
-from jaxwm.poison import crafting
 from jaxwm.poison import poisoned_label
 from jaxwm.train import loop
 from jaxwm.train import recipe
-from jaxwm.verify import dataset_ownership
+from jaxwm.poison import ownership
 from jaxwm.watermark import adi
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -210,7 +210,7 @@ def work_spies(monkeypatch):
 
   monkeypatch.setattr(recipe, "train_model", spy("recipe.train_model"))
   monkeypatch.setattr(loop, "fit", spy("loop.fit"))
-  monkeypatch.setattr(crafting, "craft", spy("crafting.craft"))
+  monkeypatch.setattr(alignment, "craft", spy("alignment.craft"))
   monkeypatch.setattr(defenses, "train_model_dp_sgd", spy("dp_sgd"))
   return calls
 
@@ -362,7 +362,7 @@ def test_dataset_ownership_refuses_before_querying(ownership_key, arguments,
   key, test = ownership_key
   suspect = _Suspect(test.num_classes)
   with pytest.raises(ConfigError) as caught:
-    dataset_ownership.verify_dataset_ownership(suspect, key, test,
+    ownership.verify_dataset_ownership(suspect, key, test,
                                                **arguments)
   (problem,) = caught.value.problems
   assert problem.field == field and _same(problem.value, value)

@@ -23,7 +23,7 @@ from experiments import dataset_watermark as launcher
 from jaxwm import launch
 from jaxwm.models import common
 from jaxwm.models import registry
-from jaxwm.poison import experiment
+from jaxwm.recipes import dataset_watermark
 from jaxwm.poison.watermark_key import WatermarkKey
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +65,7 @@ def _config():
 def finished_run(tmp_path_factory):
   registry.register(LINEAR, _linear)
   workdir = str(tmp_path_factory.mktemp("dataset_watermark"))
-  return workdir, experiment.run_experiment(_config(), workdir)
+  return workdir, dataset_watermark.run_experiment(_config(), workdir)
 
 
 def test_badnets_on_digits_is_learned_and_verified(finished_run):
@@ -90,7 +90,7 @@ def test_badnets_on_digits_is_learned_and_verified(finished_run):
       f"badnets_watermarked_digits_{LINEAR}_seed0",
       f"benign_digits_{LINEAR}_seed0"]
   key = WatermarkKey.load(
-      os.path.join(workdir, folders[1], experiment.KEY_FILE),
+      os.path.join(workdir, folders[1], dataset_watermark.KEY_FILE),
       values["watermark_key_digest"])
   assert key.method == "badnets" and key.target_label == 0
   assert values["poison_rate"] == pytest.approx(key.poison_rate)

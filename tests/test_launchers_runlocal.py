@@ -30,18 +30,19 @@ from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dataset_configs
 from configs import model_watermark as model_configs
 from configs import train as train_configs
-from experiments import ablate_ubw_p
-from experiments import alignment_transfer
 from experiments import train as train_launcher
 from jaxwm import launch
 from jaxwm.models import common
 from jaxwm.models import registry
-from jaxwm.poison import craft_experiment
-from jaxwm.poison import experiment as dataset_experiment
+from jaxwm.recipes import ablate_ubw_p
+from jaxwm.recipes import alignment_transfer
+from jaxwm.recipes import craft_poison
+from jaxwm.recipes import dataset_watermark
+from jaxwm.recipes import false_acceptance
+from jaxwm.recipes import model_watermark
+from jaxwm.recipes import train as train_recipe
 from jaxwm.train import recipe
 from jaxwm.train.checkpoint import Checkpointer
-from jaxwm.watermark import experiment as model_experiment
-from jaxwm.watermark import false_acceptance
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "runlocal_tests_mlp"
@@ -153,10 +154,10 @@ MODEL_METRICS = frozenset({
 ) | VERDICT
 
 CASES = [
-    Case("train", recipe.train_and_evaluate, train_configs.get_config,
+    Case("train", train_recipe.train_and_evaluate, train_configs.get_config,
          "digits,runlocal", "train",
          frozenset({"benign_accuracy", "test_loss", "train_examples"})),
-    *(Case("dataset_watermark", dataset_experiment.run_experiment,
+    *(Case("dataset_watermark", dataset_watermark.run_experiment,
            dataset_configs.get_config, f"{method},digits,runlocal",
            "dataset_watermark", DATASET_METRICS, UNDEFINED_ON_DIGITS,
            _check_verification)
@@ -164,11 +165,11 @@ CASES = [
     Case("ablate_ubw_p", ablate_ubw_p.run_ablation,
          dataset_configs.get_config, "ubw_p,digits,runlocal",
          "dataset_watermark", frozenset({"curves"}), check=_check_curves),
-    *(Case("craft_poison", craft_experiment.run_experiment,
+    *(Case("craft_poison", craft_poison.run_experiment,
            craft_configs.get_config, f"{method},digits,runlocal",
            "craft_poison", POISON_METRICS)
       for method in craft_configs.AVAILABILITY),
-    *(Case("craft_poison", craft_experiment.run_experiment,
+    *(Case("craft_poison", craft_poison.run_experiment,
            craft_configs.get_config, f"{method},digits,runlocal",
            "craft_poison", CRAFTED_WATERMARK_METRICS, UNDEFINED_ON_DIGITS,
            _check_verification)
@@ -176,7 +177,7 @@ CASES = [
     Case("alignment_transfer", alignment_transfer.run_transfer,
          craft_configs.get_config, "availability,digits,runlocal",
          "craft_poison", frozenset({"surrogate", "curve"})),
-    *(Case("model_watermark", model_experiment.run_experiment,
+    *(Case("model_watermark", model_watermark.run_experiment,
            model_configs.get_config, f"{mode},digits,runlocal",
            "model_watermark", MODEL_METRICS, check=_check_model_watermark)
       for mode in ("adi_fromscratch", "adi_pretrained")),

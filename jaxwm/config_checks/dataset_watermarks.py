@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 from jaxwm.config_checks.core import Fields, MISSING, Problem
 from jaxwm.config_checks.training import DataShape
-from jaxwm.poison import experiment
 from jaxwm.poison import label_consistent
+from jaxwm.poison import methods
 from jaxwm.poison import poisoned_label
 from jaxwm.poison import triggers
 from jaxwm.train import recipe
@@ -83,7 +83,7 @@ def watermark(config, shape: DataShape | None) -> list[Problem]:
   poisoned-label watermark or Label-Consistent."""
   problems: list[Problem] = []
   fields = Fields(config, "", problems).block_of("watermark")
-  if not fields.choice("method", experiment.METHODS):
+  if not fields.choice("method", methods.METHODS):
     return problems
   method = fields.block["method"]
   if method == label_consistent.METHOD:

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxwm.data.dataset import Dataset
+from jaxwm.data.splits import select_indices
 from jaxwm.poison import poisoned_label
 from jaxwm.poison import triggers
 from jaxwm.poison.watermark_key import WatermarkKey
@@ -190,7 +191,7 @@ def mark(dataset: Dataset, config: Any, key: jax.Array, surrogate_model,
         f"but the label-consistent watermark can only poison the "
         f"{candidates.size} samples of the target class {target}; use a "
         f"rate in (0, {candidates.size / num_samples:.4f}].")
-  poisoned = poisoned_label.select_indices(candidates, count, key)
+  poisoned = select_indices(candidates, count, key)
   trigger = triggers.badnets_trigger(
       dataset.image_shape, size=config.patch_size,
       position=config.patch_position, pattern=config.patch_pattern)

@@ -18,9 +18,9 @@ Triggers are applied to the stored uint8 images (rounded back to uint8), so
 they precede any augmentation, as in the paper (Appendix C.1).
 
 Clean-label watermarks (Label-Consistent, UBW-C, Sleeper Agent) reuse the
-same pieces: :func:`select_indices` on their own candidate pool,
-:func:`build_trigger`, and a :class:`~jaxwm.poison.watermark_key.
-WatermarkKey` with their method name.
+same pieces: :func:`jaxwm.data.splits.select_indices` on their own
+candidate pool, :func:`build_trigger`, and a
+:class:`~jaxwm.poison.watermark_key.WatermarkKey` with their method name.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from jaxwm.data.dataset import Dataset
+from jaxwm.data.splits import select_indices
 from jaxwm.poison import triggers
 from jaxwm.poison.watermark_key import WatermarkKey
 
@@ -166,27 +167,6 @@ def build_trigger(config: PoisonedLabelConfig, image_shape: tuple[int, ...],
     return triggers.blended_trigger(key, image_shape, alpha=config.blend_alpha)
   return triggers.wanet_trigger(key, image_shape, k=config.wanet_k,
                                 s=config.wanet_s)
-
-
-def select_indices(candidates: np.ndarray, count: int,
-                   key: jax.Array) -> np.ndarray:
-  """``count`` distinct entries of ``candidates``, uniformly, sorted.
-
-  Args:
-    candidates: int [P], the indices that may be chosen.
-    count: how many to choose, 0 <= count <= P.
-    key: jax.random key.
-
-  Returns:
-    int64 [count], sorted.
-  """
-  candidates = np.asarray(candidates, np.int64)
-  if not 0 <= count <= candidates.size:
-    raise ValueError(
-        f"cannot choose {count} samples from {candidates.size} candidates; "
-        "lower the poisoning rate or widen the source classes.")
-  order = np.asarray(jax.random.permutation(key, candidates.size))
-  return np.sort(candidates[order[:count]])
 
 
 def random_labels(key: jax.Array, true_labels: np.ndarray, num_classes: int,

@@ -1,7 +1,7 @@
 """The three verification scenarios of the UBW paper (Section 5.3, App. C.2).
 
 With the owner's WatermarkKey (our trigger), ownership verification
-(:func:`jaxwm.verify.verify_dataset_ownership`) is run on three suspects:
+(:func:`jaxwm.poison.verify_dataset_ownership`) is run on three suspects:
 
 * ``independent_t`` (Independent-T): a model trained on a dataset
   watermarked with a *different* trigger, queried with ours;
@@ -23,11 +23,9 @@ from absl import logging
 
 from jaxwm import results as results_lib
 from jaxwm.data.dataset import Dataset
+from jaxwm.poison.ownership import verify_dataset_ownership
 from jaxwm.poison.watermark_key import WatermarkKey
-from jaxwm.verify.dataset_ownership import PredictProba
-from jaxwm.verify.dataset_ownership import TooFewCorrectError
-from jaxwm.verify.dataset_ownership import verify_dataset_ownership
-from jaxwm.verify.ttest import PairedTTestResult
+from jaxwm.verify import PairedTTestResult, PredictProba, TooFewCorrectError
 
 SCENARIOS = ("independent_t", "independent_m", "malicious")
 # The decision of a scenario: H0 rejected (the suspect is judged trained on

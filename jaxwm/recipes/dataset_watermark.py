@@ -11,7 +11,7 @@ importable from a notebook:
    train the Independent-T model;
 4. measure the watermarked model (benign accuracy, ASR-A, ASR-C, D_p, D_s,
    D_c on the triggered test set) and verify the three scenarios of
-   :mod:`jaxwm.verify.scenarios` with the owner's key.
+   :mod:`jaxwm.recipes.scenarios` with the owner's key.
 
 Every model is checkpointed under ``workdir`` in a folder named after its
 role, dataset, model and seed plus a SHA-256 fingerprint of everything it
@@ -27,142 +27,23 @@ reported.
 from __future__ import annotations
 
 import os
-import re
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import numpy as np
 from absl import logging
 
-from jaxwm import identity
-from jaxwm import metrics as metrics_lib
-from jaxwm import results
 from jaxwm.data.dataset import Dataset
-from jaxwm.poison import label_consistent
-from jaxwm.poison import poisoned_label
+from jaxwm.poison.methods import mark_dataset
 from jaxwm.poison.watermark_key import WatermarkKey
+from jaxwm.recipes import scenarios
+from jaxwm.recipes.common import model_dir, watermark_metrics
 from jaxwm.train import recipe
-from jaxwm.verify import scenarios
-from jaxwm.verify.dataset_ownership import PredictProba
 
-METHODS = poisoned_label.METHODS + (label_consistent.METHOD,)
 # The engine's key streams of the three models, and the watermark keys'.
 STREAMS = {"benign": 0, "watermarked": 1, "independent": 2}
 WATERMARK_STREAMS = {"watermarked": 1000, "independent": 1001}
 KEY_FILE = "watermark_key"
-
-
-def mark_dataset(dataset: Dataset, watermark: Mapping[str, Any],
-                 key: jax.Array,
-                 surrogate: recipe.TrainedModel | None = None
-                 ) -> tuple[Dataset, WatermarkKey]:
-  """Marks ``dataset`` with the watermark ``watermark["method"]`` names.
-
-  Args:
-    dataset: the benign training set.
-    watermark: the fields of the method's config (``method`` included), as
-      a dict or ConfigDict.
-    key: jax.random key of the watermark.
-    surrogate: the model the Label-Consistent PGD attacks; unused otherwise.
-
-  Returns:
-    (marked dataset, WatermarkKey).
-  """
-  fields = dict(watermark.to_dict() if hasattr(watermark, "to_dict")
-                else watermark)
-  method = fields.get("method")
-  if method not in METHODS:
-    raise ValueError(f"unknown watermark method {method!r}; use one of "
-                     f"{METHODS}.")
-  if method != label_consistent.METHOD:
-    return poisoned_label.mark(dataset, fields, key)
-  if surrogate is None:
-    raise ValueError("the label_consistent watermark needs a surrogate model "
-                     "trained on benign data for its PGD; pass surrogate=.")
-  del fields["method"]
-  return label_consistent.mark(dataset, fields, key, surrogate.model,
-                               surrogate.variables)
-
-
-def eligible_test_indices(key: WatermarkKey, labels: np.ndarray) -> np.ndarray:
-  """Test samples the watermark acts on: its source classes, minus the
-  target class of a targeted watermark (int64 [N'])."""
-  eligible = np.isin(labels, key.source_classes)
-  if key.targeted:
-    eligible &= labels != key.target_label
-  return np.flatnonzero(eligible)
-
-
-def _rate(compute: Callable[[], Any]) -> float | dict[str, str]:
-  """``compute()`` as a float, or ``{"error": why}`` when the rate is over
-  an empty set of samples."""
-  try:
-    return float(compute())
-  except metrics_lib.UndefinedMetricError as error:
-    return results.not_computed(str(error))
-
-
-def watermark_metrics(predict_proba: PredictProba, key: WatermarkKey,
-                      test_dataset: Dataset) -> dict[str, Any]:
-  """Benign accuracy, ASR-A, ASR-C and dispersibility of a suspect model.
-
-  Benign accuracy is measured on the whole test set; the other metrics on
-  the triggered versions G(x) of the eligible test images
-  (:func:`eligible_test_indices`), as in Section 5.1: D_p (Definition 1)
-  from the hard predictions, D_s and D_c (Definition 2) from the
-  probabilities. ``top_class_share`` is the largest share of triggered
-  images predicted as one class, a plain reading of how targeted the
-  model's response is.
-
-  Args:
-    predict_proba: float images [B, H, W, C] in [0, 1] -> probabilities
-      [B, K] (e.g. ``TrainedModel.predict_proba``).
-    key: the watermark's key.
-    test_dataset: the test set.
-
-  Returns:
-    {"benign_accuracy", "asr_a", "asr_c", "d_p", "d_s", "d_c",
-    "top_class_share"}, floats; an attack success rate over no qualifying
-    sample (ASR-C of a model that gets no eligible test image right) is
-    ``{"error": why}``.
-  """
-  benign = np.asarray(predict_proba(test_dataset.float_images()))
-  eligible = eligible_test_indices(key, test_dataset.labels)
-  labels = test_dataset.labels[eligible]
-  triggered = np.asarray(predict_proba(
-      key.apply_trigger_uint8(test_dataset.images[eligible]).astype(
-          np.float32) / 255.0), np.float32)
-  triggered_classes = np.argmax(triggered, axis=1)
-  counts = np.bincount(triggered_classes, minlength=key.num_classes)
-  values = {
-      "benign_accuracy": metrics_lib.benign_accuracy(benign,
-                                                     test_dataset.labels),
-      "d_p": metrics_lib.prediction_dispersibility(
-          triggered_classes, labels, key.num_classes),
-      "d_s": metrics_lib.sample_dispersibility(triggered),
-      "d_c": metrics_lib.class_dispersibility(triggered, labels),
-      "top_class_share": counts.max() / max(1, counts.sum()),
-  }
-  return {
-      **{name: float(value) for name, value in values.items()},
-      "asr_a": _rate(lambda: metrics_lib.asr_a(triggered, labels,
-                                               key.target_label)),
-      "asr_c": _rate(lambda: metrics_lib.asr_c(
-          triggered, benign[eligible], labels, key.target_label)),
-  }
-
-
-def model_dir(workdir: str, role: str, config, *parts: Any) -> str:
-  """``workdir/<role>_<dataset>_<model>_seed<k>-<fingerprint>``.
-
-  The fingerprint (:func:`jaxwm.identity.folder_fingerprint`) covers
-  everything the benign model depends on (dataset, data directory, model,
-  training fraction, recipe, seed, jaxwm version) and ``parts``.
-  """
-  dataset = re.sub(r"[^A-Za-z0-9]+", "_", config.dataset).strip("_")
-  return os.path.join(
-      workdir, f"{role}_{dataset}_{config.model}_seed{config.seed}-"
-      f"{identity.folder_fingerprint(config, *parts)}")
 
 
 def watermark_rng(config, role: str) -> jax.Array:

@@ -11,7 +11,7 @@ import pytest
 from jaxwm.data.dataset import Dataset
 from jaxwm.poison import poisoned_label
 from jaxwm import results
-from jaxwm.verify import scenarios
+from jaxwm.recipes import scenarios
 from jaxwm.verify import ttest
 
 K = 4

@@ -13,9 +13,12 @@ import pytest
 from configs import dataset_watermark as dw_config
 from jaxwm import identity
 from jaxwm.data.dataset import Dataset
-from jaxwm.poison import ablation
-from jaxwm.poison import experiment
+from jaxwm.poison import methods
+from jaxwm.poison import ownership
 from jaxwm.poison import poisoned_label
+from jaxwm.recipes import ablate_ubw_p
+from jaxwm.recipes import common
+from jaxwm.recipes import dataset_watermark
 
 K = 4
 
@@ -55,7 +58,7 @@ def test_metrics_of_a_targeted_suspect_worked_by_hand():
       predicted[2] = 0
     return np.eye(K)[predicted] * 0.9 + 0.1 / K
 
-  values = experiment.watermark_metrics(predict_proba, key, test)
+  values = common.watermark_metrics(predict_proba, key, test)
   # Eligible: the 6 samples whose label is not the target 1 (indices
   # 0, 2, 3, 4, 6, 7), labels 0 2 3 0 2 3; triggered predictions
   # 1 1 1 0 1 1: five hits; of the benign-correct ones (all but index 2)
@@ -78,11 +81,11 @@ def test_an_undefined_attack_success_rate_is_reported_with_its_reason():
 
   # No eligible (non-target) image is right without the trigger: ASR-C is a
   # rate over no sample; ASR-A (every triggered image hits) is defined.
-  values = experiment.watermark_metrics(always_the_target, key, test)
+  values = common.watermark_metrics(always_the_target, key, test)
   assert values["asr_a"] == 1.0
   assert set(values["asr_c"]) == {"error"}
   assert "ASR-C is undefined" in values["asr_c"]["error"]
-  table = experiment.format_table({
+  table = dataset_watermark.format_table({
       **values, "benign_accuracy_no_watermark": 0.9,
       "p_value": {"malicious": 1e-5}, "delta_p": {"malicious": 0.6}})
   assert table.splitlines()[1].split() == [
@@ -93,58 +96,57 @@ def test_an_undefined_attack_success_rate_is_reported_with_its_reason():
 def test_untargeted_watermarks_are_measured_on_every_test_image():
   key = _key("ubw_p", source_classes=(0, 2))
   np.testing.assert_array_equal(
-      experiment.eligible_test_indices(key, np.arange(8) % K),
+      ownership.eligible_indices(key, np.arange(8) % K),
       [0, 2, 4, 6])
   targeted = _key("badnets", target_label=2, source_classes=(1, 2))
   np.testing.assert_array_equal(
-      experiment.eligible_test_indices(targeted, np.arange(8) % K), [1, 5])
+      ownership.eligible_indices(targeted, np.arange(8) % K), [1, 5])
 
 
 def test_model_folders_are_named_and_shared_as_documented():
   ubw = dw_config.get_config("ubw_p,fashion_mnist")
   badnets = dw_config.get_config("badnets,fashion_mnist")
-  benign = experiment.model_dir("/w", "benign", ubw)
+  benign = common.model_dir("/w", "benign", ubw)
   assert benign.startswith("/w/benign_fashion_mnist_cnn_seed0-")
   # The benign model depends on the recipe, not on the watermark.
-  assert experiment.model_dir("/w", "benign", badnets) == benign
-  assert experiment.model_dir("/w", "benign", ubw, "x") != benign
+  assert common.model_dir("/w", "benign", badnets) == benign
+  assert common.model_dir("/w", "benign", ubw, "x") != benign
   other_seed = dw_config.get_config("ubw_p,fashion_mnist")
   other_seed.seed = 3
-  assert experiment.model_dir("/w", "benign", other_seed).startswith(
+  assert common.model_dir("/w", "benign", other_seed).startswith(
       "/w/benign_fashion_mnist_cnn_seed3-")
   cifar = dw_config.get_config("ubw_p,tfds:cifar10,resnet18")
-  assert experiment.model_dir("/w", "benign", cifar).startswith(
+  assert common.model_dir("/w", "benign", cifar).startswith(
       "/w/benign_tfds_cifar10_resnet18_seed0-")
 
 
 def test_mark_dataset_dispatches_and_checks_its_inputs():
   config = dw_config.get_config("ubw_p,fashion_mnist")
-  marked, key = experiment.mark_dataset(_dataset(), config.watermark,
+  marked, key = methods.mark_dataset(_dataset(), config.watermark,
                                         jax.random.key(0))
   assert key.method == "ubw_p" and key.target_label is None
   assert marked.images.shape == (40, 8, 8, 1)
   with pytest.raises(ValueError, match="needs a surrogate model"):
-    experiment.mark_dataset(_dataset(), {"method": "label_consistent"},
+    methods.mark_dataset(_dataset(), {"method": "label_consistent"},
                             jax.random.key(0))
   with pytest.raises(ValueError, match="unknown watermark method 'ubw_c'"):
-    experiment.mark_dataset(_dataset(), {"method": "ubw_c"},
+    methods.mark_dataset(_dataset(), {"method": "ubw_c"},
                             jax.random.key(0))
 
 
 def test_watermark_keys_differ_by_role_and_seed():
   config = dw_config.get_config("badnets,fashion_mnist")
-  data = [jax.random.key_data(experiment.watermark_rng(config, role))
+  data = [jax.random.key_data(dataset_watermark.watermark_rng(config, role))
           for role in ("watermarked", "independent")]
   assert not np.array_equal(*data)
   config.seed = 1
-  assert not np.array_equal(
-      jax.random.key_data(experiment.watermark_rng(config, "watermarked")),
-      data[0])
+  assert not np.array_equal(jax.random.key_data(
+      dataset_watermark.watermark_rng(config, "watermarked")), data[0])
 
 
 def test_poison_fit_counts_poisoned_samples_predicted_as_their_label():
   dataset = _dataset()
-  marked, key = experiment.mark_dataset(
+  marked, key = methods.mark_dataset(
       dataset, {"method": "ubw_p", "poison_rate": 0.25}, jax.random.key(1))
   poisoned = key.poisoned_indices
   wanted = dict(zip(map(bytes, marked.images[poisoned]),
@@ -155,17 +157,17 @@ def test_poison_fit_counts_poisoned_samples_predicted_as_their_label():
     labels = [int(wanted[bytes(image)]) for image in images]
     return np.array([(y + (i >= 6)) % K for i, y in enumerate(labels)])
 
-  assert ablation.poison_fit(predict, marked, key) == pytest.approx(0.6)
+  assert ablate_ubw_p.poison_fit(predict, marked, key) == pytest.approx(0.6)
 
 
 def test_curve_needs_a_schedule_that_ignores_the_total():
   config = ml_collections.ConfigDict(
       {"train": {"schedule": "cosine", "num_epochs": 3}})
   with pytest.raises(ValueError, match="depends on the number of epochs"):
-    ablation.dispersibility_curve(config, None, None, None, [1, 2], "/w")
+    ablate_ubw_p.dispersibility_curve(config, None, None, None, [1, 2], "/w")
   config.train.schedule = "step"
   with pytest.raises(ValueError, match="increasing positive"):
-    ablation.dispersibility_curve(config, None, None, None, [2, 2], "/w")
+    ablate_ubw_p.dispersibility_curve(config, None, None, None, [2, 2], "/w")
 
 
 class _FakeTrainer:
@@ -189,32 +191,32 @@ def test_curve_keeps_its_points_and_trains_only_for_new_counts(
     tmp_path, monkeypatch):
   config = dw_config.get_config("ubw_p,digits,runlocal")
   config.train.schedule = "step"
-  marked, key = experiment.mark_dataset(
+  marked, key = methods.mark_dataset(
       _dataset(), {"method": "ubw_p", "poison_rate": 0.25}, jax.random.key(1))
   trainer = _FakeTrainer(marked)
-  monkeypatch.setattr(ablation.recipe, "train_model", trainer)
+  monkeypatch.setattr(ablate_ubw_p.recipe, "train_model", trainer)
   workdir = str(tmp_path / "run")
-  first = ablation.dispersibility_curve(config, marked, key, _dataset(n=8),
+  first = ablate_ubw_p.dispersibility_curve(config, marked, key, _dataset(n=8),
                                         [2, 4], workdir)
   assert trainer.trained == [2, 4]
   assert [p["epochs"] for p in first] == [2, 4]
   assert first[0]["poison_fit"] == 1.0
   assert first[0]["d_p"] == pytest.approx(0.0)  # uniform: argmax class 0
-  again = ablation.dispersibility_curve(config, marked, key, _dataset(n=8),
+  again = ablate_ubw_p.dispersibility_curve(config, marked, key, _dataset(n=8),
                                         [2, 4, 6], workdir)
   assert trainer.trained == [2, 4, 6] and again[:2] == first
   with pytest.raises(ValueError, match="trained past 3 epochs"):
-    ablation.dispersibility_curve(config, marked, key, _dataset(n=8), [3],
+    ablate_ubw_p.dispersibility_curve(config, marked, key, _dataset(n=8), [3],
                                   workdir)
   # The points kept belong to this run and these data: another learning
   # rate, or another test set, is refused before any training.
   config.train.learning_rate = 0.5
   with pytest.raises(identity.StaleRunError,
                      match=r"train\.learning_rate: 0\.05 \(on disk\) != 0\.5"):
-    ablation.dispersibility_curve(config, marked, key, _dataset(n=8),
+    ablate_ubw_p.dispersibility_curve(config, marked, key, _dataset(n=8),
                                   [2, 4, 6], workdir)
   config.train.learning_rate = 0.05
   with pytest.raises(identity.StaleRunError, match=r"test\.images: "):
-    ablation.dispersibility_curve(config, marked, key, _dataset(n=12),
+    ablate_ubw_p.dispersibility_curve(config, marked, key, _dataset(n=12),
                                   [2, 4, 6], workdir)
   assert trainer.trained == [2, 4, 6]
