@@ -104,17 +104,16 @@ def _distributed_problems(values) -> list[Problem]:
   return problems
 
 
-def join_distributed_job(values=None) -> None:
+def join_distributed_job(values: flags.FlagValues) -> None:
   """What ``--distributed`` does: checks the flags of a multi-process job
   and joins it (:func:`jaxwm.train.sharding.initialize_distributed`).
 
   Args:
-    values: the parsed flags; default ``absl.flags.FLAGS``.
+    values: the parsed flags (``absl.flags.FLAGS``).
 
   Raises:
     ConfigError: a bad flag, before anything is joined.
   """
-  values = flags.FLAGS if values is None else values
   raise_problems(_distributed_problems(values))
   sharding.initialize_distributed(
       values.coordinator_address, values.num_processes, values.process_id,

@@ -90,8 +90,9 @@ def initialize_distributed(coordinator_address: str | None = None,
   A thin call of ``jax.distributed.initialize``. On a TPU pod slice, under
   SLURM or Open MPI every argument may be left out: JAX reads them from the
   cluster. Elsewhere (a multi-node GPU job started by hand, local CPU
-  processes) give all three; on CPU the processes exchange gradients with
-  JAX's default cross-process CPU collectives (Gloo).
+  processes) give all three. CPU processes exchange gradients with the
+  collectives of JAX's ``jax_cpu_collectives_implementation`` (Gloo by
+  default).
 
   Args:
     coordinator_address: ``"host:port"`` of process 0, where it serves the

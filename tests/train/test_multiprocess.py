@@ -55,9 +55,10 @@ def _free_port() -> int:
 def _environment(local_devices: int) -> dict[str, str]:
   """This environment with ``local_devices`` fake CPU devices.
 
-  The processes compile without LLVM's optimisations: the programs are the
-  same, compiled in a third of the time (XLA:CPU's persistent cache serves
-  process 0 alone), and run a few steps only.
+  The processes compile without LLVM's optimisations: the same programs,
+  compiled in a fraction of the time, for a few steps. (JAX's persistent
+  compilation cache does not spare the compilations: on CPU, only process
+  0 writes to it and other processes' programs differ in their devices.)
   """
   xla_flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
                if not flag.startswith("--xla_force_host_platform_device_count")]
@@ -67,9 +68,10 @@ def _environment(local_devices: int) -> dict[str, str]:
           "JAX_PLATFORMS": "cpu"}
 
 
-def _config(overrides: dict[str, Any]):
+def _config():
+  """The config of the jobs that train to the end, as the launcher reads it."""
   config = train_configs.get_config(VARIANT)
-  config.update_from_flattened_dict(overrides)
+  config.update_from_flattened_dict(OVERRIDES)
   return config
 
 
@@ -145,7 +147,7 @@ def _job(*args) -> Iterator[_Job]:
 @pytest.fixture(scope="module")
 def one_process():
   """The job trained in this single process on one device, and its data."""
-  config = _config(OVERRIDES)
+  config = _config()
   train, test = recipe.load_datasets(config)
   return config, train, test, recipe.train_model(
       config, train, mesh=make_mesh(jax.devices()[:1]))
