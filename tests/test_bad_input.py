@@ -103,6 +103,12 @@ CASES = {
                                     "--workdir", "{file}"),
     "train_output_is_a_folder": Case("train", ("--output_json={folder}",),
                                      "--output_json", "{folder}"),
+    # Multi-process flags, refused before joining a job.
+    "train_process_id_without_distributed": Case(
+        "train", ("--process_id=1",), "--process_id", 1),
+    "train_process_id_past_the_processes": Case(
+        "train", ("--distributed", "--num_processes=2", "--process_id=2"),
+        "--process_id", 2),
     # Verification settings, refused before any model is trained.
     "dataset_watermark_tau_above_one": Case(
         "dataset_watermark", ("verify.tau=1.5",), "verify.tau", 1.5),
