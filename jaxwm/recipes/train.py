@@ -11,7 +11,7 @@ from typing import Any
 
 from absl import logging
 
-from jaxwm.train.recipe import load_datasets, train_model
+from jaxwm.train import recipe
 
 
 def train_and_evaluate(config, workdir: str,
@@ -40,12 +40,12 @@ def train_and_evaluate(config, workdir: str,
     "train_examples"}} as the launcher's results contract expects.
   """
   metrics = {} if metrics is None else metrics
-  train, test = load_datasets(config)
+  train, test = recipe.load_datasets(config)
   metrics["train_examples"] = len(train)
   logging.info("Training %s on %d %s images %s", config.model, len(train),
                config.dataset, train.image_shape)
-  trained = train_model(config, train,
-                        workdir=os.path.join(workdir, "model"))
+  trained = recipe.train_model(config, train,
+                               workdir=os.path.join(workdir, "model"))
   scores = trained.evaluate(test)
   metrics.update(benign_accuracy=scores["accuracy"],
                  test_loss=scores["loss"])
