@@ -156,6 +156,8 @@ CASES = {
     "model_watermark_held_out_fraction": Case(
         "model_watermark", ("attack.held_out_fraction=1.0",),
         "attack.held_out_fraction", 1.0),
+    "model_watermark_attack_epochs": Case(
+        "model_watermark", ("attack.num_epochs=0",), "attack.num_epochs", 0),
     "model_watermark_triggers_per_batch": Case(
         "model_watermark", ("watermark.triggers_per_batch=40",),
         "watermark.triggers_per_batch", 40),
