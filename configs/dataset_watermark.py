@@ -46,7 +46,7 @@ augmentation):
   this is the cheapest recipe found that does (docs/results.md, "UBW-P
   dispersibility"). Train on all of it with ``--config.train_fraction=1``.
 * ``demo`` (the README's first command): the CNN recipe cut to 40 epochs,
-  without the Independent-T-model scenario (two models: benign and
+  without the independent-trigger model (two models: benign and
   watermarked); a few minutes on a CPU. Its models have fitted fewer of
   the random labels than the 100-epoch recipe's, so its D_p is lower.
 * ``digits`` and ``runlocal``: the recipe of ``configs/train.py``
