@@ -78,8 +78,8 @@ def _train_marked(config, train: Dataset, watermark: Mapping[str, Any],
   Returns:
     (the trained model, the WatermarkKey, the key's manifest digest).
   """
-  marked, watermark_key = methods.mark_dataset(train, watermark,
-                                       watermark_rng(config, role), surrogate)
+  marked, watermark_key = methods.mark_dataset(
+      train, watermark, watermark_rng(config, role), surrogate)
   folder = marked_model_dir(workdir, config, watermark, role)
   os.makedirs(folder, exist_ok=True)
   digest = watermark_key.save(os.path.join(folder, KEY_FILE))
