@@ -28,7 +28,9 @@ from configs import train as train_configs
 from jaxwm import alignment
 from jaxwm import defenses
 from jaxwm import launch
+from configs import dataset_watermark as dataset_watermark_configs
 from jaxwm.config_checks import ConfigError
+from jaxwm.config_checks import dataset_watermarks
 from jaxwm.data import loaders
 from jaxwm.poison import poisoned_label
 from jaxwm.train import loop
@@ -122,6 +124,12 @@ CASES = {
     "dataset_watermark_target_out_of_range": Case(
         "dataset_watermark", ("watermark.target_label=10",),
         "watermark.target_label", 10),
+    "dataset_watermark_source_class_is_the_target": Case(
+        "dataset_watermark", ("verify.source_classes=(1,)",),
+        "verify.source_classes", (1,)),
+    "dataset_watermark_source_class_out_of_range": Case(
+        "dataset_watermark", ("verify.source_classes=(10,)",),
+        "verify.source_classes", (10,)),
     "dataset_watermark_patch_too_large": Case(
         "dataset_watermark", ("watermark.patch_size=9",),
         "watermark.patch_size", 9),
@@ -154,6 +162,8 @@ CASES = {
     "model_watermark_held_out_fraction": Case(
         "model_watermark", ("attack.held_out_fraction=1.0",),
         "attack.held_out_fraction", 1.0),
+    "model_watermark_attack_epochs": Case(
+        "model_watermark", ("attack.num_epochs=0",), "attack.num_epochs", 0),
     "model_watermark_triggers_per_batch": Case(
         "model_watermark", ("watermark.triggers_per_batch=40",),
         "watermark.triggers_per_batch", 40),
@@ -320,6 +330,17 @@ def test_every_problem_is_reported_at_once(places, work_spies, monkeypatch):
   # Epsilon in the config's units of 1/255, as typed, not converted.
   assert "poison.epsilon=-8: " in str(error) and "0.031" not in str(error)
   assert not work_spies
+
+
+def test_evaluated_classes_must_be_poisoned_classes():
+  config = dataset_watermark_configs.get_config("ubw_p,digits,runlocal")
+  config.watermark.source_classes = (2, 3)
+  problems = dataset_watermarks.verification(config)
+  assert [problem.field for problem in problems] == ["verify.source_classes"]
+  assert "holds classes [0] that watermark.source_classes=(2, 3) does not " \
+      "poison" in problems[0].fix
+  config.verify.source_classes = (3,)
+  assert not dataset_watermarks.verification(config)
 
 
 def test_train_model_checks_its_recipe_before_building(work_spies):

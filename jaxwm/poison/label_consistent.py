@@ -156,6 +156,20 @@ def perturb(pgd: PGDFn, variables: Any, images: np.ndarray,
   return np.concatenate(outputs)
 
 
+def watermark_trigger(config: Any,
+                      image_shape: tuple[int, ...]) -> triggers.Trigger:
+  """The patch :func:`mark` stamps for ``config`` (no randomness in it).
+
+  Args:
+    config: a :class:`LabelConsistentConfig` or a mapping of its fields.
+    image_shape: (H, W, C) of the images.
+  """
+  config = poisoned_label.dataclass_config(LabelConsistentConfig, config)
+  return triggers.badnets_trigger(
+      image_shape, size=config.patch_size, position=config.patch_position,
+      pattern=config.patch_pattern)
+
+
 def mark(dataset: Dataset, config: Any, key: jax.Array, surrogate_model,
          surrogate_variables: Any) -> tuple[Dataset, WatermarkKey]:
   """Watermarks ``dataset`` with the Label-Consistent backdoor.
@@ -192,9 +206,7 @@ def mark(dataset: Dataset, config: Any, key: jax.Array, surrogate_model,
         f"{candidates.size} samples of the target class {target}; use a "
         f"rate in (0, {candidates.size / num_samples:.4f}].")
   poisoned = select_indices(candidates, count, key)
-  trigger = triggers.badnets_trigger(
-      dataset.image_shape, size=config.patch_size,
-      position=config.patch_position, pattern=config.patch_pattern)
+  trigger = watermark_trigger(config, dataset.image_shape)
   pgd = make_pgd(surrogate_model, float(config.epsilon),
                  float(config.step_size), int(config.steps))
   adversarial = perturb(pgd, surrogate_variables, dataset.images[poisoned],

@@ -169,6 +169,25 @@ def build_trigger(config: PoisonedLabelConfig, image_shape: tuple[int, ...],
                                 s=config.wanet_s)
 
 
+def watermark_trigger(config: Any, image_shape: tuple[int, ...],
+                      key: jax.Array) -> triggers.Trigger:
+  """The trigger G that :func:`mark` draws for ``config`` with ``key``.
+
+  Args:
+    config: a :class:`PoisonedLabelConfig` or a mapping of its fields.
+    image_shape: (H, W, C) of the images.
+    key: the jax.random key :func:`mark` is given.
+  """
+  config = as_config(config)
+  return build_trigger(config, image_shape, _split_key(key)[2])
+
+
+def _split_key(key: jax.Array) -> jax.Array:
+  """Keys of the samples, the labels, the trigger, WaNet's noise samples
+  and WaNet's noise, in this order."""
+  return jax.random.split(key, 5)
+
+
 def random_labels(key: jax.Array, true_labels: np.ndarray, num_classes: int,
                   draw: str = "independent") -> np.ndarray:
   """UBW-P's poisoned labels y' ~ U[0, K) (Section 3.3).
@@ -241,7 +260,7 @@ def mark(dataset: Dataset, config: Any,
         "of this dataset.")
   sources = _source_classes(config, num_classes)
   (key_select, key_labels, key_trigger, key_noise_select,
-   key_noise) = jax.random.split(key, 5)
+   key_noise) = _split_key(key)
   trigger = build_trigger(config, dataset.image_shape, key_trigger)
 
   candidates = np.flatnonzero(np.isin(dataset.labels, sources))

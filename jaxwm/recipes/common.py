@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -41,12 +41,16 @@ def _rate(compute: Callable[[], Any]) -> float | dict[str, str]:
 
 
 def watermark_metrics(predict_proba: PredictProba, key: WatermarkKey,
-                      test_dataset: Dataset) -> dict[str, Any]:
+                      test_dataset: Dataset,
+                      source_classes: Sequence[int] | None = None
+                      ) -> dict[str, Any]:
   """Benign accuracy, ASR-A, ASR-C and dispersibility of a suspect model.
 
   Benign accuracy is measured on the whole test set; the other metrics on
   the triggered versions G(x) of the eligible test images
-  (:func:`jaxwm.poison.ownership.eligible_indices`), as in Section 5.1:
+  (:func:`jaxwm.poison.ownership.eligible_indices`: those of
+  ``source_classes``, the UBW paper's evaluation, or of every class the
+  watermark acts on), as in Section 5.1:
   D_p (Definition 1) from the hard predictions, D_s and D_c (Definition 2)
   from the probabilities. ``top_class_share`` is the largest share of triggered
   images predicted as one class, a plain reading of how targeted the
@@ -57,6 +61,8 @@ def watermark_metrics(predict_proba: PredictProba, key: WatermarkKey,
       [B, K] (e.g. ``TrainedModel.predict_proba``).
     key: the watermark's key.
     test_dataset: the test set.
+    source_classes: the classes measured (the paper's: ``(0,)``); None for
+      every class the watermark acts on.
 
   Returns:
     {"benign_accuracy", "asr_a", "asr_c", "d_p", "d_s", "d_c",
@@ -65,7 +71,7 @@ def watermark_metrics(predict_proba: PredictProba, key: WatermarkKey,
     ``{"error": why}``.
   """
   benign = np.asarray(predict_proba(test_dataset.float_images()))
-  eligible = eligible_indices(key, test_dataset.labels)
+  eligible = eligible_indices(key, test_dataset.labels, source_classes)
   labels = test_dataset.labels[eligible]
   triggered = np.asarray(predict_proba(
       key.apply_trigger_uint8(test_dataset.images[eligible]).astype(

@@ -7,11 +7,19 @@ importable from a notebook:
    the Label-Consistent PGD);
 2. mark the training set with the owner's watermark and train the
    watermarked model on it;
-3. mark it with a different trigger (``config.independent_trigger``) and
-   train the Independent-T model;
-4. measure the watermarked model (benign accuracy, ASR-A, ASR-C, D_p, D_s,
-   D_c on the triggered test set) and verify the three scenarios of
-   :mod:`jaxwm.recipes.scenarios` with the owner's key.
+3. measure the watermarked model: benign accuracy (whole test set), ASR-A,
+   ASR-C, D_p, D_s and D_c on the triggered test images of the source
+   classes ``config.verify.source_classes`` (the UBW paper's evaluation,
+   Appendix C.2: class 0), and again on those of every class the
+   watermark acts on (``all_classes``);
+4. when ``config.verify.independent_trigger_model``, mark the training set
+   with a different trigger (``config.independent_trigger``) and train a
+   model on it;
+5. verify the scenarios of :mod:`jaxwm.recipes.scenarios` with the owner's
+   key, sampling the test images from the source classes, then from every
+   class: Independent-T (the paper's: the watermarked model queried with
+   the different trigger), Independent-M, Malicious and, beside them, the
+   independent-trigger model queried with the owner's trigger.
 
 Every model is checkpointed under ``workdir`` in a folder named after its
 role, dataset, model and seed plus a SHA-256 fingerprint of everything it
@@ -26,15 +34,17 @@ reported.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 from absl import logging
 
 from jaxwm.data.dataset import Dataset
-from jaxwm.poison.methods import mark_dataset
+from jaxwm.poison import methods
+from jaxwm.poison.ownership import evaluated_classes
 from jaxwm.poison.watermark_key import WatermarkKey
 from jaxwm.recipes import scenarios
 from jaxwm.recipes.common import model_dir, watermark_metrics
@@ -68,8 +78,8 @@ def _train_marked(config, train: Dataset, watermark: Mapping[str, Any],
   Returns:
     (the trained model, the WatermarkKey, the key's manifest digest).
   """
-  marked, watermark_key = mark_dataset(train, watermark,
-                                       watermark_rng(config, role), surrogate)
+  marked, watermark_key = methods.mark_dataset(
+      train, watermark, watermark_rng(config, role), surrogate)
   folder = marked_model_dir(workdir, config, watermark, role)
   os.makedirs(folder, exist_ok=True)
   digest = watermark_key.save(os.path.join(folder, KEY_FILE))
@@ -80,6 +90,27 @@ def _train_marked(config, train: Dataset, watermark: Mapping[str, Any],
   model = recipe.train_model(config, marked, workdir=folder,
                              stream=STREAMS[role])
   return model, watermark_key, digest
+
+
+def _measure(suspects: Mapping[str, Any], key: WatermarkKey,
+             other_key: WatermarkKey, test: Dataset, verify,
+             source_classes: Sequence[int] | None) -> dict[str, Any]:
+  """The scenarios' verdicts on the test images of ``source_classes``
+  (None: every class the watermark acts on)."""
+  verdicts = scenarios.verify_scenarios(
+      suspects, key, test, m=verify.m, tau=verify.tau, seed=verify.seed,
+      keys={"independent_t": other_key}, source_classes=source_classes)
+  return scenarios.scenario_metrics(verdicts, verify.alpha)
+
+
+def _rates(watermarked: recipe.TrainedModel, key: WatermarkKey, test: Dataset,
+           source_classes: Sequence[int] | None) -> dict[str, Any]:
+  """The watermarked model's ASR-A, ASR-C and dispersibility on the test
+  images of ``source_classes`` (None: every class the watermark acts on),
+  with the classes measured."""
+  return {"source_classes": list(evaluated_classes(key, source_classes)),
+          **watermark_metrics(watermarked.predict_proba, key, test,
+                              source_classes)}
 
 
 def run_experiment(config, workdir: str,
@@ -93,11 +124,15 @@ def run_experiment(config, workdir: str,
       launcher's, so that a failure still reports them); default a new one.
 
   Returns:
-    {"dataset", "model", "metrics"}: the watermarked model's
-    ``benign_accuracy``, ``asr_a``, ``asr_c``, ``d_p``, ``d_s``, ``d_c``,
-    ``top_class_share``; ``benign_accuracy_no_watermark`` of the benign
-    model; ``verification`` (each scenario's test result, or the reason
-    it could not be run), ``p_value`` and ``delta_p`` keyed by scenario;
+    {"dataset", "model", "metrics"}. The metrics follow the UBW paper's
+    evaluation, on the test images of ``config.verify.source_classes``
+    (Appendix C.2): the watermarked model's ``benign_accuracy`` (whole
+    test set), ``asr_a``, ``asr_c``, ``d_p``, ``d_s``, ``d_c``,
+    ``top_class_share`` and ``source_classes`` (the classes measured);
+    ``verification`` (each scenario's test result, or the reason it could
+    not be run), ``p_value`` and ``delta_p`` keyed by scenario. The same,
+    over every class the watermark acts on, under ``all_classes``.
+    Besides: ``benign_accuracy_no_watermark`` of the benign model,
     ``poison_rate`` and ``watermark_key_digest``.
   """
   metrics = {} if metrics is None else metrics
@@ -112,47 +147,73 @@ def run_experiment(config, workdir: str,
   watermarked, key, digest = _train_marked(config, train, watermark,
                                            "watermarked", workdir, benign)
   metrics.update(poison_rate=key.poison_rate, watermark_key_digest=digest)
-  metrics.update(watermark_metrics(watermarked.predict_proba, key, test))
+  source_classes = tuple(config.verify.source_classes)
+  metrics.update(_rates(watermarked, key, test, source_classes))
+  all_classes = _rates(watermarked, key, test, None)
+  del all_classes["benign_accuracy"]  # measured on the whole test set
+  metrics["all_classes"] = all_classes
   independent_watermark = {**watermark,
                            **config.independent_trigger.to_dict()}
-  independent, _, _ = _train_marked(config, train, independent_watermark,
-                                    "independent", workdir, benign)
-  verdicts = scenarios.verify_scenarios(
-      {"independent_t": independent.predict_proba,
-       "independent_m": benign.predict_proba,
-       "malicious": watermarked.predict_proba},
-      key, test, m=config.verify.m, tau=config.verify.tau,
-      seed=config.verify.seed)
-  metrics.update(scenarios.scenario_metrics(verdicts, config.verify.alpha))
+  other_key = dataclasses.replace(key, trigger=methods.watermark_trigger(
+      independent_watermark, train.image_shape,
+      watermark_rng(config, "independent")))
+  suspects = {"independent_t": watermarked.predict_proba,
+              "independent_m": benign.predict_proba,
+              "malicious": watermarked.predict_proba}
+  if config.verify.independent_trigger_model:
+    independent, _, _ = _train_marked(config, train, independent_watermark,
+                                      "independent", workdir, benign)
+    suspects["independent_trigger_model"] = independent.predict_proba
+  metrics.update(_measure(suspects, key, other_key, test, config.verify,
+                          source_classes))
+  all_classes.update(_measure(suspects, key, other_key, test, config.verify,
+                              None))
   return {"dataset": config.dataset, "model": config.model,
           "metrics": metrics}
 
 
-def format_table(metrics: Mapping[str, Any]) -> str:
-  """The paper's Table 1 row and Table 3 block for one run, as text.
+def _cell(value: Any, spec: str) -> str:
+  return format(value, spec) if isinstance(value, float) else "n/a"
 
-  A scenario that could not be verified shows ``n/a``.
+
+def _block(title: str, values: Mapping[str, Any]) -> list[str]:
+  """The rates and the scenarios' Delta P and p-values of one evaluation."""
+  names = [name for name in scenarios.SCENARIOS + scenarios.EXTRA_SCENARIOS
+           if name in values.get("verification", scenarios.SCENARIOS)]
+
+  def row(name: str, cells: list[str]) -> str:
+    return f"{name:<8} " + " ".join(
+        f"{cell:>{max(14, len(n))}}" for n, cell in zip(names, cells))
+
+  def scenario_row(name: str, entries: Mapping[str, float], spec: str) -> str:
+    return row(name, [_cell(entries.get(n), spec) for n in names])
+
+  return [
+      f"{title}: classes {values.get('source_classes', 'n/a')}",
+      "ASR-A   ASR-C   D_p",
+      " ".join(f"{_cell(values[name], '.4f'):<7}"
+               for name in ("asr_a", "asr_c", "d_p")),
+      row("", names),
+      scenario_row("Delta P", values.get("delta_p", {}), ".4f"),
+      scenario_row("p-value", values.get("p_value", {}), ".3g"),
+  ]
+
+
+def format_table(metrics: Mapping[str, Any]) -> str:
+  """The paper's Table 1 row and Table 3 block for one run, as text: the
+  paper's evaluation (its source classes), then every class.
+
+  A value or scenario that could not be measured shows ``n/a``.
 
   Args:
     metrics: the ``metrics`` of :func:`run_experiment`.
   """
-
-  def cell(value: Any, spec: str) -> str:
-    return format(value, spec) if isinstance(value, float) else "n/a"
-
-  def row(name: str, values: Mapping[str, float], spec: str) -> str:
-    return f"{name:<8} " + " ".join(
-        f"{cell(values.get(s), spec):>14}" for s in scenarios.SCENARIOS)
-
-  rows = [
-      "BA (no watermark)  BA      ASR-A   ASR-C   D_p",
-      f"{cell(metrics['benign_accuracy_no_watermark'], '.4f'):<18} "
-      + " ".join(f"{cell(metrics[name], '.4f'):<7}"
-                 for name in ("benign_accuracy", "asr_a", "asr_c"))
-      + f" {cell(metrics['d_p'], '.4f')}",
-      "",
-      f"{'':<8} " + " ".join(f"{name:>14}" for name in scenarios.SCENARIOS),
-      row("Delta P", metrics["delta_p"], ".4f"),
-      row("p-value", metrics["p_value"], ".3g"),
-  ]
-  return "\n".join(rows)
+  lines = [
+      f"BA {_cell(metrics['benign_accuracy'], '.4f')} "
+      f"(no watermark: "
+      f"{_cell(metrics['benign_accuracy_no_watermark'], '.4f')})", ""]
+  lines += _block("The UBW paper's evaluation", metrics)
+  if "all_classes" in metrics:
+    lines += [""] + _block("Every class the watermark acts on",
+                           metrics["all_classes"])
+  return "\n".join(lines)

@@ -86,21 +86,111 @@ def test_an_undefined_attack_success_rate_is_reported_with_its_reason():
   assert set(values["asr_c"]) == {"error"}
   assert "ASR-C is undefined" in values["asr_c"]["error"]
   table = dataset_watermark.format_table({
-      **values, "benign_accuracy_no_watermark": 0.9,
+      **values, "benign_accuracy_no_watermark": 0.9, "source_classes": [0],
       "p_value": {"malicious": 1e-5}, "delta_p": {"malicious": 0.6}})
-  assert table.splitlines()[1].split() == [
-      "0.9000", "0.2500", "1.0000", "n/a", f"{values['d_p']:.4f}"]
-  assert table.splitlines()[-1].split() == ["p-value", "n/a", "n/a", "1e-05"]
+  lines = table.splitlines()
+  assert lines[0] == "BA 0.2500 (no watermark: 0.9000)"
+  assert lines[2].endswith("classes [0]")
+  assert lines[4].split() == ["1.0000", "n/a", f"{values['d_p']:.4f}"]
+  assert lines[5].split() == ["independent_t", "independent_m", "malicious"]
+  assert lines[-1].split() == ["p-value", "n/a", "n/a", "1e-05"]
 
 
-def test_untargeted_watermarks_are_measured_on_every_test_image():
+def _class_coded_dataset(n=40):
+  """Images whose top rows carry the class (grey 40 * (class + 1))."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 100, (n, 8, 8, 1), dtype=np.uint8)
+  labels = np.arange(n) % K
+  images[:, :2] = (40 * (labels + 1))[:, None, None, None]
+  return Dataset(images, labels, K)
+
+
+def test_the_papers_figures_are_measured_on_the_source_class_only():
+  key = _key("badnets", target_label=1)
+  test = _class_coded_dataset()
+
+  def predict_proba(images):
+    # Right on every clean image; the patch sends class 0 alone to the
+    # target 1: a backdoor of the source class.
+    images = np.asarray(images)
+    predicted = np.rint(images[:, 0, 0, 0] * 255 / 40).astype(int) - 1
+    predicted[_patched(key, images) & (predicted == 0)] = 1
+    return np.eye(K)[predicted] * 0.9 + 0.1 / K
+
+  paper = common.watermark_metrics(predict_proba, key, test, (0,))
+  every = common.watermark_metrics(predict_proba, key, test)
+  assert paper["asr_a"] == paper["asr_c"] == 1.0
+  assert paper["d_p"] == pytest.approx(0.0, abs=1e-6)
+  # Every class but the target: classes 0, 2 and 3, one in three hit.
+  assert every["asr_a"] == pytest.approx(1 / 3)
+  assert every["benign_accuracy"] == paper["benign_accuracy"] == 1.0
+  verdicts = {
+      classes: ownership.verify_dataset_ownership(
+          predict_proba, key, test, m=10, source_classes=classes)
+      for classes in ((0,), None)}
+  assert verdicts[(0,)].delta_p == pytest.approx(0.9)
+  assert verdicts[None].delta_p < 0.5
+
+
+def test_eligible_test_images_are_those_of_the_evaluated_classes():
+  labels = np.arange(8) % K
   key = _key("ubw_p", source_classes=(0, 2))
+  np.testing.assert_array_equal(ownership.eligible_indices(key, labels),
+                                [0, 2, 4, 6])
   np.testing.assert_array_equal(
-      ownership.eligible_indices(key, np.arange(8) % K),
-      [0, 2, 4, 6])
+      ownership.eligible_indices(key, labels, (0,)), [0, 4])
+  # Classes the watermark does not act on are not evaluated.
+  assert ownership.evaluated_classes(key, (0, 3)) == (0,)
   targeted = _key("badnets", target_label=2, source_classes=(1, 2))
   np.testing.assert_array_equal(
-      ownership.eligible_indices(targeted, np.arange(8) % K), [1, 5])
+      ownership.eligible_indices(targeted, labels), [1, 5])
+  with pytest.raises(ValueError, match=r"source_classes=\(2,\) leaves no "
+                     "class the badnets watermark acts on"):
+    ownership.eligible_indices(targeted, labels, (2,))
+
+
+@pytest.mark.parametrize("method", ["badnets", "blended", "wanet", "ubw_p"])
+def test_the_independent_trigger_is_the_one_its_model_is_trained_with(
+    method):
+  config = {"method": method, "patch_size": 2, "patch_position": (0, 0)}
+  rng = jax.random.key(3)
+  _, key = methods.mark_dataset(_dataset(), config, rng)
+  trigger = methods.watermark_trigger(config, (8, 8, 1), rng)
+  images = _dataset(n=8).float_images()
+  np.testing.assert_array_equal(np.asarray(trigger(images)),
+                                np.asarray(key.trigger(images)))
+  other = methods.watermark_trigger(config, (8, 8, 1), jax.random.key(4))
+  same = np.array_equal(np.asarray(other(images)), np.asarray(
+      trigger(images)))
+  # Keyed triggers (Blended's pattern, WaNet's field) change with the key.
+  assert same == (method in ("badnets", "ubw_p"))
+
+
+def test_label_consistent_stamps_its_configured_patch():
+  config = {"method": "label_consistent", "patch_size": 2,
+            "patch_pattern": "white"}
+  trigger = methods.watermark_trigger(config, (8, 8, 1), jax.random.key(0))
+  expected = poisoned_label.build_trigger(
+      poisoned_label.as_config({**config, "method": "badnets"}), (8, 8, 1),
+      jax.random.key(0))
+  images = _dataset(n=4).float_images()
+  np.testing.assert_array_equal(np.asarray(trigger(images)),
+                                np.asarray(expected(images)))
+
+
+def test_reproduction_and_demo_configs_follow_the_paper():
+  ubw = dw_config.get_config("ubw_p,fashion_mnist")
+  assert ubw.watermark.label_draw == "independent"
+  assert tuple(ubw.verify.source_classes) == (0,)
+  assert ubw.verify.independent_trigger_model
+  badnets = dw_config.get_config("badnets,fashion_mnist")
+  assert badnets.watermark.target_label == 1  # Section 5.2: y_t = 1
+  demo = dw_config.get_config("ubw_p,fashion_mnist,demo")
+  assert (demo.dataset, demo.model) == ("fashion_mnist", "cnn")
+  assert demo.train.num_epochs < ubw.train.num_epochs
+  assert not demo.verify.independent_trigger_model
+  assert demo.train_fraction == ubw.train_fraction
+  assert demo.watermark == ubw.watermark
 
 
 def test_model_folders_are_named_and_shared_as_documented():
