@@ -41,6 +41,8 @@ instead of their own (the most favourable victim for the poison);
 Table 5): ``gaussian_smoothing``, ``additive_noise`` or ``dp_sgd``.
 """
 
+from __future__ import annotations
+
 import ml_collections
 
 from configs import train as train_configs
@@ -78,12 +80,13 @@ def poison_config(method: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  method, _, rest = (arg or "availability,fashion_mnist").partition(",")
+  method, _, rest = (arg or "").partition(",")
   if method not in METHODS:
     raise ValueError(
-        f"config variant {arg!r} must start with one of {', '.join(METHODS)}, "
-        "e.g. availability,fashion_mnist.")
-  config = train_configs.base_config(rest)
+        f"config variant {arg or ''!r} must start with one of "
+        f"{', '.join(METHODS)}, "
+        "e.g. availability,fashion_mnist or availability,digits,runlocal.")
+  config = train_configs.base_config(rest, method)
   runlocal = "runlocal" in rest.split(",")
   config.method = method
   config.poison = poison_config(method)
@@ -99,7 +102,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Independent-T queries the watermarked model with a different trigger.
   config.independent_trigger = ml_collections.ConfigDict(dict(
       patch_position=(0, 0), patch_pattern="white"))
-  config.verify = ml_collections.ConfigDict(dict(m=100, tau=0.25, seed=0))
+  config.verify = ml_collections.ConfigDict(dict(m=100, tau=0.25, seed=0,
+                                                  alpha=0.01))
   # The victims' recipe is config.train with the fields set here replaced.
   placeholder = ml_collections.config_dict.placeholder
   config.victim = ml_collections.ConfigDict(dict(

@@ -14,7 +14,20 @@ The training recipe is that of ``configs/train.py`` with the paper's step
 schedule (Section 4.6: the learning rate divided by ten after each third of
 training) so that "the last learning rate that was used during training",
 which every fine-tuning run uses, is well defined.
+
+The removal attacker's budget is the paper's (Section 4.4: "the adversary
+can fine-tune the models using the same amount of training instances and
+epochs as in training the model"): the training set is split into two
+disjoint halves (``attack.held_out_fraction=0.5``), the owner trains on one,
+the attacker fine-tunes on the other for as many epochs
+(``attack.num_epochs=None``), so both see as many distinct images, as
+many times, in as many optimizer steps. The attacker never holds the
+owner's images. ``--config.attack.held_out_fraction=0.2`` gives the
+earlier, weaker attacker: a quarter of the owner's images, hence a quarter
+of the steps.
 """
+
+from __future__ import annotations
 
 import ml_collections
 
@@ -25,28 +38,39 @@ MODES = {"adi_fromscratch": "fromscratch", "adi_pretrained": "pretrained",
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  mode, _, rest = (arg or "adi_fromscratch,fashion_mnist").partition(",")
+  mode, _, rest = (arg or "").partition(",")
   if mode not in MODES:
     raise ValueError(
-        f"config variant {arg!r} must start with one of {', '.join(MODES)}, "
-        "e.g. adi_fromscratch,fashion_mnist.")
-  config = train_configs.base_config(rest)
+        f"config variant {arg or ''!r} must start with one of "
+        f"{', '.join(MODES)}, "
+        "e.g. adi_fromscratch,fashion_mnist or "
+        "adi_fromscratch,digits,runlocal.")
+  config = train_configs.base_config(rest, mode)
   runlocal = "runlocal" in rest.split(",")
   epochs = config.train.num_epochs
   config.train.schedule = "step"
-  config.train.milestones = (epochs // 3, 2 * epochs // 3) if epochs >= 3 else ()
+  config.train.milestones = ((epochs // 3, 2 * epochs // 3) if epochs >= 3
+                             else ())
 
   config.watermark = ml_collections.ConfigDict(dict(
       mode=MODES[mode],
       num_triggers=100,             # n, Section 4.2.
       triggers_per_batch=2,         # k, Section 4.1.
       trigger_seed=ml_collections.config_dict.placeholder(int),  # None: secret.
-      alpha=0.01,
+      alpha=0.01,                   # the binomial test's level.
+      # The paper's rule: accept iff at most eps |T| triggers disagree
+      # (Verify step 3, Section 3.1). The paper fixes no number (eps is the
+      # error of an eps-accurate model, and must be < 1/2); 0.1 is about
+      # the test error of the Fashion-MNIST models here.
+      eps=0.1,
   ))
   config.attack = ml_collections.ConfigDict(dict(
-      held_out_fraction=0.2,        # the attacker's share of the training set.
+      # The attacker's share of the training set: as many images as the
+      # owner's (Section 4.4).
+      held_out_fraction=0.5,
       names=("ftll", "ftal", "rtll", "rtal"),
-      num_epochs=epochs,            # as many as training (Section 4.4).
+      # None: as many as training (Section 4.4).
+      num_epochs=ml_collections.config_dict.placeholder(int),
       # None: the last learning rate of config.train (Section 4.6).
       learning_rate=ml_collections.config_dict.placeholder(float),
   ))
@@ -80,8 +104,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.false_acceptance.num_models = 3
     config.train.batch_size = 32
     config.watermark.num_triggers = 20
-    config.attack.held_out_fraction = 0.5
-    config.attack.num_epochs = 1
     config.piracy.num_triggers = 20
     config.transfer.num_epochs = 1
   return config

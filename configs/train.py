@@ -4,8 +4,11 @@ VARIANT is a comma list of a dataset (``digits``, ``fashion_mnist``, or any
 ``tfds:NAME`` such as ``tfds:cifar10``), optionally a model (``cnn``,
 ``resnet18``, ``resnet34``, ``vgg16_bn``, ``vgg19_bn``, ``wrn16_4``,
 ``wrn28_10``) and optionally ``runlocal`` (a tiny, fast smoke run), e.g.
-``fashion_mnist,cnn`` or ``fashion_mnist,resnet18,runlocal``.
+``fashion_mnist,cnn`` or ``fashion_mnist,resnet18,runlocal``. The dataset
+is required: no variant falls back to a default one.
 """
+
+from __future__ import annotations
 
 import ml_collections
 
@@ -13,16 +16,30 @@ MODELS = ("cnn", "resnet18", "resnet34", "vgg16_bn", "vgg19_bn", "wrn16_4",
           "wrn28_10")
 
 
-def parse_variant(arg: str | None) -> tuple[str, str | None, bool]:
-  """``"fashion_mnist,resnet18,runlocal"`` -> (dataset, model, runlocal)."""
-  parts = [p for p in (arg or "fashion_mnist").split(",") if p]
+def parse_variant(arg: str | None,
+                  method: str | None = None) -> tuple[str, str | None, bool]:
+  """``"fashion_mnist,resnet18,runlocal"`` -> (dataset, model, runlocal).
+
+  Args:
+    arg: the variant, or what follows the method in it.
+    method: the method in front of ``arg`` in the variant typed, if any.
+
+  Raises:
+    ValueError: no dataset (there is no default one), several datasets or
+      several models.
+  """
+  parts = [p for p in (arg or "").split(",") if p]
   runlocal = "runlocal" in parts
   models = [p for p in parts if p in MODELS]
   datasets = [p for p in parts if p not in MODELS and p != "runlocal"]
   if len(datasets) != 1 or len(models) > 1:
+    typed = ",".join(part for part in (method, arg) if part)
+    lead = f"{method}," if method else ""
     raise ValueError(
-        f"config variant {arg!r} must name one dataset, at most one model "
-        f"({', '.join(MODELS)}) and optionally runlocal.")
+        f"config variant {typed!r} must name one dataset (digits, "
+        "fashion_mnist, tfds:NAME, npz:PATH or folder:PATH), at most one "
+        f"model ({', '.join(MODELS)}) and optionally runlocal, e.g. "
+        f"{lead}fashion_mnist or {lead}digits,runlocal.")
   return datasets[0], (models[0] if models else None), runlocal
 
 
@@ -48,9 +65,11 @@ def training_config(model: str) -> ml_collections.ConfigDict:
   ))
 
 
-def base_config(arg: str | None) -> ml_collections.ConfigDict:
-  """Dataset, model, seed and training recipe for a variant string."""
-  dataset, model, runlocal = parse_variant(arg)
+def base_config(arg: str | None,
+                method: str | None = None) -> ml_collections.ConfigDict:
+  """Dataset, model, seed and training recipe for a variant string (what
+  follows ``method`` in the variant typed)."""
+  dataset, model, runlocal = parse_variant(arg, method)
   model = model or "cnn"
   config = ml_collections.ConfigDict()
   config.seed = 0

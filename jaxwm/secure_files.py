@@ -10,11 +10,13 @@ next to each other::
 
 Loading recomputes both hashes with :mod:`hashlib` and compares them to the
 manifest with :func:`hmac.compare_digest` before parsing anything, so a
-truncated, tampered or swapped file is rejected before its contents are used.
-The manifest protects against accidents and against edits by someone who does
-not also rewrite the manifest; for protection against a deliberate forger the
-owner keeps the manifest digest (:func:`manifest_digest`) out of band, e.g.
-in a commitment.
+truncated, tampered or swapped file is rejected before its contents are used;
+files renamed after saving are reported as renamed (the manifest records
+their names). The manifest protects against accidents and against edits by
+someone who does not also rewrite the manifest. Against a deliberate forger,
+who can write a fresh manifest for forged files, the owner keeps the digest
+that :func:`save` returns apart from the files (e.g. in a commitment or a
+time-stamped post) and passes it to ``load(prefix, digest=...)``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ import zipfile
 from typing import Any, Mapping
 
 import numpy as np
+
+from jaxwm import fields
+from jaxwm import safe_npz
 
 FORMAT = "jaxwm.secure_files/v1"
 
@@ -112,8 +117,7 @@ def save(prefix: str, arrays: Mapping[str, np.ndarray],
 
 def manifest_digest(prefix: str) -> str:
   """Hex SHA-256 of the manifest file: one value that pins all three files."""
-  with open(_paths(prefix)[2], "rb") as f:
-    return sha256_hex(f.read())
+  return sha256_hex(_read(_paths(prefix)[2]))
 
 
 def _read(path: str) -> bytes:
@@ -126,22 +130,17 @@ def _read(path: str) -> bytes:
         ".manifest.json files side by side.") from None
 
 
-def load(prefix: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-  """Loads what :func:`save` wrote, after checking every SHA-256 hash.
-
-  Raises:
-    TamperedFileError: a file differs from its manifest entry or the manifest
-      itself is malformed. The message names the file.
-  """
-  npz_path, json_path, manifest_path = _paths(prefix)
-  manifest_bytes = _read(manifest_path)
+def _parse_manifest(manifest_path: str, manifest_bytes: bytes
+                    ) -> dict[str, str]:
+  """The manifest's ``file name -> hex SHA-256`` table, checked."""
   try:
     manifest = json.loads(manifest_bytes)
     if not isinstance(manifest, dict):
       raise TypeError(type(manifest).__name__)
     expected = manifest["sha256"]
-    if not isinstance(expected, dict):
-      raise TypeError(type(expected).__name__)
+    if not isinstance(expected, dict) or len(expected) != 2 or not all(
+        isinstance(v, str) for v in expected.values()):
+      raise TypeError("its sha256 entry must map two file names to hashes")
     if manifest["format"] != FORMAT:
       raise ValueError(f"format {manifest['format']!r} is not {FORMAT!r}")
     if _canonical_json(manifest) != manifest_bytes:
@@ -150,20 +149,83 @@ def load(prefix: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     raise TamperedFileError(
         f"{manifest_path} is not a valid jaxwm manifest ({e}); restore it "
         "from the owner's copy.") from None
-  contents = {}
-  for path in (npz_path, json_path):
-    data = _read(path)
-    want = expected.get(os.path.basename(path))
-    if not isinstance(want, str) or not hmac.compare_digest(
-        sha256_hex(data).encode(), want.encode()):
+  return expected
+
+
+def _check_names(paths: tuple[str, str], manifest_path: str,
+                 expected: Mapping[str, str],
+                 contents: Mapping[str, bytes]) -> None:
+  """Refuses files whose names differ from those the manifest records.
+
+  A set of files renamed together keeps contents that match the hashes under
+  their recorded names: that is reported as a rename, with the names to
+  restore, and anything else as a modification.
+  """
+  names = tuple(os.path.basename(path) for path in paths)
+  if set(names) == set(expected):
+    return
+  recorded = sorted(expected)
+  hashes = {sha256_hex(contents[path]) for path in paths}
+  if hashes == set(expected.values()):
+    stem = os.path.commonprefix(recorded).rstrip(".")
+    raise TamperedFileError(
+        f"{manifest_path} records the files as {recorded}, but they were "
+        f"found as {sorted(names)}: the files were renamed (their contents "
+        f"are intact). Rename all three back to {stem}.npz, {stem}.json "
+        f"and {stem}.manifest.json, or load them under their original "
+        "names.")
+  raise TamperedFileError(
+      f"{manifest_path} records the files {recorded}, not {sorted(names)}, "
+      "and their contents match neither: the files were renamed and "
+      "modified, or come from different keys. Use an unmodified copy of "
+      "the key.")
+
+
+def load(prefix: str, digest: str | None = None
+         ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Loads what :func:`save` wrote, after checking every SHA-256 hash.
+
+  Args:
+    prefix: the path given to :func:`save`.
+    digest: the hex digest :func:`save` returned, kept by the owner apart
+      from the files. When given, the manifest must hash to it (compared
+      with :func:`hmac.compare_digest` before anything is parsed), which
+      also refuses files a forger wrote together with a fresh manifest.
+
+  Raises:
+    TamperedFileError: the manifest differs from ``digest``, a file differs
+      from its manifest entry, the files were renamed, the manifest itself
+      is malformed, or the contents cannot be parsed. The message names the
+      file.
+    ValueError: ``digest`` is not a SHA-256 hex string.
+  """
+  npz_path, json_path, manifest_path = _paths(prefix)
+  if digest is not None:
+    digest = fields.hex_digest(digest, "digest", "that save returned")
+  manifest_bytes = _read(manifest_path)
+  if digest is not None and not hmac.compare_digest(
+      sha256_hex(manifest_bytes).encode(), digest.encode()):
+    raise TamperedFileError(
+        f"{manifest_path} does not hash to the digest you kept "
+        f"({digest}): the files were replaced or modified since they were "
+        "saved. Use the owner's copy of the key.")
+  expected = _parse_manifest(manifest_path, manifest_bytes)
+  contents = {path: _read(path) for path in (npz_path, json_path)}
+  _check_names((npz_path, json_path), manifest_path, expected, contents)
+  for path, data in contents.items():
+    if not hmac.compare_digest(sha256_hex(data).encode(),
+                               expected[os.path.basename(path)].encode()):
       raise TamperedFileError(
           f"{path} does not match the SHA-256 in {manifest_path}: the file "
           "was truncated or modified. Use an unmodified copy of the key.")
-    contents[path] = data
   try:
-    with np.load(io.BytesIO(contents[npz_path]), allow_pickle=False) as npz:
-      arrays = {name: npz[name] for name in npz.files}
+    arrays = safe_npz.read_npz(contents[npz_path], npz_path)
     metadata = json.loads(contents[json_path])
-  except (ValueError, OSError) as e:
-    raise TamperedFileError(f"cannot parse {npz_path} or {json_path}: {e}") from e
+  except (ValueError, UnicodeDecodeError) as e:
+    raise TamperedFileError(
+        f"cannot parse {npz_path} or {json_path}: {e}") from None
+  if not isinstance(metadata, dict):
+    raise TamperedFileError(
+        f"{json_path} holds a JSON {type(metadata).__name__}, not an object "
+        "of metadata.")
   return arrays, metadata

@@ -1,12 +1,24 @@
-"""Test set-up: 8 fake CPU devices, so that sharded code is exercised on CPU.
+"""Test set-up: 8 fake CPU devices, so that sharded code is exercised on CPU,
+and a persistent compilation cache for the session.
 
 XLA reads the flag when JAX initialises its backend, so it is set here, before
-any test module imports jax.
+any test module imports jax. Most models of the suite compile to the same
+programs (the same architecture, recipe and shapes, other seeds or data);
+the cache compiles each once per session instead of once per model.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") +
     " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="jaxwm_tests_xla_cache_")
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"

@@ -2,6 +2,7 @@
 
 from jaxwm.data.dataset import Dataset
 from jaxwm.data.loaders import load
+from jaxwm.data.loaders import load_splits
 from jaxwm.data.splits import disjoint_split
 from jaxwm.data.splits import stratified_indices
 from jaxwm.data.splits import stratified_subset
@@ -11,6 +12,7 @@ __all__ = [
     "Dataset",
     "disjoint_split",
     "load",
+    "load_splits",
     "stratified_indices",
     "stratified_subset",
     "synthetic",

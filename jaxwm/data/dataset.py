@@ -85,3 +85,25 @@ class Dataset:
   def float_images(self) -> np.ndarray:
     """Images as float32 in [0, 1], [N, H, W, C]."""
     return self.images.astype(np.float32) / 255.0
+
+
+def check_same_task(train: Dataset, test: Dataset, source: str) -> None:
+  """Raises ValueError unless two splits share image shape and classes.
+
+  A model trained on one split is evaluated on the other; this catches a
+  mismatch when the data is loaded, not later inside the model.
+
+  Args:
+    train, test: the two splits.
+    source: where they came from (e.g. the dataset name), for the message.
+  """
+  if train.image_shape != test.image_shape:
+    raise ValueError(
+        f"{source}: the train images have shape {train.image_shape} but the "
+        f"test images {test.image_shape}; store both splits at one image "
+        "size and channel count.")
+  if train.class_names != test.class_names:
+    raise ValueError(
+        f"{source}: the train split has {train.num_classes} classes "
+        f"{list(train.class_names)} but the test split {test.num_classes} "
+        f"{list(test.class_names)}; give both splits the same classes.")

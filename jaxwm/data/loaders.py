@@ -34,7 +34,9 @@ import os
 import numpy as np
 from PIL import Image
 
+from jaxwm import safe_npz
 from jaxwm.data import idx
+from jaxwm.data.dataset import check_same_task
 from jaxwm.data.dataset import Dataset
 from jaxwm.data.splits import disjoint_split
 
@@ -86,6 +88,19 @@ def load(name: str, split: str,
   if name == "digits":
     return load_digits(split)
   return (load_npz if kind == "npz" else load_folder)(argument, split)
+
+
+def load_splits(name: str, data_dir: str | os.PathLike | None = None
+                ) -> tuple[Dataset, Dataset]:
+  """(train, test) of the dataset called ``name`` (see :func:`load`).
+
+  Raises:
+    ValueError: besides :func:`load`'s errors, when the two splits differ
+      in image shape or classes (the message names both).
+  """
+  train, test = load(name, "train", data_dir), load(name, "test", data_dir)
+  check_same_task(train, test, name)
+  return train, test
 
 
 def _check_split(split: str) -> None:
@@ -215,19 +230,10 @@ def load_npz(path: str | os.PathLike, split: str) -> Dataset:
 def _read_npz(path: str,
               split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
   """(images, labels, class names) of ``split`` from the layout of load_npz."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"npz file {path} does not exist.")
   images_key, labels_key = f"{split}_images", f"{split}_labels"
-  try:
-    with np.load(path, allow_pickle=False) as npz:
-      arrays = {key: npz[key] for key in npz.files
-                if key in (images_key, "class_names") or
-                key.endswith("_labels")}
-  except (ValueError, OSError, TypeError) as e:
-    raise ValueError(
-        f"{path} is not a readable .npz archive of plain arrays ({e}); save "
-        "it with np.savez and store class_names as a string array, not "
-        "objects.") from e
+  arrays = safe_npz.read_npz(
+      path, path, lambda key: key in (images_key, "class_names") or
+      key.endswith("_labels"))
   if images_key not in arrays or labels_key not in arrays:
     splits = sorted(key[:-len("_labels")] for key in arrays
                     if key.endswith("_labels"))

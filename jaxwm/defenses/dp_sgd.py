@@ -12,7 +12,7 @@ The engine's step differentiates the batch-mean loss once, so it never
 sees per-example gradients; :func:`make_dp_sgd_step` is therefore a step of
 the same shape (``step(state, batch, rng) -> (state, metrics)``, jitted,
 sharded, state donated) that takes them with ``jax.vmap`` over each
-device's rows (:func:`jaxwm.poison.alignment.per_device_rows`), and
+device's rows (:func:`jaxwm.alignment.objective.per_device_rows`), and
 :func:`train_model` runs it through the engine's own ``fit``. Each example
 passes through BatchNorm alone (statistics over its own pixels), and the
 running statistics move by the mean of the per-example updates.
@@ -25,9 +25,11 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from jaxwm import alignment
+from jaxwm.config_checks import raise_problems
+from jaxwm.config_checks.training import training
 from jaxwm.data.dataset import Dataset
 from jaxwm.models import common as model_common
-from jaxwm.poison import alignment
 from jaxwm.train import losses, loop, optim, recipe, sharding
 from jaxwm.train import step as step_lib
 from jaxwm.train.state import create_train_state
@@ -109,6 +111,7 @@ def train_model(config, train_data: Dataset, *, l2_clip: float,
   if l2_clip <= 0 or noise_multiplier < 0:
     raise ValueError(f"l2_clip={l2_clip} must be > 0 and noise_multiplier="
                      f"{noise_multiplier} >= 0.")
+  raise_problems(training(config))
   mesh = sharding.make_mesh() if mesh is None else mesh
   model = recipe.build_model(config, train_data.num_classes)
   steps_per_epoch = max(1, len(train_data) // config.train.batch_size)
@@ -126,12 +129,18 @@ def train_model(config, train_data: Dataset, *, l2_clip: float,
     input_transform = recipe.input_transform_from_config(config.train.augment)
   step_fn = make_dp_sgd_step(model, optimizer,
                              input_transform=input_transform, mesh=mesh)
+  identity = recipe.run_identity(
+      config, stream=stream, input_transform=input_transform,
+      extra={"dp_sgd": {"l2_clip": l2_clip,
+                        "noise_multiplier": noise_multiplier}})
   state = loop.fit(
       step_fn, state, train_data, batch_size=config.train.batch_size,
       num_epochs=config.train.num_epochs, data_rng=jax.random.fold_in(key, 1),
-      mesh=mesh, workdir=workdir,
+      mesh=mesh, workdir=workdir, identity=identity,
       checkpoint_every_epochs=config.train.checkpoint_every_epochs,
-      log_every_steps=config.train.log_every_steps)
+      log_every_steps=config.train.log_every_steps,
+      learning_rate=optim.schedule_from_config(
+          config.train, steps_per_epoch, config.train.num_epochs))
   return recipe.TrainedModel(model, state, mesh,
                              step_lib.make_predict_fn(model, mesh),
                              config.eval_batch_size)

@@ -11,6 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
+class UndefinedMetricError(ValueError):
+  """A rate over an empty set of samples (e.g. ASR-C when the model gets no
+  eligible benign sample right): the metric has no value, the inputs are
+  not wrong."""
+
+
 def concrete(x: jax.Array) -> np.ndarray | None:
   """``x`` as a NumPy array, or None when it is traced under a transform."""
   try:
@@ -55,13 +61,13 @@ def check_labels(labels: jax.Array, num_classes: int, what: str) -> None:
 def fraction(hits: jax.Array, eligible: jax.Array, what: str) -> jax.Array:
   """mean of ``hits`` over ``eligible`` (bool [N] each) -> float32 scalar.
 
-  Raises ValueError when no sample is eligible and the inputs are concrete;
-  under ``jax.jit`` that case returns NaN.
+  Raises UndefinedMetricError when no sample is eligible and the inputs are
+  concrete; under ``jax.jit`` that case returns NaN.
   """
   count = jnp.sum(eligible)
   value = concrete(count)
   if value is not None and int(value) == 0:
-    raise ValueError(
+    raise UndefinedMetricError(
         f"{what} is undefined: no test sample qualifies. Use more test "
         "samples, or check the target label and the model's accuracy.")
   return jnp.where(count > 0,

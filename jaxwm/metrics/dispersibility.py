@@ -6,13 +6,17 @@ sample-wise D_s and class-wise D_c are differentiable surrogates computed
 from probability vectors (Section 3.4), with D_c > D_s / N (Lemma 1) when
 N >= 2 and some prediction has positive entropy (equality is possible for
 N = 1 or all-one-hot predictions).
+
+Every entropy has a finite gradient, also where a probability is exactly 0
+(a float32 softmax underflows to 0 beyond a logit gap of about 104): the
+term 0 ln 0 is the constant 0 there. Objectives that start from logits use
+:func:`entropy_from_logits`, which never forms ln of a rounded probability.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import xlogy
 
 from jaxwm.metrics import _checks
 
@@ -20,13 +24,36 @@ from jaxwm.metrics import _checks
 def entropy(probabilities: jax.Array) -> jax.Array:
   """H(p) = -sum_k p_k ln p_k over the last axis, with 0 ln 0 = 0.
 
+  Differentiable with a finite gradient everywhere on the simplex: where
+  p_k = 0 its term and that term's derivative are 0 (``xlogy(p, p)`` would
+  give 0 / 0 = NaN there).
+
   Args:
     probabilities: float [..., K], rows summing to 1.
 
   Returns:
     float [...], in nats.
   """
-  return -jnp.sum(xlogy(probabilities, probabilities), axis=-1)
+  positive = probabilities > 0
+  safe = jnp.where(positive, probabilities, 1.0)
+  return -jnp.sum(jnp.where(positive, probabilities * jnp.log(safe), 0.0),
+                  axis=-1)
+
+
+def entropy_from_logits(logits: jax.Array) -> jax.Array:
+  """H(softmax(z)) = -sum_k softmax(z)_k log_softmax(z)_k, over the last axis.
+
+  Exact and with a finite gradient for any finite logits, however far
+  apart (e.g. [200, 0, -5] in float32, where softmax rounds to [1, 0, 0]).
+
+  Args:
+    logits: float [..., K].
+
+  Returns:
+    float32 [...], in nats.
+  """
+  log_probabilities = jax.nn.log_softmax(logits.astype(jnp.float32))
+  return -jnp.sum(jnp.exp(log_probabilities) * log_probabilities, axis=-1)
 
 
 def _class_weighted_entropy(class_distributions: jax.Array,

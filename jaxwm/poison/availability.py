@@ -20,7 +20,6 @@ clean set can be restored and the release proven later.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import math
 from typing import Any
 
@@ -28,15 +27,16 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxwm import alignment
+from jaxwm import fields
 from jaxwm import secure_files
 from jaxwm.data.dataset import Dataset
 from jaxwm.data.splits import stratified_indices
-from jaxwm.poison import alignment, crafting
 
 # The methods that craft against a surrogate; random_noise needs none.
 CRAFTED_METHODS = ("availability", "tensorclog")
 METHODS = CRAFTED_METHODS + ("random_noise",)
-FORMAT = "jaxwm.AvailabilityKey/v1"
+FORMAT = "jaxwm.AvailabilityKey/v2"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -45,8 +45,9 @@ class AvailabilityKey:
 
   Attributes:
     method: one of :data:`METHODS`.
-    epsilon: the l_inf radius in [0, 1] pixel units.
+    epsilon: the l_inf radius in (0, 1] pixel units.
     poisoned_indices: int64 [M], sorted indices of the perturbed samples.
+    num_samples: N, the size of the released set the indices refer to.
     perturbation: int16 [M, H, W, C], released minus clean uint8 pixels.
     seed: uint32 key data of the jax.random key the poison was drawn with.
     objective: the crafting objective of the kept trial (NaN for
@@ -56,6 +57,7 @@ class AvailabilityKey:
   method: str
   epsilon: float
   poisoned_indices: np.ndarray
+  num_samples: int
   perturbation: np.ndarray
   seed: np.ndarray
   objective: float = math.nan
@@ -63,34 +65,46 @@ class AvailabilityKey:
   def __post_init__(self):
     if self.method not in METHODS:
       raise ValueError(f"method {self.method!r} is not one of {METHODS}.")
-    if not 0.0 < float(self.epsilon) <= 1.0:
+    epsilon = fields.number(self.epsilon, "epsilon")
+    if not 0.0 < epsilon <= 1.0:
       raise ValueError(f"epsilon={self.epsilon} must be in (0, 1].")
-    indices = np.asarray(self.poisoned_indices)
+    num_samples = fields.integer(self.num_samples, "num_samples", low=1)
+    indices = fields.index_array(self.poisoned_indices, "poisoned_indices",
+                                 num_samples)
     perturbation = np.asarray(self.perturbation)
-    if indices.ndim != 1 or perturbation.ndim != 4 or (
-        perturbation.shape[0] != indices.shape[0]):
+    if perturbation.ndim != 4 or perturbation.shape[0] != indices.shape[0]:
       raise ValueError(
           f"poisoned_indices {indices.shape} and perturbation "
           f"{perturbation.shape} must be [M] and [M, H, W, C].")
-    levels = math.floor(255 * float(self.epsilon) + 1e-6)
+    if not np.issubdtype(perturbation.dtype, np.integer):
+      raise ValueError(
+          f"perturbation must hold integer uint8-level differences, got "
+          f"dtype {perturbation.dtype}.")
+    levels = math.floor(255 * epsilon + 1e-6)
     if perturbation.size and np.abs(perturbation.astype(np.int32)).max(
     ) > levels:
       raise ValueError(
           f"the perturbation exceeds epsilon={self.epsilon} ({levels} levels).")
-    object.__setattr__(self, "epsilon", float(self.epsilon))
-    object.__setattr__(self, "poisoned_indices", indices.astype(np.int64))
+    objective = self.objective
+    if not (isinstance(objective, (float, np.floating)) and
+            math.isnan(objective)):
+      objective = fields.number(objective, "objective")
+    object.__setattr__(self, "epsilon", epsilon)
+    object.__setattr__(self, "num_samples", num_samples)
+    object.__setattr__(self, "poisoned_indices", indices)
     object.__setattr__(self, "perturbation", perturbation.astype(np.int16))
-    object.__setattr__(self, "seed", np.asarray(self.seed, np.uint32))
-    object.__setattr__(self, "objective", float(self.objective))
+    object.__setattr__(self, "seed", fields.key_data(self.seed))
+    object.__setattr__(self, "objective", float(objective))
 
   def restore(self, released: Dataset) -> Dataset:
     """The clean dataset: ``released`` minus the recorded perturbation."""
-    rows = self.poisoned_indices
-    if rows.size and (rows.max() >= len(released) or
-                      released.image_shape != self.perturbation.shape[1:]):
+    if (len(released) != self.num_samples or
+        released.image_shape != self.perturbation.shape[1:]):
       raise ValueError(
           f"the released set ({len(released)} images {released.image_shape}) "
-          "is not the one this key was made for; pass the released dataset.")
+          f"is not the one this key was made for ({self.num_samples} images "
+          f"{self.perturbation.shape[1:]}); pass the released dataset.")
+    rows = self.poisoned_indices
     clean = released.images[rows].astype(np.int16) - self.perturbation
     if clean.size and (clean.min() < 0 or clean.max() > 255):
       raise ValueError("subtracting the perturbation leaves [0, 255]: the "
@@ -103,7 +117,7 @@ class AvailabilityKey:
   def save(self, prefix: str) -> str:
     """Writes PREFIX.npz/.json/.manifest.json; returns the manifest digest."""
     metadata = {"format": FORMAT, "method": self.method,
-                "epsilon": self.epsilon,
+                "epsilon": self.epsilon, "num_samples": self.num_samples,
                 "objective": None if math.isnan(self.objective)
                              else self.objective}
     return secure_files.save(
@@ -112,30 +126,35 @@ class AvailabilityKey:
         metadata)
 
   @classmethod
-  def load(cls, prefix: str,
-           manifest_digest: str | None = None) -> "AvailabilityKey":
+  def load(cls, prefix: str, digest: str | None = None) -> "AvailabilityKey":
     """Reads a key written by :meth:`save` after checking its SHA-256 hashes.
 
+    Args:
+      prefix: the path given to :meth:`save`.
+      digest: the hex digest :meth:`save` returned; pass it to refuse a key
+        forged together with a fresh manifest.
+
     Raises:
-      TamperedFileError: a file was modified, the manifest does not match
-        ``manifest_digest``, or the contents are not an availability key.
+      TamperedFileError: a file was modified or renamed, the manifest does
+        not match ``digest``, or a field is invalid (the message names it
+        and its value).
     """
-    if manifest_digest is not None and not hmac.compare_digest(
-        secure_files.manifest_digest(prefix).encode(),
-        str(manifest_digest).encode()):
-      raise secure_files.TamperedFileError(
-          f"the manifest of {prefix} does not match the digest you kept; use "
-          "the owner's copy of the key.")
-    arrays, metadata = secure_files.load(prefix)
+    arrays, metadata = secure_files.load(prefix, digest)
     try:
       if metadata.get("format") != FORMAT:
-        raise ValueError(f"format is not {FORMAT!r}")
+        raise ValueError(
+            f"format {metadata.get('format')!r} is not {FORMAT!r}")
       objective = metadata["objective"]
       return cls(method=metadata["method"], epsilon=metadata["epsilon"],
                  poisoned_indices=arrays["poisoned_indices"],
+                 num_samples=metadata["num_samples"],
                  perturbation=arrays["perturbation"], seed=arrays["seed"],
                  objective=math.nan if objective is None else objective)
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
+    except KeyError as e:
+      raise secure_files.TamperedFileError(
+          f"{prefix} holds no valid availability key (the entry {e} is "
+          "missing); use the files AvailabilityKey.save wrote.") from None
+    except (TypeError, ValueError) as e:
       raise secure_files.TamperedFileError(
           f"{prefix} holds no valid availability key ({e}); use the files "
           "AvailabilityKey.save wrote.") from None
@@ -154,13 +173,13 @@ def random_sign_noise(images: np.ndarray, epsilon: float,
     uint8 [M, H, W, C], clipped to [0, 255].
   """
   signs = np.asarray(jax.random.rademacher(key, images.shape, np.float32))
-  return crafting.quantize(images, epsilon * signs, epsilon)
+  return alignment.quantize(images, epsilon * signs, epsilon)
 
 
-def poison(dataset: Dataset, method: str, config: crafting.CraftConfig,
+def poison(dataset: Dataset, method: str, config: alignment.CraftConfig,
            key: jax.Array, *, model=None, variables: Any = None,
            target_fraction: float = 1.0, workdir: str | None = None,
-           retrain_surrogate: crafting.RetrainSurrogate | None = None,
+           retrain_surrogate: alignment.RetrainSurrogate | None = None,
            mesh: Mesh | None = None) -> tuple[Dataset, AvailabilityKey]:
   """Perturbs every sample of ``dataset`` with an availability poison.
 
@@ -172,7 +191,7 @@ def poison(dataset: Dataset, method: str, config: crafting.CraftConfig,
     key: jax.random key.
     model, variables: the surrogate F trained on ``dataset`` (unused by
       ``random_noise``); ``variables`` may be a list of surrogates to align
-      against in turn (:func:`jaxwm.poison.crafting.craft`).
+      against in turn (:func:`jaxwm.alignment.crafting.craft`).
     target_fraction: share of S (stratified) on which the target gradient
       is estimated (Fowl et al., Appendix A.7: 10% works as well as 100%).
     workdir: crafting checkpoints (resumable).
@@ -209,16 +228,17 @@ def poison(dataset: Dataset, method: str, config: crafting.CraftConfig,
     config = dataclasses.replace(
         config,
         objective="alignment" if method == "availability" else "gradient_norm")
-    result = crafting.craft(
+    result = alignment.craft(
         model, variables, dataset.images, dataset.labels, target, config, key,
         workdir=workdir, mesh=mesh,
-        retrain=crafting.retrain_on_dataset(dataset, indices,
+        retrain=alignment.retrain_on_dataset(dataset, indices,
                                             retrain_surrogate))
-    released = crafting.quantize(dataset.images, result.delta, config.epsilon)
+    released = alignment.quantize(dataset.images, result.delta, config.epsilon)
     objective = result.loss
   perturbation = released.astype(np.int16) - dataset.images.astype(np.int16)
   poison_key = AvailabilityKey(method=method, epsilon=config.epsilon,
                                poisoned_indices=indices,
+                               num_samples=len(dataset),
                                perturbation=perturbation, seed=seed,
                                objective=objective)
   return dataset.replace(images=released), poison_key

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxwm import fields
+
 ImageShape = tuple[int, int, int]
 
 # The base BadNets pattern: a 3x3 white-black checkerboard (1 = white).
@@ -481,18 +483,119 @@ def trigger_to_record(
   return arrays, metadata
 
 
+def _patch_geometry(trigger: BlendTrigger) -> tuple[list[int], list[int]]:
+  """([row, col], [h, w]) of the box the mask ``alpha`` is nonzero in."""
+  covered = np.argwhere(np.any(trigger.alpha != 0, axis=2))
+  if not covered.size:
+    raise ValueError("the badnets trigger's stored mask (alpha) is zero "
+                     "everywhere: it stamps no patch.")
+  start, stop = covered.min(axis=0), covered.max(axis=0) + 1
+  return start.tolist(), (stop - start).tolist()
+
+
+def _check_badnets_record(trigger: BlendTrigger) -> None:
+  """``params`` (position, size, pattern) against the stored arrays."""
+  params = trigger.params
+  position = list(fields.integers(params.get("position"),
+                                  "badnets params.position", low=0))
+  size = list(fields.integers(params.get("size"), "badnets params.size",
+                              low=1))
+  found_position, found_size = _patch_geometry(trigger)
+  if (position, size) != (found_position, found_size):
+    raise ValueError(
+        f"the badnets trigger's params give position {position} and size "
+        f"{size}, but its stored mask stamps a patch at position "
+        f"{found_position} of size {found_size}.")
+  (row, col), (height, width) = position, size
+  box = np.zeros_like(trigger.alpha)
+  box[row:row + height, col:col + width] = 1.0
+  if not np.array_equal(trigger.alpha, box):
+    raise ValueError(
+        f"the badnets trigger's stored mask is not 1 on its {size} patch at "
+        f"{position} and 0 elsewhere.")
+  if np.any(trigger.pattern[box == 0]):
+    raise ValueError("the badnets trigger's stored pattern is nonzero "
+                     "outside its patch.")
+  pattern = params.get("pattern")
+  if pattern == "custom":
+    return
+  if pattern not in ("checkerboard", "white") or height != width:
+    raise ValueError(
+        f"the badnets trigger's params.pattern {pattern!r} with size {size} "
+        "is not one badnets_trigger draws ('checkerboard' or 'white' "
+        "squares, or 'custom').")
+  drawn = badnets_trigger(trigger.image_shape, height, position, pattern)
+  if not np.array_equal(drawn.pattern, trigger.pattern):
+    raise ValueError(
+        f"the badnets trigger's stored pattern is not the {pattern!r} patch "
+        "its params.pattern names.")
+
+
+def _check_blended_record(trigger: BlendTrigger) -> None:
+  """``params.alpha`` against the stored blending weights."""
+  alpha = fields.number(trigger.params.get("alpha"), "blended params.alpha")
+  if not 0.0 < alpha <= 1.0 or not np.all(
+      trigger.alpha == np.float32(alpha)):
+    raise ValueError(
+        f"the blended trigger's params.alpha = {alpha!r} is not the stored "
+        f"blending weight (from {trigger.alpha.min()} to "
+        f"{trigger.alpha.max()}); it must be one value in (0, 1].")
+
+
+def _check_wanet_record(trigger: WarpTrigger) -> None:
+  """``params`` (k, s) in the ranges :func:`wanet_trigger` accepts."""
+  height, width = trigger.image_shape
+  fields.integer(trigger.params.get("k"), "wanet params.k", 2,
+                 min(height, width) + 1)
+  s = fields.number(trigger.params.get("s"), "wanet params.s")
+  if not s > 0:
+    raise ValueError(f"wanet params.s must be positive, got {s}.")
+
+
+# The built-in triggers: name -> (kind, the check of its params).
+_RECORD_CHECKS = {
+    "badnets": ("blend", _check_badnets_record),
+    "blended": ("blend", _check_blended_record),
+    "wanet": ("warp", _check_wanet_record),
+}
+
+
 def trigger_from_record(arrays: Mapping[str, np.ndarray],
                         metadata: Mapping[str, Any]) -> Trigger:
-  """Rebuilds the trigger :func:`trigger_to_record` described."""
-  kind = metadata.get("kind")
+  """Rebuilds the trigger :func:`trigger_to_record` described.
+
+  The settings of the built-in triggers are checked against their arrays:
+  a BadNets patch's ``position`` and ``size`` against its stored mask (and a
+  named pattern against the pattern it draws), Blended's ``alpha`` against
+  its blending weights, WaNet's ``k`` and ``s`` against their ranges.
+  Triggers under other names are rebuilt with their settings unread.
+
+  Raises:
+    ValueError: a field is missing, of the wrong type, or disagrees with the
+      arrays; the message names the field and its value.
+  """
+  if not isinstance(metadata, Mapping):
+    raise ValueError(f"the trigger record must be a JSON object, got "
+                     f"{metadata!r}.")
+  kind, name = metadata.get("kind"), metadata.get("name")
+  params = metadata.get("params", {})
   if kind not in _TRIGGER_TYPES:
     raise ValueError(
         f"unknown trigger kind {kind!r}; expected one of "
         f"{sorted(_TRIGGER_TYPES)}.")
+  if not isinstance(name, str) or not name or not isinstance(params,
+                                                             Mapping):
+    raise ValueError(f"the trigger record needs a name (a string) and params "
+                     f"(an object), got {name!r} and {params!r}.")
+  expected_kind, check = _RECORD_CHECKS.get(name, (kind, lambda _: None))
+  if kind != expected_kind:
+    raise ValueError(f"a {name!r} trigger is of kind {expected_kind!r}, but "
+                     f"the record says {kind!r}.")
   cls = _TRIGGER_TYPES[kind]
-  missing = [name for name in cls.array_names if name not in arrays]
+  missing = [array for array in cls.array_names if array not in arrays]
   if missing:
     raise ValueError(f"the {kind} trigger record lacks arrays {missing}.")
-  return cls(name=str(metadata.get("name", kind)),
-             params=dict(metadata.get("params", {})),
-             **{name: arrays[name] for name in cls.array_names})
+  trigger = cls(name=name, params=dict(params),
+                **{array: arrays[array] for array in cls.array_names})
+  check(trigger)
+  return trigger

@@ -7,36 +7,26 @@ untargeted watermarks such as UBW-P), the classes whose images carry the
 watermark, which training images were modified, and the random key that
 drew them. It is saved through :mod:`jaxwm.secure_files` (``.npz`` +
 ``.json`` + SHA-256 manifest), so a truncated or edited key is rejected
-before it is used.
+before it is used, and on loading its metadata is checked against its
+arrays. The digest :meth:`WatermarkKey.save` returns, kept by the owner and
+passed to :meth:`WatermarkKey.load`, also refuses a key forged together with
+a fresh manifest.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hmac
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
+from jaxwm import fields
 from jaxwm import secure_files
 from jaxwm.poison import triggers
 
-FORMAT = "jaxwm.WatermarkKey/v1"
+FORMAT = "jaxwm.WatermarkKey/v2"
 _TRIGGER_PREFIX = "trigger_"
-
-
-def _index_array(values: Any, what: str) -> np.ndarray:
-  array = np.asarray(values)
-  if array.size == 0:
-    return np.zeros(0, np.int64)
-  if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-    raise ValueError(f"{what} must be a 1-D integer array, got "
-                     f"{array.dtype} {array.shape}.")
-  array = array.astype(np.int64)
-  if array.min() < 0 or np.any(np.diff(array) <= 0):
-    raise ValueError(f"{what} must be sorted, unique and non-negative.")
-  return array
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -49,17 +39,21 @@ class WatermarkKey:
       or :class:`~jaxwm.poison.triggers.WarpTrigger`).
     target_label: the target class y_t of a targeted watermark, or None for
       an untargeted one (UBW).
-    num_classes: K.
+    num_classes: K >= 2.
     source_classes: sorted classes whose images the watermark acts on;
       verification samples test images from these classes (minus the
       target).
     poisoned_indices: int64 [M], sorted indices of the modified training
       samples (the set D_s of Section 3.1).
-    poison_rate: gamma = |D_s| / |D|.
+    num_samples: N = |D|, the size of the training set the indices refer to.
     seed: uint32 array, the raw data (``jax.random.key_data``) of the
       jax.random key the watermark was drawn with.
     noise_indices: int64 [M'], sorted indices of training samples that got
-      WaNet's noise-mode warp with their labels kept (empty otherwise).
+      WaNet's noise-mode warp with their labels kept (empty otherwise),
+      disjoint from ``poisoned_indices``.
+
+  Every integer field must be an integer (not a bool or a float) in range;
+  a violation raises ValueError naming the field and the value.
   """
 
   method: str
@@ -68,7 +62,7 @@ class WatermarkKey:
   num_classes: int
   source_classes: tuple[int, ...]
   poisoned_indices: np.ndarray
-  poison_rate: float
+  num_samples: int
   seed: np.ndarray
   noise_indices: np.ndarray = dataclasses.field(
       default_factory=lambda: np.zeros(0, np.int64))
@@ -81,35 +75,37 @@ class WatermarkKey:
                                      triggers.WarpTrigger)):
       raise TypeError(f"trigger must be a BlendTrigger or WarpTrigger, got "
                       f"{type(self.trigger).__name__}.")
-    num_classes = int(self.num_classes)
-    if num_classes < 2:
-      raise ValueError(f"num_classes must be >= 2, got {self.num_classes}.")
+    num_classes = fields.integer(self.num_classes, "num_classes", low=2)
     target = self.target_label
     if target is not None:
-      target = int(target)
-      if not 0 <= target < num_classes:
-        raise ValueError(f"target_label {target} is outside [0, "
-                         f"{num_classes}); pass None for untargeted marks.")
-    sources = tuple(sorted({int(c) for c in self.source_classes}))
-    if not sources or sources[0] < 0 or sources[-1] >= num_classes:
-      raise ValueError(f"source_classes {self.source_classes} must be a "
-                       f"non-empty subset of [0, {num_classes}).")
-    rate = float(self.poison_rate)
-    if not 0.0 <= rate <= 1.0:
-      raise ValueError(f"poison_rate must be in [0, 1], got {rate}.")
-    seed = np.asarray(self.seed)
-    if seed.dtype != np.uint32 or seed.ndim != 1:
-      raise ValueError(f"seed must be 1-D uint32 key data, got {seed.dtype} "
-                       f"{seed.shape}; pass jax.random.key_data(key).")
+      target = fields.integer(target, "target_label (None for untargeted "
+                              "marks)", 0, num_classes)
+    sources = fields.integers(self.source_classes, "source_classes", 0,
+                              num_classes)
+    if not sources:
+      raise ValueError(f"source_classes must be a non-empty subset of [0, "
+                       f"{num_classes}), got {self.source_classes!r}.")
+    num_samples = fields.integer(self.num_samples, "num_samples", low=1)
+    poisoned = fields.index_array(self.poisoned_indices, "poisoned_indices",
+                                  num_samples)
+    noise = fields.index_array(self.noise_indices, "noise_indices",
+                               num_samples)
+    both = np.intersect1d(poisoned, noise)
+    if both.size:
+      raise ValueError(f"noise_indices and poisoned_indices share index "
+                       f"{both[0]}; a sample is either poisoned or noised.")
     object.__setattr__(self, "num_classes", num_classes)
     object.__setattr__(self, "target_label", target)
-    object.__setattr__(self, "source_classes", sources)
-    object.__setattr__(self, "poison_rate", rate)
-    object.__setattr__(self, "seed", seed)
-    object.__setattr__(self, "poisoned_indices", _index_array(
-        self.poisoned_indices, "poisoned_indices"))
-    object.__setattr__(self, "noise_indices", _index_array(
-        self.noise_indices, "noise_indices"))
+    object.__setattr__(self, "source_classes", tuple(sorted(set(sources))))
+    object.__setattr__(self, "num_samples", num_samples)
+    object.__setattr__(self, "poisoned_indices", poisoned)
+    object.__setattr__(self, "noise_indices", noise)
+    object.__setattr__(self, "seed", fields.key_data(self.seed))
+
+  @property
+  def poison_rate(self) -> float:
+    """gamma = |D_s| / |D|."""
+    return self.poisoned_indices.size / self.num_samples
 
   @property
   def targeted(self) -> bool:
@@ -152,66 +148,66 @@ class WatermarkKey:
         "target_label": self.target_label,
         "num_classes": self.num_classes,
         "source_classes": list(self.source_classes),
-        "poison_rate": self.poison_rate,
+        "num_samples": self.num_samples,
         "trigger": trigger_metadata,
     }
     return secure_files.save(prefix, arrays, metadata)
 
   @classmethod
-  def load(cls, prefix: str,
-           manifest_digest: str | None = None) -> "WatermarkKey":
+  def load(cls, prefix: str, digest: str | None = None) -> "WatermarkKey":
     """Reads a key written by :meth:`save`, after checking its hashes.
+
+    The metadata is then checked against the arrays: the trigger's settings
+    against its stored pattern and mask
+    (:func:`~jaxwm.poison.triggers.trigger_from_record`), labels and indices
+    for being integers in range.
 
     Args:
       prefix: the path given to :meth:`save`.
-      manifest_digest: optional hex digest :meth:`save` returned; when given,
-        the manifest file itself must match it byte for byte.
+      digest: the hex digest :meth:`save` returned. Pass it: without it a
+        forger who rewrites the manifest along with the key (e.g. to change
+        the target label to another valid class) goes undetected.
 
     Raises:
-      TamperedFileError: a file was truncated or modified, the manifest does
-        not match ``manifest_digest``, or the contents are not a valid key.
+      TamperedFileError: a file was truncated, modified or renamed, the
+        manifest does not match ``digest``, or a field is invalid (the
+        message names it and its value).
     """
-    if manifest_digest is not None and not hmac.compare_digest(
-        secure_files.manifest_digest(prefix).encode(),
-        str(manifest_digest).encode()):
-      raise secure_files.TamperedFileError(
-          f"the manifest of {prefix} does not match the digest you kept; the "
-          "key files were replaced or modified. Use the owner's copy.")
-    arrays, metadata = secure_files.load(prefix)
+    arrays, metadata = secure_files.load(prefix, digest)
     try:
       return _from_record(arrays, metadata)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
       raise secure_files.TamperedFileError(
-          f"{prefix} holds no valid watermark key ({e}); use the files "
-          "WatermarkKey.save wrote.") from None
+          f"{prefix} holds no valid watermark key ({_describe(e)}); use the "
+          "files WatermarkKey.save wrote.") from None
+
+
+def _describe(error: Exception) -> str:
+  """A KeyError as the missing entry; other errors as their message."""
+  if isinstance(error, KeyError):
+    return f"the entry {error} is missing"
+  return str(error)
 
 
 def _from_record(arrays: dict[str, np.ndarray],
                  metadata: dict[str, Any]) -> WatermarkKey:
-  if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-    raise ValueError(f"format is not {FORMAT!r}")
+  if metadata.get("format") != FORMAT:
+    raise ValueError(f"format {metadata.get('format')!r} is not {FORMAT!r}")
   trigger_arrays = {name[len(_TRIGGER_PREFIX):]: value
                     for name, value in arrays.items()
                     if name.startswith(_TRIGGER_PREFIX)}
-  target = metadata["target_label"]
-  if target is not None and not isinstance(target, int):
-    raise TypeError(f"target_label {target!r} is not an integer")
+  source_classes = metadata["source_classes"]
+  if not isinstance(source_classes, list):
+    raise TypeError(f"source_classes must be a list, got {source_classes!r}")
   return WatermarkKey(
       method=metadata["method"],
       trigger=triggers.trigger_from_record(trigger_arrays,
                                            metadata["trigger"]),
-      target_label=target,
+      target_label=metadata["target_label"],
       num_classes=metadata["num_classes"],
-      source_classes=tuple(_int_list(metadata["source_classes"])),
+      source_classes=tuple(source_classes),
       poisoned_indices=arrays["poisoned_indices"],
-      poison_rate=metadata["poison_rate"],
+      num_samples=metadata["num_samples"],
       seed=arrays["seed"],
       noise_indices=arrays["noise_indices"],
   )
-
-
-def _int_list(values: Sequence[Any]) -> list[int]:
-  if not isinstance(values, list) or not all(
-      isinstance(v, int) for v in values):
-    raise TypeError(f"{values!r} is not a list of integers")
-  return values

@@ -7,6 +7,11 @@ checked first: a truncated or modified checkpoint raises
 :class:`CorruptedCheckpointError` instead of resuming from bad data. A step
 without a manifest (the process died between the two writes) is incomplete
 and is skipped in favour of the previous one.
+
+In a multi-process job every process takes part in each save and restore
+(Orbax writes each process's shards, in one folder that all of them
+reach), process 0 alone writes and prunes the manifests, and no process
+returns from :meth:`Checkpointer.save` before the manifest is written.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 
 def _quiet_orbax(record: std_logging.LogRecord) -> bool:
@@ -55,6 +61,7 @@ class Checkpointer:
     os.makedirs(self._manifests, exist_ok=True)
     if _quiet_orbax not in logging.get_absl_logger().filters:
       logging.get_absl_logger().addFilter(_quiet_orbax)
+    self._verified: set[int] = set()  # steps whose hashes were checked
     self._manager = ocp.CheckpointManager(
         self._directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
@@ -65,16 +72,24 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, metadata: dict[str, Any]) -> None:
     """Writes ``state`` (a pytree of arrays) and JSON ``metadata`` at ``step``."""
+    self._verified.discard(step)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         metadata=ocp.args.JsonSave(metadata)))
     self._manager.wait_until_finished()
     if jax.process_index() == 0:
-      digests = _hash_tree(os.path.join(self._directory, str(step)))
-      tmp = self._manifest_path(step) + ".tmp"
-      with open(tmp, "w") as f:
-        json.dump(digests, f, sort_keys=True)
-      os.replace(tmp, self._manifest_path(step))
+      self._write_manifest(step)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"jaxwm checkpoint {step}")
+
+  def _write_manifest(self, step: int) -> None:
+    """Hashes the files of ``step`` and drops the manifests of the steps
+    Orbax has deleted."""
+    digests = _hash_tree(os.path.join(self._directory, str(step)))
+    tmp = self._manifest_path(step) + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(digests, f, sort_keys=True)
+    os.replace(tmp, self._manifest_path(step))
     for name in os.listdir(self._manifests):
       if name.endswith(".json") and int(name[:-5]) not in self._steps():
         os.remove(os.path.join(self._manifests, name))
@@ -108,9 +123,22 @@ class Checkpointer:
             f"checkpoint file {os.path.join(step_dir, name)} does not match its "
             f"SHA-256 (truncated or modified); {fix}")
 
+  def _verify_once(self, step: int) -> None:
+    if step not in self._verified:
+      self.verify(step)
+      self._verified.add(step)
+
+  def read_metadata(self, step: int) -> dict[str, Any]:
+    """The JSON metadata of ``step``, after checking its files' hashes;
+    to be compared with the run before :meth:`restore` loads the state."""
+    self._verify_once(step)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        metadata=ocp.args.JsonRestore()))
+    return dict(restored["metadata"])
+
   def restore(self, step: int, like: Any) -> tuple[Any, dict[str, Any]]:
     """Restores ``step`` into the structure, shapes and shardings of ``like``."""
-    self.verify(step)
+    self._verify_once(step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract),

@@ -3,14 +3,18 @@
 The training set lives on the device. Each epoch draws one permutation with
 ``jax.random.permutation``; each step gathers its batch from device memory in
 a small jitted function, so the host only dispatches work. Values are copied
-back to the host only every ``log_every_steps`` steps, for the progress line.
+back to the host only every ``log_every_steps`` steps and at the end of each
+epoch, for the progress line and the divergence check: the first step whose
+loss is NaN or infinite is remembered on the device and reported there as a
+:class:`TrainingDivergedError`, before any checkpoint of the diverged model
+is saved.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +22,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
+from jaxwm import identity as identity_lib
 from jaxwm.data.dataset import Dataset
 from jaxwm.train import sharding
 from jaxwm.train.checkpoint import Checkpointer
@@ -26,6 +31,82 @@ from jaxwm.train.step import StepFn
 
 # (batch, key) -> batch of the same shapes, run on device before each step.
 BatchFn = Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
+# The learning rate: a constant or a schedule of the optimizer step.
+LearningRate = float | Callable[[int], Any]
+
+
+class TrainingDivergedError(RuntimeError):
+  """The training loss became NaN or infinite.
+
+  Attributes:
+    step: the 1-based optimizer step whose loss was first not finite.
+    epoch: the 1-based epoch of that step.
+    loss: that loss (NaN or +-inf).
+    learning_rate: the learning rate of that step, None when unknown.
+  """
+
+  def __init__(self, step: int, epoch: int, loss: float,
+               learning_rate: float | None):
+    self.step, self.epoch, self.loss = step, epoch, loss
+    self.learning_rate = learning_rate
+    rate = ("unknown" if learning_rate is None else
+            f"{learning_rate:.6g}")
+    super().__init__(
+        f"training diverged: the loss is {loss} at step {step} (epoch "
+        f"{epoch}), learning rate {rate}. Lower train.learning_rate (e.g. "
+        "--config.train.learning_rate=0.01), check the training images and "
+        "labels for NaN or out-of-range values, or, in bfloat16, train in "
+        "float32 (--config.train.dtype=float32). The diverged model was not "
+        "checkpointed.")
+
+
+@jax.jit
+def _first_non_finite(first_step: jax.Array, first_loss: jax.Array,
+                      loss: jax.Array, step: jax.Array
+                      ) -> tuple[jax.Array, jax.Array]:
+  """Keeps (step, loss) of the first non-finite loss.
+
+  Args:
+    first_step: int32 [], the step recorded so far, -1 while none.
+    first_loss: float32 [], its loss.
+    loss: float [], the loss of ``step``.
+    step: int32 [], the 0-based optimizer step.
+
+  Returns:
+    The updated (first_step, first_loss).
+  """
+  new = (first_step < 0) & ~jnp.isfinite(loss)
+  return (jnp.where(new, step, first_step),
+          jnp.where(new, loss.astype(jnp.float32), first_loss))
+
+
+class _DivergenceGuard:
+  """Remembers on device the first step with a non-finite loss.
+
+  :meth:`update` only dispatches a tiny computation; :meth:`check` copies
+  two scalars to the host and raises :class:`TrainingDivergedError`.
+  """
+
+  def __init__(self, steps_per_epoch: int,
+               learning_rate: LearningRate | None):
+    self._steps_per_epoch = steps_per_epoch
+    self._learning_rate = learning_rate
+    self._first = (jnp.int32(-1), jnp.float32(0))
+
+  def update(self, step: int, loss: jax.Array) -> None:
+    """Records ``loss``, the loss of the 0-based optimizer step ``step``."""
+    self._first = _first_non_finite(*self._first, loss, step)
+
+  def check(self) -> None:
+    step, loss = (v.item() for v in jax.device_get(self._first))
+    if step < 0:
+      return
+    rate = self._learning_rate
+    if callable(rate):
+      rate = rate(step)
+    raise TrainingDivergedError(
+        step + 1, step // self._steps_per_epoch + 1, loss,
+        None if rate is None else float(rate))
 
 
 def _progress_bar(total: int, initial: int, enabled: bool | None):
@@ -51,12 +132,14 @@ class _Progress:
     self._bar = _progress_bar(total_steps, first_step, progress_bar)
 
   def update(self, step: int, metrics: dict[str, jax.Array],
-             force: bool = False) -> None:
+             force: bool = False) -> bool:
+    """Queues a step's metrics; logs (a host sync) at the interval or when
+    ``force``. Returns whether it synchronised."""
     self._pending.append(metrics)
     if self._bar is not None:
       self._bar.update(1)
     if not force and step % self._every:
-      return
+      return False
     means = jax.device_get(jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)),
                                         *self._pending))
     self._pending = []
@@ -71,6 +154,7 @@ class _Progress:
     if self._bar is not None:
       self._bar.set_postfix(loss=f"{means['loss']:.4f}",
                             acc=f"{means['accuracy']:.3f}")
+    return True
 
   def close(self) -> None:
     if self._bar is not None:
@@ -101,8 +185,7 @@ def _host_batcher(images, labels, batch_size: int, mesh: Mesh,
                   batch_fn: BatchFn | None):
   """Like :func:`_device_batcher`, for multi-host jobs: each process feeds
   its share of every global batch with ``make_array_from_process_local_data``."""
-  per_process = batch_size // jax.process_count()
-  offset = jax.process_index() * per_process
+  rows_fed = sharding.process_batch_rows(mesh, batch_size)
 
   def finish(batch, base_key, step):
     key = jax.random.fold_in(base_key, step)
@@ -117,12 +200,52 @@ def _host_batcher(images, labels, batch_size: int, mesh: Mesh,
   def batcher(perm, index, base_key, step):
     if state.get("perm") is not perm:
       state["perm"], state["host_perm"] = perm, np.asarray(perm)
-    start = index * batch_size + offset
-    rows = state["host_perm"][start:start + per_process]
+    rows = state["host_perm"][index * batch_size + rows_fed]
     local = {"image": images[rows], "label": labels[rows]}
     return finish(sharding.host_local_batch(local, mesh), base_key, step)
 
   return batcher
+
+
+def checkpoint_identity(identity: Mapping[str, Any] | None,
+                        train_data: Dataset, labels: np.ndarray,
+                        batch_size: int) -> dict[str, Any]:
+  """The identity record :func:`fit` keeps in its checkpoints.
+
+  ``identity`` (what the caller knows determines the run), the code
+  versions, the batch size and the identity of the training data actually
+  given: its images and ``labels`` (the dataset's or the targets), by
+  SHA-256.
+  """
+  return identity_lib.canonical({
+      **identity_lib.code_versions(), "batch_size": batch_size,
+      "train_data": identity_lib.dataset_identity(train_data, labels),
+      **(identity or {})})
+
+
+def _resume(checkpointer: Checkpointer, state: TrainState,
+            record: dict[str, Any], num_epochs: int,
+            workdir: str) -> tuple[TrainState, int]:
+  """(state, first epoch to train): the latest checkpoint's when there is
+  one, after checking that it was made by this run and not past it."""
+  step = checkpointer.latest_step()
+  if step is None:
+    return state, 0
+  try:
+    metadata = checkpointer.read_metadata(step)
+    identity_lib.check(metadata.get("identity"), record,
+                       what="the checkpoint", folder=workdir)
+    epoch = int(metadata["epoch"])
+    if epoch > num_epochs:
+      raise identity_lib.StaleRunError(
+          f"the checkpoint in {workdir} has trained {epoch} epochs, more "
+          f"than this run's num_epochs={num_epochs}; use a new --workdir, or "
+          f"delete {workdir} to train again.")
+    state, _ = checkpointer.restore(step, state)
+  except BaseException:
+    checkpointer.close()
+    raise
+  return state, epoch
 
 
 def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
@@ -130,18 +253,20 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
         targets: np.ndarray | None = None,
         mesh: Mesh | None = None,
         workdir: str | None = None,
+        identity: Mapping[str, Any] | None = None,
         checkpoint_every_epochs: int = 1,
         log_every_steps: int = 100,
         feed: str = "auto",
         batch_fn: BatchFn | None = None,
         on_epoch_end: Callable[[int, TrainState], Any] | None = None,
-        progress_bar: bool | None = None) -> TrainState:
+        progress_bar: bool | None = None,
+        learning_rate: LearningRate | None = None) -> TrainState:
   """Trains ``state`` for ``num_epochs`` epochs over ``train_data``.
 
   Args:
     step_fn: from :func:`jaxwm.train.make_train_step` (same ``mesh``).
     state: the initial state; replaced by the last checkpoint in ``workdir``
-      when one exists (resumption).
+      when one exists and was made by this run (resumption).
     train_data: the training set; the last partial batch of an epoch is
       dropped.
     batch_size: the global batch size, a multiple of the mesh's devices.
@@ -152,6 +277,14 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
       float [N, K] (distillation, label- and logit-query stealing).
     mesh: the device mesh; defaults to all devices.
     workdir: where checkpoints go; None disables checkpointing.
+    identity: what determines the run besides its data (config fields,
+      seeds, initial variables, custom functions: see
+      :func:`jaxwm.train.recipe.run_identity`). With ``workdir``, each
+      checkpoint records it in :func:`checkpoint_identity`, and a resume
+      compares the latest checkpoint's record field by field with this
+      run's first: any difference, a checkpoint without a record, or one
+      trained past ``num_epochs`` raises
+      :class:`jaxwm.identity.StaleRunError` and nothing is restored.
     checkpoint_every_epochs: save every this many epochs and at the end.
     log_every_steps: progress line interval (the only host synchronisation).
     feed: ``"device"`` (dataset in device memory), ``"host"`` (per-process
@@ -160,9 +293,16 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
     on_epoch_end: called as ``on_epoch_end(epoch, state)`` after each epoch.
     progress_bar: show a tqdm bar; default: when stderr is a terminal or in
       a notebook.
+    learning_rate: the optimizer's learning rate (a number or a schedule of
+      the 0-based step), named in the error of a diverged run.
 
   Returns:
     The trained state.
+
+  Raises:
+    TrainingDivergedError: a loss was NaN or infinite. It is detected at the
+      next progress line or epoch end and names the exact first step; no
+      checkpoint or ``on_epoch_end`` call sees the diverged state.
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
   sharding.check_batch_size(batch_size, mesh)
@@ -184,18 +324,14 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
   batcher = make_batcher(train_data.images, labels, batch_size, mesh,
                          batch_fn)
 
-  run_info = {"num_examples": num_examples, "batch_size": batch_size}
   state = sharding.replicate(state, mesh)
   checkpointer = Checkpointer(workdir) if workdir else None
-  start_epoch = 0
-  if checkpointer is not None and checkpointer.latest_step() is not None:
-    state, metadata = checkpointer.restore(checkpointer.latest_step(), state)
-    for name, value in run_info.items():
-      if metadata.get(name) != value:
-        raise ValueError(
-            f"the checkpoint in {workdir} was made with {name}="
-            f"{metadata.get(name)}, this run has {value}; use a new --workdir.")
-    start_epoch = int(metadata["epoch"])
+  start_epoch, run_info = 0, {}
+  if checkpointer is not None:
+    run_info = {"identity": checkpoint_identity(identity, train_data, labels,
+                                                batch_size)}
+    state, start_epoch = _resume(checkpointer, state, run_info["identity"],
+                                 num_epochs, workdir)
 
   base_key = jnp.array(state.rng)  # a separate buffer: state is donated.
   permute = jax.jit(lambda key, epoch: jax.random.permutation(
@@ -204,6 +340,7 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
   total_steps = steps_per_epoch * num_epochs
   progress = _Progress(total_steps, start_epoch * steps_per_epoch,
                        batch_size, log_every_steps, progress_bar)
+  guard = _DivergenceGuard(steps_per_epoch, learning_rate)
   try:
     for epoch in range(start_epoch, num_epochs):
       perm = permute(data_rng, epoch)
@@ -211,8 +348,10 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
         global_step = epoch * steps_per_epoch + index
         batch, key = batcher(perm, index, base_key, global_step)
         state, metrics = step_fn(state, batch, key)
-        progress.update(global_step + 1, metrics,
-                        force=index == steps_per_epoch - 1)
+        guard.update(global_step, metrics["loss"])
+        if progress.update(global_step + 1, metrics,
+                           force=index == steps_per_epoch - 1):
+          guard.check()
       if on_epoch_end is not None:
         on_epoch_end(epoch + 1, state)
       if checkpointer is not None and (

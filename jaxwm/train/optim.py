@@ -42,6 +42,16 @@ def learning_rate_schedule(kind: str, base: float, total_steps: int,
       [optax.linear_schedule(0.0, base, warmup), main], [warmup])
 
 
+def schedule_from_config(config, steps_per_epoch: int,
+                         num_epochs: int) -> optax.Schedule:
+  """The learning-rate schedule of :func:`make_optimizer` for ``config``."""
+  return learning_rate_schedule(
+      config.schedule, config.learning_rate, steps_per_epoch * num_epochs,
+      steps_per_epoch, milestones=tuple(config.get("milestones", ())),
+      gamma=config.get("gamma", 0.1),
+      warmup_epochs=config.get("warmup_epochs", 0.0))
+
+
 def make_optimizer(config, steps_per_epoch: int,
                    num_epochs: int) -> optax.GradientTransformation:
   """SGD with momentum (or Adam) with weight decay and a schedule.
@@ -53,11 +63,7 @@ def make_optimizer(config, steps_per_epoch: int,
     steps_per_epoch: optimizer steps in one epoch.
     num_epochs: epochs of training (sets the schedule's length).
   """
-  schedule = learning_rate_schedule(
-      config.schedule, config.learning_rate, steps_per_epoch * num_epochs,
-      steps_per_epoch, milestones=tuple(config.get("milestones", ())),
-      gamma=config.get("gamma", 0.1),
-      warmup_epochs=config.get("warmup_epochs", 0.0))
+  schedule = schedule_from_config(config, steps_per_epoch, num_epochs)
   decay = optax.add_decayed_weights(config.weight_decay) if (
       config.weight_decay) else optax.identity()
   if config.optimizer == "sgd":

@@ -1,31 +1,43 @@
 """Config-driven training: data, model, optimizer and engine from a ConfigDict.
 
 Every launcher trains its models (benign, watermarked, surrogate, stolen,
-fine-tuned) through :func:`train_model`; :func:`train_and_evaluate` is the
-whole ``experiments/train.py`` job, importable from a notebook.
+fine-tuned) through :func:`train_model`.
 
 The config fields used are those of ``configs/train.py``: ``seed``,
 ``dataset``, ``data_dir``, ``model``, ``model_kwargs``, ``train_fraction``,
 ``eval_batch_size`` and the ``train`` block.
+
+A model trained with a ``workdir`` is checkpointed with its identity
+(:func:`run_identity`): a later call with the same ``workdir`` resumes or
+reuses it only when every field that determines the model is the same, and
+raises :class:`jaxwm.identity.StaleRunError` otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh
 
 from jaxwm import data as jaxwm_data
+from jaxwm import identity as identity_lib
+from jaxwm.config_checks import raise_problems
+from jaxwm.config_checks.training import training
 from jaxwm.data import augment
+from jaxwm.fingerprint import callable_identity, tree_digest
 from jaxwm.models import get_model
 from jaxwm.train import loop, losses, optim, sharding, step as step_lib
 from jaxwm.train.state import TrainState, create_train_state
+
+
+# Schedules whose learning rate at a step does not depend on the number of
+# epochs: training on from a shorter run's checkpoint equals training longer
+# in one go, so the number of epochs is not part of such a run's identity.
+RESUMABLE_SCHEDULES = ("step", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +75,13 @@ class TrainedModel:
 
 def load_datasets(config) -> tuple[jaxwm_data.Dataset, jaxwm_data.Dataset]:
   """(train, test) of ``config.dataset``, the train set subsampled to
-  ``config.train_fraction`` (stratified, seeded by ``config.seed``)."""
-  train = jaxwm_data.load(config.dataset, "train", config.data_dir)
-  test = jaxwm_data.load(config.dataset, "test", config.data_dir)
+  ``config.train_fraction`` (stratified, seeded by ``config.seed``).
+
+  Raises:
+    ValueError: the splits differ in image shape or classes (checked here,
+      before any training).
+  """
+  train, test = jaxwm_data.load_splits(config.dataset, config.data_dir)
   if config.train_fraction < 1.0:
     train = jaxwm_data.stratified_subset(train, config.train_fraction,
                                          config.seed)
@@ -80,6 +96,75 @@ def build_model(config, num_classes: int):
 def input_transform_from_config(augment_config) -> step_lib.InputTransform:
   """The on-device augmentation described by ``train.augment``."""
   return augment.AugmentConfig(**augment_config.to_dict()).apply
+
+
+def run_identity(config, *, stream: int = 0,
+                 loss_fn: losses.LossFn = losses.cross_entropy_loss,
+                 init_variables: dict[str, Any] | None = None,
+                 trainable_paths: Sequence[str] | None = None,
+                 input_transform: step_lib.InputTransform | None = None,
+                 batch_fn: loop.BatchFn | None = None,
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Everything besides its data that determines a :func:`train_model` run.
+
+  The record its checkpoints keep, to which :func:`jaxwm.train.fit` adds the
+  training data's identity, the batch size and the code versions.
+
+  Args:
+    config: a config with the fields of ``configs/train.py``.
+    stream, loss_fn, init_variables, input_transform, batch_fn: as in
+      :func:`train_model`.
+    trainable_paths: the ``/``-joined paths of the trainable parameters;
+      None when all are.
+    extra: further fields of a run that trains differently (e.g. DP-SGD's
+      clipping and noise).
+
+  Returns:
+    A JSON-able dict: the :func:`jaxwm.identity.training_fields` of
+    ``config`` (without ``train.num_epochs`` for the
+    :data:`RESUMABLE_SCHEDULES`), ``stream``, the SHA-256 of
+    ``init_variables`` (None: a fresh initialisation), ``trainable``, and
+    for ``loss_fn``, ``input_transform`` and ``batch_fn`` their
+    :func:`jaxwm.fingerprint.callable_identity` (their qualified name and a
+    digest of what they capture; None: the default of ``config``).
+  """
+  fields = identity_lib.training_fields(config)
+  if config.train.schedule in RESUMABLE_SCHEDULES:
+    del fields["train"]["num_epochs"]
+  return {
+      **fields, "stream": stream,
+      "init_variables": (None if init_variables is None else
+                         tree_digest(init_variables)),
+      "trainable": None if trainable_paths is None else sorted(
+          trainable_paths),
+      "loss_fn": callable_identity(loss_fn),
+      "input_transform": callable_identity(input_transform),
+      "batch_fn": callable_identity(batch_fn),
+      **(extra or {})}
+
+
+def measurement_identity(config, stream: int, **datasets: jaxwm_data.Dataset
+                         ) -> dict[str, Any]:
+  """The record of a measurement taken along a :func:`train_model` run.
+
+  For results kept on disk beside a model (e.g. a curve over its epochs):
+  the :func:`run_identity` of the model of ``config`` and ``stream``, the
+  code versions and the :func:`jaxwm.identity.dataset_identity` of each
+  dataset, by the keyword it is passed with.
+  """
+  return identity_lib.canonical({
+      **run_identity(config, stream=stream), **identity_lib.code_versions(),
+      **{name: identity_lib.dataset_identity(data)
+         for name, data in datasets.items()}})
+
+
+def _trainable_paths(params: Any,
+                     trainable: Callable[[tuple[str, ...]], bool]
+                     ) -> list[str]:
+  labels = jax.tree_util.tree_flatten_with_path(
+      optim.trainable_labels(params, trainable))[0]
+  return ["/".join(optim.path_names(path)) for path, label in labels
+          if label == "train"]
 
 
 def train_model(config, train_data: jaxwm_data.Dataset, *,
@@ -98,7 +183,10 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
   Args:
     config: a config with the fields of ``configs/train.py``.
     train_data: the training set.
-    workdir: checkpoint folder (resumable); None disables checkpoints.
+    workdir: checkpoint folder (resumable); None disables checkpoints. A
+      checkpoint there made by another run (any field of
+      :func:`run_identity` or of the training data differs) raises
+      :class:`jaxwm.identity.StaleRunError` instead of being restored.
     stream: distinguishes models of one experiment: the keys are
       ``fold_in(PRNGKey(config.seed), stream)``.
     loss_fn: the engine's loss function.
@@ -111,7 +199,12 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
     on_epoch_end: called as ``on_epoch_end(epoch, state)`` after each epoch
       trained in this call (not for epochs restored from ``workdir``).
     mesh: device mesh; default all devices.
+
+  Raises:
+    ConfigError: every bad setting of the model and the recipe, before
+      anything is built.
   """
+  raise_problems(training(config))
   mesh = sharding.make_mesh() if mesh is None else mesh
   recipe = config.train
   model = build_model(config, train_data.num_classes)
@@ -121,6 +214,11 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), stream)
   state = create_train_state(model, optimizer, train_data.image_shape,
                              jax.random.fold_in(key, 0))
+  identity = run_identity(
+      config, stream=stream, loss_fn=loss_fn, init_variables=init_variables,
+      trainable_paths=(None if trainable is None else
+                       _trainable_paths(state.params, trainable)),
+      input_transform=input_transform, batch_fn=batch_fn) if workdir else None
   if init_variables is not None:
     state = _start_from(state, init_variables, optimizer)
   if trainable is not None:
@@ -134,10 +232,12 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
   state = loop.fit(
       step_fn, state, train_data, batch_size=recipe.batch_size,
       num_epochs=recipe.num_epochs, data_rng=jax.random.fold_in(key, 1),
-      targets=targets, mesh=mesh, workdir=workdir,
+      targets=targets, mesh=mesh, workdir=workdir, identity=identity,
       checkpoint_every_epochs=recipe.checkpoint_every_epochs,
       log_every_steps=recipe.log_every_steps, batch_fn=batch_fn,
-      on_epoch_end=on_epoch_end)
+      on_epoch_end=on_epoch_end,
+      learning_rate=optim.schedule_from_config(
+          recipe, max(1, steps_per_epoch), recipe.num_epochs))
   return TrainedModel(model, state, mesh, step_lib.make_predict_fn(model, mesh),
                       config.eval_batch_size)
 
@@ -156,22 +256,3 @@ def _start_from(state: TrainState, variables: dict[str, Any],
   return state.replace(params=params,
                        model_state=jax.tree.map(jnp.asarray, model_state),
                        opt_state=optimizer.init(params))
-
-
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """The ``train`` experiment: fit ``config.model`` and report test accuracy.
-
-  Returns:
-    {"dataset", "model", "metrics": {"benign_accuracy", "test_loss",
-    "train_examples"}} as the launcher's results contract expects.
-  """
-  train, test = load_datasets(config)
-  logging.info("Training %s on %d %s images %s", config.model, len(train),
-               config.dataset, train.image_shape)
-  trained = train_model(config, train,
-                        workdir=os.path.join(workdir, "model"))
-  scores = trained.evaluate(test)
-  return {"dataset": config.dataset, "model": config.model,
-          "metrics": {"benign_accuracy": scores["accuracy"],
-                      "test_loss": scores["loss"],
-                      "train_examples": len(train)}}

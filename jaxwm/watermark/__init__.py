@@ -9,4 +9,6 @@ Modules:
   embedding: Mark (FROMSCRATCH, PRETRAINED) through the training engine.
   public: the publicly verifiable variant (cut-and-choose + Fiat-Shamir).
   key_files: key save/load through jaxwm.secure_files.
+  move: MOVE, external features (style transfer) verified by a
+    meta-classifier and a paired t-test (a package).
 """

@@ -28,15 +28,22 @@ def save_key(prefix: str, kind: str, arrays: Mapping[str, np.ndarray],
   return secure_files.save(prefix, arrays, {**metadata, _KIND: kind})
 
 
-def load_key(prefix: str, kind: str
+def load_key(prefix: str, kind: str, digest: str | None = None
              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """Loads a key saved by :func:`save_key`, after checking its hashes.
 
+  Args:
+    prefix: the path given to :func:`save_key`.
+    kind: the kind of key expected.
+    digest: the hex digest :func:`save_key` returned, or None (see
+      :func:`secure_files.load`).
+
   Raises:
-    TamperedFileError: hashes differ, or the files hold another kind of key.
+    TamperedFileError: hashes differ (or differ from ``digest``), the files
+      were renamed, or they hold another kind of key.
   """
-  arrays, metadata = secure_files.load(prefix)
-  found = metadata.get(_KIND) if isinstance(metadata, dict) else None
+  arrays, metadata = secure_files.load(prefix, digest)
+  found = metadata.get(_KIND)
   if found != kind:
     raise TamperedFileError(
         f"{prefix} holds {found!r}, not a {kind!r}; pass the matching key "
@@ -109,7 +116,18 @@ class SavedKey:
     return save_key(prefix, self.KIND, self.to_arrays(), self.to_metadata())
 
   @classmethod
-  def load(cls, prefix: str):
-    """Loads a key written by :meth:`save`, checking its SHA-256 manifest."""
-    arrays, metadata = load_key(prefix, cls.KIND)
+  def load(cls, prefix: str, digest: str | None = None):
+    """Loads a key written by :meth:`save`, checking its SHA-256 manifest.
+
+    Args:
+      prefix: the path given to :meth:`save`.
+      digest: the hex digest :meth:`save` returned; pass it to refuse files
+        forged together with a fresh manifest.
+
+    Raises:
+      TamperedFileError: the files were modified, renamed or forged (when
+        ``digest`` is given), or hold an invalid key; the message names the
+        file, or the field and its value.
+    """
+    arrays, metadata = load_key(prefix, cls.KIND, digest)
     return cls.from_arrays(arrays, metadata, prefix)

@@ -7,8 +7,10 @@ Key generation, PKeyGen of Appendix A.1.2 (:func:`public_keygen`):
    commitment to every image and every label (:mod:`jaxwm.watermark.adi`).
 2. The challenge e selects l/2 = 2n candidates, uniformly among all subsets
    of that size, from a SHA-256 transcript binding the protocol label, the
-   key id (the keygen session), the statement (all commitments, K, the image
-   shape and the number of triggers opened per session).
+   key id and the statement (all commitments, K, the image shape and the
+   number of triggers opened per session). The key id is not chosen: it is
+   a hash of the statement (:func:`derive_key_id`), and a key whose stored
+   id differs is refused.
 3. The verification key vk_p = (vk, mk|_1^e) publishes the commitments and
    opens the selected half (the *audit*); the marking key mk_p = (mk, e)
    keeps the other half private, and Mark embeds only that half
@@ -36,9 +38,15 @@ What remains trusted:
   judgement on the opened images; it is not automated. Cut-and-choose bounds
   what it misses: b bad candidates all escape the audit with probability
   C(l - b, l/2) / C(l, l/2) <= 2^-b per key the prover tries, so hiding b bad
-  candidates costs about 2^b key generations.
+  candidates costs about 2^b key generations. This holds because nothing in
+  the keygen transcript is the prover's free choice: the challenge is a
+  function of the commitments alone, so another challenge needs fresh
+  openings and l new commitments (a key generation). A key id the prover
+  could pick would let him draw a new challenge for one hash per try.
 * vk_p was published (time-stamped) before the suspect model existed, so the
-  committed labels are independent of it and the binomial null holds.
+  committed labels are independent of it and the binomial null holds. A
+  verifier passes the published :meth:`PublicVerificationKey.digest` to
+  :func:`public_verify`, which refuses any other key.
 * The session id is chosen by the verifier, fresh and unpredictable (e.g.
   ``secrets.token_bytes(32)`` or a public randomness beacon), never by the
   prover: a prover free to choose it could try sessions until the challenge
@@ -62,11 +70,13 @@ sessions. For more, generate a larger key (n) before marking.
 from __future__ import annotations
 
 import dataclasses
-import secrets
+import hashlib
+import hmac
 from typing import Any, Mapping
 
 import numpy as np
 
+from jaxwm import fields
 from jaxwm.data.dataset import Dataset
 from jaxwm.watermark import adi
 from jaxwm.watermark import commitments
@@ -77,6 +87,7 @@ KEYGEN_PROTOCOL = "jaxwm/adi/public-keygen/v1"
 VERIFY_PROTOCOL = "jaxwm/adi/public-verify/v1"
 CANDIDATES_PER_TRIGGER = 4
 KEY_ID_BYTES = 16
+_KEY_ID_TAG = b"jaxwm/adi/public-key-id/v1"
 PUBLIC_MARKING_KEY_KIND = "jaxwm/adi/public-marking-key/v1"
 PUBLIC_VERIFICATION_KEY_KIND = "jaxwm/adi/public-verification-key/v1"
 DISCLOSURE_KIND = "jaxwm/adi/disclosure/v1"
@@ -156,19 +167,28 @@ class Disclosure(key_files.SavedKey):
     return key_files.construct(path, lambda: cls(indices, opened))
 
 
+def derive_key_id(vk: adi.VerificationKey, opened_per_session: int) -> bytes:
+  """The key id: the first KEY_ID_BYTES bytes of a SHA-256 of the statement.
+
+  The statement is every commitment, K, the image shape and
+  ``opened_per_session``; the id is a function of them, never a choice.
+  """
+  return hashlib.sha256(commitments.frame(
+      _KEY_ID_TAG, vk.statement(), _count_bytes(opened_per_session))
+                        ).digest()[:KEY_ID_BYTES]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class PublicVerificationKey(key_files.SavedKey):
   """vk_p = (vk, mk|_1^e) with the parameters of the verification sessions.
 
   Attributes:
     commitments: the l = 4n commitment pairs.
-    key_id: 16 random bytes, the session id of the keygen challenge.
     opened_per_session: m, private triggers opened per verification session.
     audit: the 2n candidates opened at key generation.
   """
 
   commitments: adi.VerificationKey
-  key_id: bytes
   opened_per_session: int
   audit: Disclosure
   KIND = PUBLIC_VERIFICATION_KEY_KIND
@@ -179,25 +199,30 @@ class PublicVerificationKey(key_files.SavedKey):
       raise ValueError(
           f"a public key holds l = 4n commitments, got {size}; create it "
           "with public_keygen.")
-    if len(self.key_id) != KEY_ID_BYTES:
-      raise ValueError(
-          f"key_id must be {KEY_ID_BYTES} bytes, got {len(self.key_id)}.")
     if len(self.audit.indices) != size // 2:
       raise ValueError(
           f"the audit must open l/2 = {size // 2} candidates, got "
           f"{len(self.audit.indices)}.")
     _check_indices(self.audit.indices, size)
-    if not 1 <= int(self.opened_per_session) <= size // 2:
-      raise ValueError(
-          f"opened_per_session must be in [1, 2n] = [1, {size // 2}], got "
-          f"{self.opened_per_session}.")
-    object.__setattr__(self, "key_id", bytes(self.key_id))
-    object.__setattr__(self, "opened_per_session",
-                       int(self.opened_per_session))
+    object.__setattr__(self, "opened_per_session", fields.integer(
+        self.opened_per_session, "opened_per_session", 1, size // 2 + 1))
 
   @property
   def num_classes(self) -> int:
     return self.commitments.num_classes
+
+  @property
+  def key_id(self) -> bytes:
+    """:func:`derive_key_id` of the commitments: the keygen session id."""
+    return derive_key_id(self.commitments, self.opened_per_session)
+
+  def digest(self) -> str:
+    """SHA-256 hex of the whole of vk_p (commitments, m, audit): the value to
+    publish and to pass to :func:`public_verify`."""
+    return hashlib.sha256(commitments.frame(
+        PUBLIC_VERIFICATION_KEY_KIND.encode(), self.commitments.statement(),
+        _count_bytes(self.opened_per_session), self.audit.encode())
+                          ).hexdigest()
 
   @property
   def private_indices(self) -> np.ndarray:
@@ -218,9 +243,15 @@ class PublicVerificationKey(key_files.SavedKey):
                   prefix: str = "") -> PublicVerificationKey:
     vk = adi.VerificationKey.from_arrays(arrays, metadata, path, prefix)
     audit = Disclosure.from_arrays(arrays, metadata, path, prefix + _AUDIT)
-    key_id = key_files.hex_entry(metadata, "key_id", path)
+    stored_id = key_files.hex_entry(metadata, "key_id", path)
     opened = key_files.int_entry(metadata, "opened_per_session", path)
-    return key_files.construct(path, lambda: cls(vk, key_id, opened, audit))
+    key = key_files.construct(path, lambda: cls(vk, opened, audit))
+    if not hmac.compare_digest(stored_id, key.key_id):
+      raise key_files.TamperedFileError(
+          f"{path}: key_id {stored_id.hex()} is not the id derived from the "
+          f"key's commitments ({key.key_id.hex()}); a key id cannot be "
+          "chosen. Use the key public_keygen returned.")
+    return key
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -267,23 +298,24 @@ class PublicMarkingKey(key_files.SavedKey):
     return key_files.construct(path, lambda: cls(candidates, audit))
 
 
-def _statement(transcript: Transcript, vk: adi.VerificationKey, key_id: bytes,
+def _statement(transcript: Transcript, vk: adi.VerificationKey,
                opened_per_session: int) -> None:
   transcript.append("statement", vk.statement())
-  transcript.append("key_id", key_id)
+  transcript.append("key_id", derive_key_id(vk, opened_per_session))
   transcript.append("opened_per_session", _count_bytes(opened_per_session))
 
 
-def keygen_challenge(vk: adi.VerificationKey, key_id: bytes,
+def keygen_challenge(vk: adi.VerificationKey,
                      opened_per_session: int) -> np.ndarray:
   """The audit challenge e|_1: l/2 candidate indices, sorted int64.
 
-  The transcript binds KEYGEN_PROTOCOL, the key id as the session, and the
-  statement (every commitment, K, image shape, opened_per_session).
+  The transcript binds KEYGEN_PROTOCOL, the key id (:func:`derive_key_id`)
+  as the session, and the statement (every commitment, K, image shape,
+  opened_per_session): a function of the commitments alone.
   """
   transcript = Transcript(KEYGEN_PROTOCOL)
-  transcript.append("session", key_id)
-  _statement(transcript, vk, key_id, opened_per_session)
+  transcript.append("session", derive_key_id(vk, opened_per_session))
+  _statement(transcript, vk, opened_per_session)
   return transcript.challenge_subset("audit", len(vk), len(vk) // 2)
 
 
@@ -298,7 +330,7 @@ def session_challenge(verification_key: PublicVerificationKey,
   transcript = Transcript(VERIFY_PROTOCOL)
   transcript.append("session", _session_bytes(session))
   _statement(transcript, verification_key.commitments,
-             verification_key.key_id, verification_key.opened_per_session)
+             verification_key.opened_per_session)
   transcript.append("audit", verification_key.audit.encode())
   private = verification_key.private_indices
   return private[transcript.challenge_subset(
@@ -329,10 +361,9 @@ def public_keygen(n: int, num_classes: int, image_shape,
   mk, vk = adi.keygen(size, num_classes, image_shape, seed, candidates)
   if opened_per_session is None:
     opened_per_session = max(1, int(n) // 2)
-  key_id = secrets.token_bytes(KEY_ID_BYTES)
-  audit = keygen_challenge(vk, key_id, opened_per_session)
+  audit = keygen_challenge(vk, opened_per_session)
   return PublicMarkingKey(mk, audit), PublicVerificationKey(
-      vk, key_id, opened_per_session, Disclosure(audit, mk.take(audit)))
+      vk, opened_per_session, Disclosure(audit, mk.take(audit)))
 
 
 def check_audit(verification_key: PublicVerificationKey) -> None:
@@ -344,7 +375,6 @@ def check_audit(verification_key: PublicVerificationKey) -> None:
   """
   audit = verification_key.audit
   expected = keygen_challenge(verification_key.commitments,
-                              verification_key.key_id,
                               verification_key.opened_per_session)
   if not np.array_equal(audit.indices, expected):
     raise ChallengeMismatchError(
@@ -376,7 +406,10 @@ def disclose(marking_key: PublicMarkingKey,
 def public_verify(verification_key: PublicVerificationKey,
                   disclosure: Disclosure, predict: adi.Predict,
                   session: bytes | str,
-                  alpha: float = adi.DEFAULT_ALPHA) -> adi.VerificationResult:
+                  alpha: float = adi.DEFAULT_ALPHA,
+                  eps: float = adi.DEFAULT_EPS, *,
+                  published_digest: str | None = None
+                  ) -> adi.VerificationResult:
   """PVerify with disclosure in place of zero knowledge (module docstring).
 
   Args:
@@ -385,15 +418,23 @@ def public_verify(verification_key: PublicVerificationKey,
     predict: the suspect model, images float32 [B, H, W, C] in [0, 1] ->
       scores [B, K].
     session: the verifier's fresh session id.
-    alpha: significance level; accepted iff p <= alpha.
+    alpha: significance level of the binomial test (``accepted_binomial``
+      iff p <= alpha).
+    eps: the paper's rule (``accepted_threshold`` iff at most eps m of the
+      opened triggers disagree).
+    published_digest: the hex :meth:`PublicVerificationKey.digest` the
+      owner published; pass it, so that no other key is accepted.
 
   Returns:
     VerificationResult over the m opened triggers.
 
   Raises:
+    adi.DigestMismatchError: before any query, if the key's digest is not
+      ``published_digest``.
     ChallengeMismatchError, adi.KeyMismatchError: before any query, if the
       audit or the disclosure does not check out.
   """
+  adi.check_published(verification_key, published_digest)
   check_audit(verification_key)
   expected = session_challenge(verification_key, session)
   if not np.array_equal(disclosure.indices, expected):
@@ -405,4 +446,4 @@ def public_verify(verification_key: PublicVerificationKey,
   adi.check_openings(disclosure.opened,
                      verification_key.commitments.take(disclosure.indices))
   return adi.decide_agreement(disclosure.opened.triggers, predict,
-                              verification_key.num_classes, alpha)
+                              verification_key.num_classes, alpha, eps)

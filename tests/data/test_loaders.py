@@ -191,7 +191,8 @@ _GOOD_TRAIN = dict(train_images=np.zeros((2, 2, 2, 1), np.uint8),
      r"bad.npz has no arrays 'test_images' and 'test_labels' \(its splits "
      r"are \['train'\]\)"),
     ({"class_names": np.array(["a", None], dtype=object)}, "train",
-     ValueError, r"bad.npz is not a readable .npz.*string array"),
+     ValueError, r"bad.npz: array 'class_names' cannot be read as a plain "
+     r"array.*string dtype"),
     ({"train_images": np.zeros((2, 2, 2, 1), np.float32)}, "train",
      TypeError, r"bad.npz: images must be uint8"),
 ])

@@ -66,6 +66,36 @@ def test_class_and_sample_dispersibility_are_differentiable():
     assert np.all(np.isfinite(grad)) and np.abs(grad).sum() > 0
 
 
+def test_entropy_from_logits_equals_the_entropy_of_the_softmax():
+  logits = jnp.array([[0.3, -0.2, 1.0], [0.0, 0.0, 0.0], [5.0, -2.0, 1.0]])
+  np.testing.assert_allclose(
+      metrics.entropy_from_logits(logits),
+      metrics.entropy(jax.nn.softmax(logits)), rtol=1e-6)
+  assert float(metrics.entropy_from_logits(jnp.zeros(4))) == pytest.approx(
+      np.log(4), rel=1e-6)
+
+
+def test_entropies_have_finite_gradients_where_softmax_underflows():
+  # A logit gap above ~104 rounds a float32 probability to exactly 0.
+  logits = jnp.array([[200.0, 0.0, -5.0], [0.3, -0.2, 1.0]])
+  labels = jnp.array([0, 0])
+  assert float(jax.nn.softmax(logits)[0, 1]) == 0.0
+  for fn in (lambda z: jnp.sum(metrics.entropy_from_logits(z)),
+             lambda z: jnp.sum(metrics.entropy(jax.nn.softmax(z))),
+             lambda z: metrics.sample_dispersibility(jax.nn.softmax(z)),
+             lambda z: metrics.class_dispersibility(jax.nn.softmax(z),
+                                                    labels)):
+    grad = np.asarray(jax.grad(fn)(logits))
+    assert np.all(np.isfinite(grad))
+  # The saturated row's entropy is flat in its logits (to float32).
+  grad = np.asarray(jax.grad(
+      lambda z: jnp.sum(metrics.entropy_from_logits(z)))(logits))
+  np.testing.assert_allclose(grad[0], 0.0, atol=1e-30)
+  # Where p_k = 0 the entropy's derivative in p is finite (0 ln 0 = 0).
+  assert np.all(np.isfinite(np.asarray(jax.grad(
+      lambda p: metrics.entropy(p))(jnp.array([0.5, 0.5, 0.0])))))
+
+
 @pytest.mark.parametrize("n", [2, 17, 64])
 @pytest.mark.parametrize("k", [2, 10])
 def test_lemma_1_class_dispersibility_exceeds_sample_over_n(n, k):

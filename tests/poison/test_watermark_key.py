@@ -37,7 +37,7 @@ def _assert_same_array(a, b):
 
 def _assert_same_key(a: WatermarkKey, b: WatermarkKey):
   for field in ("method", "target_label", "num_classes", "source_classes",
-                "poison_rate"):
+                "num_samples", "poison_rate"):
     assert getattr(a, field) == getattr(b, field), field
   for field in ("poisoned_indices", "seed", "noise_indices"):
     _assert_same_array(getattr(a, field), getattr(b, field))
@@ -50,7 +50,7 @@ def _assert_same_key(a: WatermarkKey, b: WatermarkKey):
 
 def test_round_trip_is_bit_identical(key, tmp_path):
   digest = key.save(tmp_path / "key")
-  loaded = WatermarkKey.load(tmp_path / "key", manifest_digest=digest)
+  loaded = WatermarkKey.load(tmp_path / "key", digest=digest)
   _assert_same_key(key, loaded)
   images = _dataset().images[:5]
   _assert_same_array(loaded.apply_trigger_uint8(images),
@@ -72,7 +72,7 @@ def test_round_trip_is_bit_identical(key, tmp_path):
 
 def _rejected(prefix, digest) -> bool:
   try:
-    WatermarkKey.load(prefix, manifest_digest=digest)
+    WatermarkKey.load(prefix, digest=digest)
   except secure_files.TamperedFileError:
     return True
   return False
@@ -155,7 +155,7 @@ def test_load_rejects_a_wrong_digest_and_files_that_are_no_key(tmp_path,
                                                                key):
   key.save(tmp_path / "key")
   with pytest.raises(secure_files.TamperedFileError, match="digest"):
-    WatermarkKey.load(tmp_path / "key", manifest_digest="0" * 64)
+    WatermarkKey.load(tmp_path / "key", digest="0" * 64)
   secure_files.save(tmp_path / "other", {"a": np.zeros(2)}, {"x": 1})
   with pytest.raises(secure_files.TamperedFileError, match="no valid"):
     WatermarkKey.load(tmp_path / "other")
@@ -168,15 +168,17 @@ def test_key_validates_its_fields():
   trigger = triggers.badnets_trigger((8, 8, 1))
   good = dict(method="badnets", trigger=trigger, target_label=0,
               num_classes=4, source_classes=(0, 1), poisoned_indices=[1, 3],
-              poison_rate=0.1, seed=np.array([0, 7], np.uint32))
+              num_samples=20, seed=np.array([0, 7], np.uint32))
   key = WatermarkKey(**good)
   assert key.targeted and key.poisoned_indices.dtype == np.int64
+  assert key.poison_rate == 0.1
   assert not WatermarkKey(**{**good, "target_label": None}).targeted
   for change, message in [({"target_label": 4}, "target_label"),
                           ({"poisoned_indices": [3, 1]}, "sorted"),
                           ({"seed": np.array([0, 7])}, "uint32"),
                           ({"source_classes": (5,)}, "source_classes"),
-                          ({"poison_rate": 1.5}, "poison_rate"),
+                          ({"poisoned_indices": [1, 20]}, "index 20"),
+                          ({"num_samples": 0}, "num_samples"),
                           ({"method": ""}, "method")]:
     with pytest.raises(ValueError, match=message):
       WatermarkKey(**{**good, **change})

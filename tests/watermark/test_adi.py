@@ -46,7 +46,8 @@ def test_verify_accepts_the_marked_model_hand_worked(keys, lookup_model):
   # All 10 labels agree at chance 1/2: p = 2^-10.
   assert result.matches == result.trials == 10 and result.agreement == 1.0
   assert result.p_value == pytest.approx(2.0**-10, rel=1e-12)
-  assert result.chance == 0.5 and result.accepted
+  assert result.chance == 0.5
+  assert result.accepted_binomial and result.accepted_threshold
 
 
 def test_verify_partial_agreement_hand_worked(keys, lookup_model):
@@ -57,16 +58,46 @@ def test_verify_partial_agreement_hand_worked(keys, lookup_model):
   # P[X >= 8], X ~ Bin(10, 1/2) = (45 + 10 + 1) / 1024.
   assert result.matches == 8
   assert result.p_value == pytest.approx(56 / 1024, rel=1e-12)
-  assert not result.accepted
+  assert not result.accepted_binomial
   assert adi.verify(mk, vk, lookup_model(mk.triggers, labels),
-                    alpha=0.06).accepted
+                    alpha=0.06).accepted_binomial
+  # The paper's rule: 2 of 10 disagree, within eps |T| = 2 at eps = 0.2,
+  # beyond eps |T| = 1.9 at eps = 0.19.
+  for eps, accepted in ((0.1, False), (0.19, False), (0.2, True)):
+    result = adi.verify(mk, vk, lookup_model(mk.triggers, labels), eps=eps)
+    assert result.eps == eps and result.accepted_threshold == accepted
+
+
+def test_the_two_rules_disagree_between_19_and_89_of_100(lookup_model):
+  """K = 10, n = 100: the binomial test at alpha = 0.01 accepts from 19
+  agreements, the paper's rule at eps = 0.1 from 90."""
+  mk, vk = adi.keygen(100, 10, SHAPE, seed=3)
+  labels = mk.triggers.labels
+  for matches, binomial, threshold in ((18, False, False), (19, True, False),
+                                       (89, True, False), (90, True, True)):
+    # The first ``matches`` triggers answered right, the rest wrong.
+    answers = np.where(np.arange(100) < matches, labels, (labels + 1) % 10)
+    result = adi.verify(mk, vk, lookup_model(mk.triggers, answers))
+    assert result.matches == matches
+    assert (result.alpha, result.eps) == (adi.DEFAULT_ALPHA, adi.DEFAULT_EPS)
+    assert result.accepted_binomial == binomial
+    assert result.accepted_threshold == threshold
+
+
+@pytest.mark.parametrize("trials, eps, tolerated", [
+    (100, 0.1, 10), (100, 0.29, 29), (100, 0.0, 0), (30, 0.1, 3),
+    (7, 0.49, 3)])
+def test_max_disagreements_is_floor_of_eps_times_trials(trials, eps,
+                                                        tolerated):
+  assert adi.max_disagreements(trials, eps) == tolerated
 
 
 def test_verify_rejects_a_model_at_chance():
   mk, vk = adi.keygen(100, 10, SHAPE, seed=1)
   result = adi.verify(mk, vk, lambda x: np.zeros((len(x), 10)))
   assert result.matches == int(np.sum(mk.triggers.labels == 0))
-  assert result.p_value > 0.01 and not result.accepted
+  assert result.p_value > 0.01 and not result.accepted_binomial
+  assert not result.accepted_threshold
 
 
 def test_mismatched_keys_are_rejected_before_any_query(keys, refuse_queries):
@@ -87,18 +118,22 @@ def test_verify_checks_the_model_output(keys, lookup_model):
     adi.verify(mk, vk, lambda x: np.full((len(x), 2), np.nan))
   with pytest.raises(ValueError, match="alpha"):
     adi.verify(mk, vk, lookup_model(mk.triggers), alpha=0.0)
+  for eps in (-0.1, 0.5):
+    with pytest.raises(ValueError, match=r"eps=.*in \[0, 0.5\)"):
+      adi.verify(mk, vk, lookup_model(mk.triggers), eps=eps)
 
 
 def test_keys_round_trip_through_secure_files(tmp_path, keys, lookup_model):
   mk, vk = keys
-  mk.save(str(tmp_path / "mk"))
+  mk_digest = mk.save(str(tmp_path / "mk"))
   vk.save(str(tmp_path / "vk"))
-  mk2 = adi.MarkingKey.load(str(tmp_path / "mk"))
+  mk2 = adi.MarkingKey.load(str(tmp_path / "mk"), digest=mk_digest)
   vk2 = adi.VerificationKey.load(str(tmp_path / "vk"))
   np.testing.assert_array_equal(mk2.triggers.images, mk.triggers.images)
   np.testing.assert_array_equal(mk2.label_openings, mk.label_openings)
   assert vk2.digest() == vk.digest()
-  assert adi.verify(mk2, vk2, lookup_model(mk.triggers)).accepted
+  assert adi.verify(mk2, vk2, lookup_model(mk.triggers),
+                    published_digest=vk.digest()).accepted_binomial
   with pytest.raises(TamperedFileError, match="not a 'jaxwm/adi/marking"):
     adi.MarkingKey.load(str(tmp_path / "vk"))
 
@@ -107,7 +142,7 @@ def test_keygen_with_a_given_trigger_set(keys, lookup_model):
   mk, _ = keys
   mk2, vk2 = adi.keygen(10, 2, SHAPE, trigger_set=mk.triggers)
   np.testing.assert_array_equal(mk2.triggers.images, mk.triggers.images)
-  assert adi.verify(mk2, vk2, lookup_model(mk.triggers)).accepted
+  assert adi.verify(mk2, vk2, lookup_model(mk.triggers)).accepted_binomial
   with pytest.raises(ValueError, match="keygen was asked"):
     adi.keygen(11, 2, SHAPE, trigger_set=mk.triggers)
 

@@ -82,8 +82,9 @@ def test_pretrained_embeds_a_second_trigger_set(digits, fromscratch):
                            embedding.PRETRAINED,
                            base_variables=fromscratch.variables, stream=1)
   after = adi.verify(*pirate_keys, pirated.predict_proba)
-  assert before.agreement <= 0.3 and not before.accepted
-  assert after.agreement >= 0.9 and after.accepted
+  assert before.agreement <= 0.3 and not before.accepted_binomial
+  assert after.agreement >= 0.9 and after.accepted_binomial
+  assert after.accepted_threshold == (after.agreement >= 0.9)
 
 
 def test_mark_rejects_bad_arguments(digits, owner_keys, fromscratch):

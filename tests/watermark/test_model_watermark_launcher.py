@@ -1,15 +1,10 @@
-"""The model-watermark experiment end to end on digits (runlocal)."""
-
-import json
-import os
+"""The model-watermark configs (the runlocal variants run end to end in
+tests/test_launchers_runlocal.py)."""
 
 import pytest
 
 from configs import model_watermark as model_watermark_configs
-from jaxwm import results
-from jaxwm.watermark import experiment as model_watermark
-
-VERDICT = {"watermark_accuracy", "p_value", "log10_p_value", "verified"}
+from jaxwm.recipes import model_watermark
 
 
 def test_config_variants():
@@ -24,43 +19,25 @@ def test_config_variants():
   assert config.train.schedule == "step"
   epochs = config.train.num_epochs
   assert tuple(config.train.milestones) == (epochs // 3, 2 * epochs // 3)
-  assert config.attack.num_epochs == epochs
+  # The paper's attacker (Section 4.4): as many images (the other half of
+  # the training set) and epochs as training.
+  assert config.attack.held_out_fraction == 0.5
+  assert config.attack.num_epochs is None
+  assert model_watermark.attack_epochs(config) == epochs
+  config.attack.num_epochs = 3
+  assert model_watermark.attack_epochs(config) == 3
   with pytest.raises(ValueError, match="adi_fromscratch, adi_pretrained"):
     model_watermark_configs.get_config("fashion_mnist")
 
 
-def test_runs_end_to_end_and_writes_the_contract(tmp_path, tiny_model_name):
-  config = model_watermark_configs.get_config(
-      "adi_fromscratch,digits,runlocal")
-  config.model = tiny_model_name
-  config.attack.names = ("rtal",)
-  config.piracy.attacks = ("ftal",)
-  workdir = str(tmp_path / "work")
-  outcome = model_watermark.run_experiment(config, workdir)
-  written = results.write_results(
-      str(tmp_path / "out.json"), experiment="model_watermark", config=config,
-      dataset=outcome["dataset"], model=outcome["model"], seed=config.seed,
-      metrics=outcome["metrics"], wall_s=1.0)
-  with open(tmp_path / "out.json") as f:
-    assert json.load(f) == written
-  metrics = written["metrics"]
-  assert written["dataset"] == "digits"
-  assert {"benign_accuracy", "benign_accuracy_unmarked", "accuracy_drop",
-          "unmarked", "removal", "piracy", "transfer"} <= set(metrics)
-  assert VERDICT <= set(metrics) and VERDICT <= set(metrics["unmarked"])
-  for value in (metrics["benign_accuracy"], metrics["watermark_accuracy"],
-                metrics["benign_accuracy_unmarked"]):
-    assert 0.0 <= value <= 1.0
-  assert 0.0 < metrics["p_value"] <= 1.0
-  assert set(metrics["removal"]) == {"rtal"}
-  for attack in metrics["removal"].values():
-    assert {"test_accuracy"} | VERDICT == set(attack)
-  piracy = metrics["piracy"]
-  for party in ("owner", "pirate", "pirate_on_released_model"):
-    assert VERDICT == set(piracy[party])
-  assert set(piracy["after"]["ftal"]) == {"test_accuracy", "owner", "pirate"}
-  assert {"dataset", "test_accuracy"} | VERDICT == set(metrics["transfer"])
-  # Keys and models are kept under the workdir, named by their fingerprints.
-  roles = {name.split("-")[0] for name in os.listdir(workdir)}
-  assert roles == {"keys", "unmarked", "marked",
-                   "removal_rtal", "pirated", "piracy_ftal", "transfer"}
+def test_attack_budget_counts_images_epochs_and_steps():
+  config = model_watermark_configs.get_config("adi_fromscratch,fashion_mnist")
+  config.train.batch_size = 100
+  # The earlier attacker: a quarter of the owner's images, same epochs.
+  config.attack.num_epochs = None
+  budget = model_watermark.attack_budget(config, 48000, 12000)
+  epochs = config.train.num_epochs
+  assert budget == {"owner_images": 48000, "owner_epochs": epochs,
+                    "owner_steps": 480 * epochs, "attacker_images": 12000,
+                    "attacker_epochs": epochs,
+                    "attacker_steps": 120 * epochs}

@@ -22,7 +22,7 @@ def test_public_keygen_commits_4n_and_opens_the_challenged_half(keys):
   assert vk.audit.indices.shape == (16,) and len(mk.triggers) == 16
   np.testing.assert_array_equal(
       vk.audit.indices,
-      public.keygen_challenge(vk.commitments, vk.key_id, 8))
+      public.keygen_challenge(vk.commitments, 8))
   np.testing.assert_array_equal(mk.audit_indices, vk.audit.indices)
   np.testing.assert_array_equal(
       np.union1d(vk.private_indices, vk.audit.indices), np.arange(32))
@@ -59,7 +59,7 @@ def test_public_verify_accepts_the_marked_model(keys, lookup_model):
   # 8 opened triggers, all agree at chance 1/2: p = 2^-8.
   assert result.trials == result.matches == 8
   assert result.p_value == pytest.approx(2.0**-8, rel=1e-12)
-  assert result.accepted
+  assert result.accepted_binomial and result.accepted_threshold
 
 
 def test_public_verify_rejects_a_model_at_chance():
@@ -67,7 +67,8 @@ def test_public_verify_rejects_a_model_at_chance():
   disclosure = public.disclose(mk, vk, b"s")
   result = public.public_verify(vk, disclosure,
                                 lambda x: np.zeros((len(x), 10)), b"s")
-  assert result.trials == 20 and not result.accepted
+  assert result.trials == 20 and not result.accepted_binomial
+  assert not result.accepted_threshold
 
 
 def test_a_disclosure_for_another_session_is_rejected(keys,
@@ -121,16 +122,15 @@ def test_public_keys_and_disclosures_round_trip(tmp_path, keys, lookup_model):
   assert vk2.commitments.digest() == vk.commitments.digest()
   np.testing.assert_array_equal(mk2.audit_indices, mk.audit_indices)
   np.testing.assert_array_equal(disclosure2.indices, disclosure.indices)
+  assert vk2.digest() == vk.digest()
   assert public.public_verify(vk2, disclosure2, lookup_model(mk.triggers),
-                              b"s1").accepted
+                              b"s1", published_digest=vk.digest()).accepted_binomial
   np.testing.assert_array_equal(
       public.disclose(mk2, vk2, b"s1").indices, disclosure.indices)
 
 
 def test_invalid_public_keys_are_refused(keys):
   mk, vk = keys
-  with pytest.raises(ValueError, match="key_id"):
-    dataclasses.replace(vk, key_id=b"short")
   with pytest.raises(ValueError, match="opened_per_session"):
     dataclasses.replace(vk, opened_per_session=17)
   with pytest.raises(ValueError, match="4n"):

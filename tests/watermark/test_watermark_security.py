@@ -16,6 +16,7 @@ from scipy import stats
 from jaxwm import secure_files
 from jaxwm.secure_files import TamperedFileError
 from jaxwm.watermark import adi
+from jaxwm.watermark import commitments
 from jaxwm.watermark import public
 
 SHAPE = (16, 16, 1)
@@ -37,11 +38,11 @@ def _seeded_token_bytes(seed: int):
 
 @pytest.fixture(scope="module")
 def public_keys():
-  # Openings and the key id normally come from ``secrets``; seeded here so
-  # that the statistical test below sees the same transcripts in every run
-  # (with fresh ones it would fail in 1% of runs by design).
+  # Openings normally come from ``secrets``; seeded here so that the
+  # statistical test below sees the same transcripts in every run (with
+  # fresh ones it would fail in 1% of runs by design).
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(public.secrets, "token_bytes", _seeded_token_bytes(1))
+    patch.setattr(commitments.secrets, "token_bytes", _seeded_token_bytes(1))
     return public.public_keygen(10, 10, SHAPE, seed=1)
 
 
@@ -163,21 +164,18 @@ def test_fiat_shamir_challenges_bind_the_whole_transcript():
   # run: the test would fail about once in 550 runs.)
   _, pvk = public.public_keygen(40, 10, SHAPE, seed=2)
   session = public.session_challenge(pvk, b"session")
-  audit = public.keygen_challenge(pvk.commitments, pvk.key_id,
-                                  pvk.opened_per_session)
+  audit = public.keygen_challenge(pvk.commitments, pvk.opened_per_session)
   np.testing.assert_array_equal(session,
                                 public.session_challenge(pvk, b"session"))
   np.testing.assert_array_equal(
-      audit, public.keygen_challenge(pvk.commitments, pvk.key_id,
-                                     pvk.opened_per_session))
+      audit, public.keygen_challenge(pvk.commitments, pvk.opened_per_session))
   assert not np.array_equal(session, public.session_challenge(pvk, b"sessioN"))
+  fewer = dataclasses.replace(pvk, opened_per_session=19)
+  assert fewer.key_id != pvk.key_id
+  assert not np.array_equal(session,
+                            public.session_challenge(fewer, b"session"))
   assert not np.array_equal(
-      session,
-      public.session_challenge(
-          dataclasses.replace(pvk, key_id=bytes(16)), b"session"))
-  assert not np.array_equal(
-      audit, public.keygen_challenge(pvk.commitments, bytes(16),
-                                     pvk.opened_per_session))
+      audit, public.keygen_challenge(pvk.commitments, 19))
 
   # Every committed value and every value the prover sent is bound: flip one
   # bit in a commitment, an audit image, label or opening.
@@ -193,14 +191,40 @@ def test_fiat_shamir_challenges_bind_the_whole_transcript():
       assert not np.array_equal(
           session, public.session_challenge(changed, b"session")), name
       if name.endswith("commitments"):
+        assert changed.key_id != pvk.key_id, name
         assert not np.array_equal(
-            audit, public.keygen_challenge(changed.commitments, pvk.key_id,
+            audit, public.keygen_challenge(changed.commitments,
                                            pvk.opened_per_session)), name
   relabelled = arrays["audit_labels"].copy()
   relabelled[0] = (relabelled[0] + 1) % 10
   changed = _with_public_arrays(pvk, {**arrays, "audit_labels": relabelled})
   assert not np.array_equal(session,
                             public.session_challenge(changed, b"session"))
+
+
+def test_key_id_is_derived_from_the_commitments_and_cannot_be_chosen(
+    tmp_path, public_keys):
+  """Fiat-Shamir: the keygen challenge depends on nothing the prover may pick
+  for free; a chosen key id would make each new challenge cost one hash."""
+  pmk, pvk = public_keys
+  assert pvk.key_id == public.derive_key_id(pvk.commitments,
+                                            pvk.opened_per_session)
+  # The same commitments give the same id and audit, whoever computes them.
+  again = public.PublicVerificationKey(
+      pvk.commitments, pvk.opened_per_session,
+      public.Disclosure(pvk.audit.indices, pmk.candidates.take(
+          pvk.audit.indices)))
+  assert again.key_id == pvk.key_id
+  with pytest.raises(TypeError, match="key_id"):
+    dataclasses.replace(pvk, key_id=bytes(public.KEY_ID_BYTES))
+  # A key file whose id is not the derived one is refused, even with a
+  # manifest recomputed by whoever changed it.
+  prefix = str(tmp_path / "pvk")
+  pvk.save(prefix)
+  arrays, metadata = secure_files.load(prefix)
+  secure_files.save(prefix, arrays, {**metadata, "key_id": "00" * 16})
+  with pytest.raises(TamperedFileError, match=f"key_id {'00' * 16} is not"):
+    public.PublicVerificationKey.load(prefix)
 
 
 def test_challenge_indices_are_uniform_over_sessions(public_keys):

@@ -1,0 +1,247 @@
+"""A rerun with a changed config value never reuses a model, poison,
+verdict or curve made under the old value: one test per launcher.
+
+Each launcher's job runs once on digits (runlocal, a tiny MLP), then again
+in the same workdir with one value that matters changed. A spy on the
+engine records which checkpoints were restored and how many models were
+fitted: only what does not depend on the changed value may be restored.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from configs import craft_poison as craft_configs
+from configs import dataset_watermark as dw_configs
+from configs import model_watermark as mw_configs
+from configs import train as train_configs
+from jaxwm import identity
+from jaxwm.models import common
+from jaxwm.models import registry
+from jaxwm.recipes import ablate_ubw_p
+from jaxwm.recipes import alignment_transfer
+from jaxwm.recipes import craft_poison
+from jaxwm.recipes import dataset_watermark
+from jaxwm.recipes import false_acceptance
+from jaxwm.recipes import model_watermark
+from jaxwm.recipes import train as train_recipe
+from jaxwm.train import checkpoint, loop, recipe
+
+TINY = "stale_cache_tests_mlp"
+
+
+class _TinyMlp(nn.Module):
+  """One hidden layer of ``width`` units and the jaxwm "head"."""
+
+  num_classes: int
+  width: int = 16
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    del train
+    x = common.normalize(x, self.dtype).reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(self.width, dtype=self.dtype)(x))
+    return common.classifier_head(x, self.num_classes, self.dtype, self)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_model():
+  registry.register(TINY, _TinyMlp)
+
+
+def _config(configs, variant: str, **overrides):
+  """``configs.get_config(variant)`` with the tiny model and ``overrides``
+  (dotted names with ``__`` for the dots)."""
+  config = configs.get_config(variant)
+  config.model = TINY
+  for name, value in overrides.items():
+    _set(config, name.replace("__", "."), value)
+  return config
+
+
+def _set(config, name: str, value) -> None:
+  *path, field = name.split(".")
+  for part in path:
+    config = config[part]
+  config[field] = value
+
+
+class _Spy:
+  """Records the model folders restored and the models fitted."""
+
+  def __init__(self, monkeypatch):
+    self.restored: list[str] = []
+    self.fitted: list[str | None] = []
+    fit, restore = loop.fit, checkpoint.Checkpointer.restore
+
+    def spy_fit(*args, **kwargs):
+      self.fitted.append(kwargs.get("workdir"))
+      return fit(*args, **kwargs)
+
+    def spy_restore(checkpointer, step, like):
+      directory = checkpointer._directory  # pylint: disable=protected-access
+      self.restored.append(os.path.dirname(directory))
+      return restore(checkpointer, step, like)
+
+    monkeypatch.setattr(loop, "fit", spy_fit)
+    monkeypatch.setattr(checkpoint.Checkpointer, "restore", spy_restore)
+
+  def reset(self) -> None:
+    self.restored.clear()
+    self.fitted.clear()
+
+
+@pytest.fixture
+def spy(monkeypatch):
+  return _Spy(monkeypatch)
+
+
+def _folders(workdir: str) -> set[str]:
+  return {os.path.join(workdir, name) for name in os.listdir(workdir)}
+
+
+def test_train_refuses_a_changed_config(tmp_path, spy):
+  config = _config(train_configs, "digits,runlocal")
+  workdir = str(tmp_path)
+  first = train_recipe.train_and_evaluate(config, workdir)
+  spy.reset()
+  assert train_recipe.train_and_evaluate(config, workdir) == first
+  assert spy.restored == [os.path.join(workdir, "model")]
+  config.seed = 5
+  config.train.learning_rate = 0.5
+  spy.reset()
+  with pytest.raises(identity.StaleRunError) as error:
+    train_recipe.train_and_evaluate(config, workdir)
+  assert "  seed: 0 (on disk) != 5 (this run)" in str(error.value)
+  assert "  train.learning_rate: 0.05 (on disk) != 0.5 (this run)" in str(
+      error.value)
+  assert spy.restored == []
+
+
+@pytest.fixture(scope="module")
+def watermark_run(tmp_path_factory, tiny_model):
+  """A finished BadNets dataset-watermark run: (config, workdir, outcome)."""
+  del tiny_model  # registered
+  config = _config(dw_configs, "badnets,digits,runlocal")
+  workdir = str(tmp_path_factory.mktemp("dataset_watermark"))
+  return config, workdir, dataset_watermark.run_experiment(config, workdir)
+
+
+def test_dataset_watermark_retrains_what_a_watermark_change_touches(
+    watermark_run, spy):
+  config, workdir, outcome = watermark_run
+  before = _folders(workdir)
+  (benign,) = [f for f in before if "benign_" in f]
+  config = config.copy_and_resolve_references()
+  config.watermark.poison_rate = 0.2
+  metrics = dataset_watermark.run_experiment(config, workdir)["metrics"]
+  # Only the benign model, which no watermark touches, is reused.
+  assert spy.restored == [benign]
+  assert len(spy.fitted) == 3
+  assert len(_folders(workdir) - before) == 2
+  assert metrics["watermark_key_digest"] != outcome["metrics"][
+      "watermark_key_digest"]
+  assert metrics["poison_rate"] == pytest.approx(2 * outcome["metrics"][
+      "poison_rate"], abs=0.01)
+
+
+def test_a_clean_model_is_not_restored_from_a_suspects_folder(watermark_run):
+  config, workdir, _ = watermark_run
+  suspect = dataset_watermark.marked_model_dir(
+      workdir, config, config.watermark.to_dict(), "watermarked")
+  clean, _ = recipe.load_datasets(config)
+  # The suspect's own training run, with benign data instead of the marked.
+  with pytest.raises(identity.StaleRunError,
+                     match=r"train_data\.images: .*\n  train_data\.labels: "):
+    recipe.train_model(config, clean, workdir=suspect,
+                       stream=dataset_watermark.STREAMS["watermarked"])
+
+
+def test_craft_poison_crafts_again_for_another_epsilon(tmp_path, spy):
+  config = _config(craft_configs, "random_noise,digits,runlocal")
+  workdir = str(tmp_path)
+  first = craft_poison.run_experiment(config, workdir)["metrics"]
+  (clean_victim,) = [f for f in _folders(workdir) if "clean_victim_" in f]
+  config.poison.epsilon = 4
+  spy.reset()
+  second = craft_poison.run_experiment(config, workdir)["metrics"]
+  # The clean victim does not depend on the poison; the poisoned one does.
+  assert spy.restored == [clean_victim]
+  assert len(spy.fitted) == 2
+  assert second["poison_key_digest"] != first["poison_key_digest"]
+
+
+def test_model_watermark_remarks_for_another_trigger_rate(tmp_path, spy):
+  config = _config(mw_configs, "adi_fromscratch,digits,runlocal",
+                   attack__names=("ftll",), piracy__enabled=False,
+                   transfer__enabled=False)
+  workdir = str(tmp_path)
+  first = model_watermark.run_experiment(config, workdir)["metrics"]
+  before = _folders(workdir)
+  (unmarked,) = [f for f in before if "unmarked-" in f]
+  config.watermark.triggers_per_batch = 4
+  spy.reset()
+  second = model_watermark.run_experiment(config, workdir)["metrics"]
+  # The owner's keys and non-marked model are reused; the marked model and
+  # the attack on it are trained again, in folders of their own.
+  assert spy.restored == [unmarked]
+  assert len(spy.fitted) == 3
+  assert {os.path.basename(f).split("-")[0]
+          for f in _folders(workdir) - before} == {"marked", "removal_ftll"}
+  assert second["verification_key_digest"] == first["verification_key_digest"]
+
+
+def test_false_acceptance_verifies_again_at_another_alpha(tmp_path, spy):
+  config = _config(mw_configs, "false_acceptance,digits,runlocal",
+                   false_acceptance__num_models=1)
+  workdir = str(tmp_path)
+  first = false_acceptance.run_experiment(config, workdir)["metrics"]
+  assert len(spy.fitted) == 1
+  spy.reset()
+  assert false_acceptance.run_experiment(config, workdir)["metrics"] == first
+  assert spy.fitted == []  # the same run resumes from its verdicts
+  config.watermark.alpha = 0.5
+  second = false_acceptance.run_experiment(config, workdir)["metrics"]
+  assert len(spy.fitted) == 1
+  assert second["alpha"] == 0.5
+  assert second["exact_size_binomial"] > first["exact_size_binomial"]
+
+
+def test_ablate_ubw_p_measures_again_for_another_learning_rate(tmp_path,
+                                                                spy):
+  config = _config(dw_configs, "ubw_p,digits,runlocal",
+                   train__schedule="step", ablation__epochs=(1,),
+                   ablation__only="cnn16_balanced")
+  workdir = str(tmp_path)
+  first = ablate_ubw_p.run_ablation(config, workdir)["metrics"]["curves"]
+  spy.reset()
+  assert ablate_ubw_p.run_ablation(config, workdir)["metrics"][
+      "curves"] == first
+  assert spy.fitted == []  # the kept curve is read back
+  config.train.learning_rate = 0.5
+  second = ablate_ubw_p.run_ablation(config, workdir)["metrics"]["curves"]
+  assert len(spy.fitted) == 1 and spy.restored == []
+  assert second != first
+
+
+def test_alignment_transfer_probes_a_new_victim_recipe(tmp_path, spy):
+  config = _config(craft_configs, "random_noise,digits,runlocal")
+  workdir = str(tmp_path)
+  first = alignment_transfer.run_transfer(config, workdir)["metrics"]
+  (surrogate,) = [f for f in _folders(workdir) if "surrogate_" in f]
+  assert [point["epoch"] for point in first["curve"]] == [1]
+  config.victim.num_epochs = 2
+  spy.reset()
+  second = alignment_transfer.run_transfer(config, workdir)["metrics"]
+  # The surrogate is reused; the victim is trained and probed again.
+  assert spy.restored == [surrogate]
+  assert spy.fitted == [surrogate, None]
+  assert [point["epoch"] for point in second["curve"]] == [1, 2]
+  assert second["surrogate"] == first["surrogate"]

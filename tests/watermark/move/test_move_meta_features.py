@@ -1,0 +1,109 @@
+"""White-box gradient-sign and black-box probability-difference features."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxwm.train import losses
+from jaxwm.watermark.move import meta_features
+
+
+def test_reduction_drops_pools_or_keeps_each_kernel():
+  rng = np.random.default_rng(0)
+  bias = rng.normal(size=(4,))
+  conv = rng.normal(size=(3, 3, 2, 4))
+  big_conv = rng.normal(size=(3, 3, 50, 101))
+  dense = rng.normal(size=(6, 5))
+  big_dense = rng.normal(size=(100, 51))
+  reduce = meta_features.reduce_gradient
+  assert reduce(bias) is None
+  assert reduce(big_conv) is None
+  np.testing.assert_allclose(reduce(conv), conv.max(axis=(0, 1)).ravel())
+  np.testing.assert_allclose(reduce(dense), dense.ravel())
+  np.testing.assert_allclose(reduce(big_dense), big_dense.max(axis=0))
+  tree = {"a": {"bias": bias, "kernel": conv}, "b": {"kernel": dense}}
+  assert meta_features.reduce_gradients(tree).shape == (8 + 30,)
+
+
+def _reference_reduction(gradient, threshold):
+  """The module docstring's rules, written out again in NumPy."""
+  gradient = np.asarray(gradient)
+  if gradient.ndim == 1:
+    return None
+  fan = gradient.shape[-2] * gradient.shape[-1]
+  if gradient.ndim == 4:
+    return None if fan > threshold else gradient.max(axis=(0, 1)).ravel()
+  return gradient.max(axis=0) if fan > threshold else gradient.ravel()
+
+
+def test_per_sample_sign_gradients_match_a_loop(digits, victim):
+  images = digits[1].images[:5]
+  labels = digits[1].labels[:5]
+  threshold = 200  # the width-8 cnn then pools its dense kernel
+  features = meta_features.gradient_sign_features(
+      victim.model, victim.variables, images, labels,
+      pool_threshold=threshold, batch_size=4)  # 5 = 4 + a padded batch
+  variables = dict(victim.variables)
+  params = variables.pop("params")
+  assert features.dtype == np.int8
+
+  @jax.jit
+  def gradient(image, label):
+    def loss(p):
+      logits = victim.model.apply({"params": p, **variables}, image[None],
+                                  train=False)
+      return losses.cross_entropy(logits, label[None])[0]
+    return jax.tree_util.tree_leaves(jax.grad(loss)(params))
+
+  for row in range(len(images)):  # one sample at a time
+    parts = [_reference_reduction(g, threshold) for g in gradient(
+        images[row].astype(np.float32) / 255.0, labels[row])]
+    reference = np.concatenate([p for p in parts if p is not None])
+    assert features.shape == (5, reference.size)
+    # Signs agree wherever the derivative is not rounding noise.
+    clear = np.abs(reference) > 1e-6 * np.abs(reference).max()
+    np.testing.assert_array_equal(features[row][clear],
+                                  np.sign(reference[clear]))
+    assert np.mean(features[row] == np.sign(reference)) > 0.999
+
+
+def test_augmented_views_are_the_papers_five():
+  image = np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1)
+  views = meta_features.augmented_views(image, shift=1)
+  assert len(views) == len(meta_features.AUGMENTATIONS) == 5
+  plane = image[0, :, :, 0]
+  np.testing.assert_array_equal(views[0][0, :, :, 0], plane)
+  np.testing.assert_array_equal(views[1][0, :, :, 0], plane[:, ::-1])
+  down_right, right, down = (v[0, :, :, 0] for v in views[2:])
+  np.testing.assert_array_equal(down_right[1:, 1:], plane[:-1, :-1])
+  np.testing.assert_array_equal(right[:, 1:], plane[:, :-1])
+  np.testing.assert_array_equal(down[1:], plane[:-1])
+  assert down_right[0].sum() == down_right[:, 0].sum() == 0
+  assert right[:, 0].sum() == down[0].sum() == 0
+  with pytest.raises(ValueError, match="shift"):
+    meta_features.augmented_views(image, shift=4)
+
+
+def test_probability_differences_are_concatenated_per_augmentation():
+  rng = np.random.default_rng(1)
+  weights = rng.normal(size=(16, 3))
+  queried = []
+
+  def predict_proba(images):
+    queried.append(len(images))
+    logits = images.reshape(len(images), -1) @ weights
+    return np.asarray(jax.nn.softmax(logits))
+
+  transformed = rng.integers(0, 256, (6, 4, 4, 1), dtype=np.uint8)
+  benign = rng.integers(0, 256, (6, 4, 4, 1), dtype=np.uint8)
+  features = meta_features.probability_difference_features(
+      predict_proba, transformed, benign, 3, shift=1)
+  assert features.shape == (6, 5 * 3) and features.dtype == np.float32
+  assert sum(queried) == meta_features.QUERIES_PER_IMAGE * 6
+  views = zip(meta_features.augmented_views(transformed, 1),
+              meta_features.augmented_views(benign, 1))
+  for index, (moved, moved_benign) in enumerate(views):
+    expected = (predict_proba(moved / 255.0) -
+                predict_proba(moved_benign / 255.0))
+    np.testing.assert_allclose(features[:, 3 * index:3 * index + 3],
+                               expected, atol=1e-6)
