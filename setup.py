@@ -28,6 +28,6 @@ setuptools.setup(
     extras_require={
         "dev": ["pytest>=8.0", "matplotlib>=3.8"],
         "tfds": ["tensorflow-datasets>=4.9.6", "array_record>=0.5"],
-        "bench": ["torch>=2.4", "torchvision>=0.19"],
+        "bench": ["torch>=2.4"],
     },
 )
