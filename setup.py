@@ -10,6 +10,7 @@ setuptools.setup(
         "removal attacks, and ownership verification in JAX/Flax."
     ),
     packages=setuptools.find_packages(include=["jaxwm", "jaxwm.*"]),
+    entry_points={"console_scripts": ["jaxwm = jaxwm.cli:main"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.35",

@@ -76,7 +76,9 @@ def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
   return buffer.getvalue()
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes) -> None:
+  """Writes ``data`` to ``path`` through a temporary file and a rename, so
+  that a crash leaves the old file or the new one, never a truncated one."""
   tmp = path + ".tmp"
   with open(tmp, "wb") as f:
     f.write(data)
@@ -109,9 +111,9 @@ def save(prefix: str, arrays: Mapping[str, np.ndarray],
       },
   }
   manifest_bytes = _canonical_json(manifest)
-  _atomic_write(npz_path, npz_bytes)
-  _atomic_write(json_path, json_bytes)
-  _atomic_write(manifest_path, manifest_bytes)
+  atomic_write(npz_path, npz_bytes)
+  atomic_write(json_path, json_bytes)
+  atomic_write(manifest_path, manifest_bytes)
   return sha256_hex(manifest_bytes)
 
 
