@@ -43,7 +43,8 @@ import numpy as np
 from absl import logging
 
 from jaxwm import fields
-from jaxwm.secure_files import TamperedFileError, atomic_write, sha256_hex
+from jaxwm.secure_files import (TamperedFileError, atomic_write,
+                                 read_bytes, sha256_hex)
 from jaxwm.train import sharding
 from jaxwm.train import step as step_lib
 from jaxwm.train.checkpoint import Checkpointer
@@ -194,15 +195,14 @@ def _warn_if_unfinished(metadata: dict[str, Any], where: str) -> None:
                     metadata.get("epoch"), epochs)
 
 
+_EXPORT_FILES_HINT = (
+    "an exported model is PREFIX.msgpack and PREFIX.json side by side "
+    "(export_model writes both), and a saved model folder holds "
+    "checkpoints/.")
+
+
 def _read(path: str) -> bytes:
-  try:
-    with open(path, "rb") as f:
-      return f.read()
-  except FileNotFoundError:
-    raise FileNotFoundError(
-        f"{path} does not exist; an exported model is PREFIX.msgpack and "
-        "PREFIX.json side by side (export_model writes both), and a saved "
-        "model folder holds checkpoints/.") from None
+  return read_bytes(path, _EXPORT_FILES_HINT)
 
 
 def _read_export(prefix: str, digest: str | None
