@@ -238,9 +238,9 @@ def run(experiment: str, run_fn: RunFn,
                     workdir=values.workdir, output_json=values.output_json,
                     check=check)
   print(results.summary(written))
+  _print_outputs(values.workdir, values.output_json)
   if values.output_json:
     print(f"results: {values.output_json}")
-  _print_outputs(values.workdir, values.output_json)
   if written["status"] == "failed":
     sys.exit(1)
   return written

@@ -140,3 +140,24 @@ def test_fit_reports_to_the_run_and_prints_where_info_is_hidden(capsys):
   assert log.curves["tiny"]["epoch"] == [0.5, 1.0, 1.5, 2.0]
   assert np.all(np.isfinite(log.curves["tiny"]["loss"]))
   assert len(log.model_seconds) == 1
+
+
+def test_a_launcher_job_draws_beside_its_results_json(tmp_path):
+  pytest.importorskip("matplotlib")
+  from jaxwm import launch  # pylint: disable=g-import-not-at-top
+
+  def job(config, workdir, metrics):
+    del workdir
+    monitor.add_image_grid("triggers", np.zeros((2, 4, 4, 1), np.uint8))
+    metrics["models"] = 0
+    return {"dataset": config.dataset, "model": config.model,
+            "metrics": metrics}
+
+  config = ml_collections.ConfigDict(dict(dataset="digits", model="cnn",
+                                          seed=0))
+  output = tmp_path / "out" / "run.json"
+  written = launch.run_job("demo", job, config, workdir=str(tmp_path / "w"),
+                           output_json=str(output))
+  assert written["status"] == "ok"
+  assert os.path.exists(tmp_path / "out" / "run_pictures" / "triggers.png")
+  assert monitor.current() is None  # the run log closed with the job
