@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxwm.defenses import image_grids
-from jaxwm.defenses._placement import on_one_device
+from jaxwm.defenses._model_calls import num_classes, on_one_device
 from jaxwm.poison import triggers
 from jaxwm.train.step import to_float_images
 
@@ -139,15 +139,13 @@ def grad_cam(model: Any, variables: Any, images: np.ndarray,
   if classes is None:
     classes = np.full(images.shape[0], -1)
   classes = np.asarray(classes)
-  num_classes = jax.eval_shape(
-      lambda x: model.apply(variables, x, train=False),
-      jax.ShapeDtypeStruct((1,) + images.shape[1:], jnp.float32)).shape[-1]
+  count = num_classes(model, variables, images.shape[1:])
   if (classes.shape != images.shape[:1] or
       not np.issubdtype(classes.dtype, np.integer) or classes.min() < -1 or
-      classes.max() >= num_classes):
+      classes.max() >= count):
     raise ValueError(
         f"classes must be integers [N] = [{images.shape[0]}] in [0, "
-        f"{num_classes}) (or None for the predicted classes), got dtype "
+        f"{count}) (or None for the predicted classes), got dtype "
         f"{classes.dtype} and shape {classes.shape}.")
   variables = on_one_device(variables)
   maps, chosen = [], []

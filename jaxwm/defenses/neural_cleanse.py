@@ -40,7 +40,7 @@ import numpy as np
 import optax
 
 from jaxwm.defenses import image_grids
-from jaxwm.defenses._placement import on_one_device
+from jaxwm.defenses._model_calls import num_classes, on_one_device
 from jaxwm.train.step import to_float_images
 
 MAD_CONSISTENCY = 1.4826
@@ -277,17 +277,15 @@ class NeuralCleanseResult:
 
 
 def neural_cleanse(model: Any, variables: Any, clean_images: np.ndarray,
-                   num_classes: int, key: jax.Array,
-                   config: NeuralCleanseConfig | None = None
+                   key: jax.Array, config: NeuralCleanseConfig | None = None
                    ) -> NeuralCleanseResult:
   """Reverse-engineers a trigger per class and flags abnormal classes.
 
   Args:
-    model: a jaxwm model.
+    model: a jaxwm model with K >= 3 classes.
     variables: its variables.
     clean_images: uint8 [N, H, W, C] or float in [0, 1], clean images the
       defender holds (e.g. a test split).
-    num_classes: K.
     key: jax.random key; draws the initial triggers and the batches.
     config: settings; default :class:`NeuralCleanseConfig`.
 
@@ -299,12 +297,13 @@ def neural_cleanse(model: Any, variables: Any, clean_images: np.ndarray,
   if clean_images.ndim != 4 or not clean_images.shape[0]:
     raise ValueError(f"clean_images must be images [N, H, W, C] with N >= 1, "
                      f"got shape {clean_images.shape}.")
-  if num_classes < 3:
-    raise ValueError(f"num_classes must be >= 3 for a median-based anomaly "
-                     f"index, got {num_classes}.")
+  classes = num_classes(model, variables, clean_images.shape[1:])
+  if classes < 3:
+    raise ValueError(f"the model has {classes} classes; Neural Cleanse's "
+                     "median-based anomaly index needs at least 3.")
   params, success, reached = _reverse_engineer(
       *on_one_device((variables, to_float_images(jnp.asarray(clean_images)),
-                      key)), model=model, num_classes=num_classes,
+                      key)), model=model, num_classes=classes,
       config=config)
   masks = np.asarray(jax.nn.sigmoid(params["mask"]))
   norms = masks.sum(axis=(1, 2, 3), dtype=np.float64)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxwm.defenses import filtering
-from jaxwm.defenses._placement import on_one_device
+from jaxwm.defenses._model_calls import on_one_device
 from jaxwm.metrics import entropy_from_logits
 from jaxwm.train.step import to_float_images
 

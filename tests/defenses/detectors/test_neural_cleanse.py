@@ -36,7 +36,7 @@ def test_mad_anomaly_index_refuses_undefined_values():
 def cleansed(badnets_digits):
   trained = badnets_digits.trained
   return nc.neural_cleanse(trained.model, trained.variables,
-                           badnets_digits.test.images, 10,
+                           badnets_digits.test.images,
                            jax.random.PRNGKey(1), FAST)
 
 
