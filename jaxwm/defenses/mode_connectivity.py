@@ -253,12 +253,12 @@ def fit_curve(config, start: recipe.TrainedModel, end: recipe.TrainedModel,
                      config, clean, settings.batch_stat_epochs, stream)
 
 
-def repair(config, model: recipe.TrainedModel, clean: Dataset,
-           settings: McrConfig = McrConfig(), *,
-           workdir: str | None = None,
-           stream: int = 0) -> recipe.TrainedModel:
-  """Runs MCR on ``model``: two fine-tuned endpoints, the curve between
-  them, and the model at ``settings.t``.
+def fine_tuned_curve(config, model: recipe.TrainedModel, clean: Dataset,
+                     settings: McrConfig = McrConfig(), *,
+                     workdir: str | None = None,
+                     stream: int = 0) -> BezierCurve:
+  """Fine-tunes two endpoints from ``model`` and trains the curve between
+  them (MCR before its choice of t).
 
   Args:
     config: the model's training config (``configs/train.py`` fields).
@@ -275,5 +275,14 @@ def repair(config, model: recipe.TrainedModel, clean: Dataset,
       config, model, clean, settings.endpoints, stream=stream + offset,
       workdir=None if workdir is None else os.path.join(workdir, name))
           for offset, name in enumerate(("start", "end"))]
-  curve = fit_curve(config, *ends, clean, settings, stream=stream)
-  return curve.at(settings.t)
+  return fit_curve(config, *ends, clean, settings, stream=stream)
+
+
+def repair(config, model: recipe.TrainedModel, clean: Dataset,
+           settings: McrConfig = McrConfig(), *,
+           workdir: str | None = None,
+           stream: int = 0) -> recipe.TrainedModel:
+  """Runs MCR on ``model``: the model at ``settings.t`` on the
+  :func:`fine_tuned_curve` (same arguments)."""
+  return fine_tuned_curve(config, model, clean, settings, workdir=workdir,
+                          stream=stream).at(settings.t)
