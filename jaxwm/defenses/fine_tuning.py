@@ -12,10 +12,12 @@ training config's, with a constant learning rate.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 from jaxwm.data.dataset import Dataset
 from jaxwm.defenses import repair_engine
 from jaxwm.train import recipe
+from jaxwm.train.state import TrainState
 
 FC = "fc"
 ALL = "all"
@@ -45,8 +47,9 @@ class FineTuneConfig:
 
 def repair(config, model: recipe.TrainedModel, clean: Dataset,
            settings: FineTuneConfig = FineTuneConfig(), *,
-           workdir: str | None = None,
-           stream: int = 0) -> recipe.TrainedModel:
+           workdir: str | None = None, stream: int = 0,
+           on_epoch_end: Callable[[int, TrainState], Any] | None = None
+           ) -> recipe.TrainedModel:
   """Fine-tunes ``model`` on ``clean``.
 
   Args:
@@ -57,6 +60,10 @@ def repair(config, model: recipe.TrainedModel, clean: Dataset,
     settings: which layers, learning rate and epochs.
     workdir: checkpoint folder (a rerun resumes); None: no checkpoints.
     stream: the engine's key stream (data order, augmentation).
+    on_epoch_end: called as ``on_epoch_end(epoch, state)`` after each
+      epoch (for curves over epochs: ``dataclasses.replace(model,
+      state=state)`` is the model at that epoch, to be measured during the
+      call: the next step reuses the state's buffers).
 
   Returns:
     The fine-tuned model (same class and interface).
@@ -68,4 +75,4 @@ def repair(config, model: recipe.TrainedModel, clean: Dataset,
       repair_engine.repair_recipe(config, settings.learning_rate,
                                   settings.num_epochs),
       clean, workdir=workdir, stream=stream, init_variables=model.variables,
-      trainable=trainable)
+      trainable=trainable, on_epoch_end=on_epoch_end)

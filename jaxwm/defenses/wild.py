@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,7 @@ from jaxwm.data.dataset import Dataset
 from jaxwm.defenses import repair_engine
 from jaxwm.train import losses
 from jaxwm.train import recipe
+from jaxwm.train.state import TrainState
 
 CROSS_ENTROPY = "ce"
 JENSEN_SHANNON = "js"
@@ -188,8 +189,9 @@ def erased_pairs(settings: WildConfig):
 
 def repair(config, model: recipe.TrainedModel, clean: Dataset,
            settings: WildConfig = WildConfig(), *,
-           workdir: str | None = None,
-           stream: int = 0) -> recipe.TrainedModel:
+           workdir: str | None = None, stream: int = 0,
+           on_epoch_end: Callable[[int, TrainState], Any] | None = None
+           ) -> recipe.TrainedModel:
   """Runs WILD on ``model`` with the clean data ``clean``.
 
   Each step draws ``config.train.batch_size`` clean images, augments them
@@ -203,6 +205,10 @@ def repair(config, model: recipe.TrainedModel, clean: Dataset,
     settings: WILD's settings.
     workdir: checkpoint folder (a rerun resumes); None: no checkpoints.
     stream: the engine's key stream (data order, erasing).
+    on_epoch_end: called as ``on_epoch_end(epoch, state)`` after each
+      epoch (for curves over epochs: ``dataclasses.replace(model,
+      state=state)`` is the model at that epoch, to be measured during the
+      call: the next step reuses the state's buffers).
 
   Returns:
     The repaired model (same class and interface).
@@ -219,4 +225,5 @@ def repair(config, model: recipe.TrainedModel, clean: Dataset,
                                 layer=settings.layer),
       input_transform=repair_engine.no_transform,
       batch_fn=repair_engine.augmenting_batch_fn(augment,
-                                                 erased_pairs(settings)))
+                                                 erased_pairs(settings)),
+      on_epoch_end=on_epoch_end)

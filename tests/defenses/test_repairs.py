@@ -79,9 +79,18 @@ def test_each_repair_keeps_the_interface(digits, suspect, name):
 
 
 def test_fc_fine_tuning_freezes_the_convolutions(digits, suspect):
-  clean, _ = digits
+  clean, test = digits
+  curve = []
+
+  def measure(epoch, state):
+    model = dataclasses.replace(suspect, state=state)
+    curve.append((epoch, model.evaluate(test)["accuracy"]))
+
   tuned = fine_tuning.repair(_config(), suspect, clean,
-                             fine_tuning.FineTuneConfig(num_epochs=1))
+                             fine_tuning.FineTuneConfig(num_epochs=2),
+                             on_epoch_end=measure)
+  assert [epoch for epoch, _ in curve] == [1, 2]
+  assert curve[-1][1] == tuned.evaluate(test)["accuracy"]
   before, after = _leaves(suspect.state.params), _leaves(tuned.state.params)
   for name, value in before.items():
     changed = not np.array_equal(after[name], value)
