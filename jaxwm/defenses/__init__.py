@@ -1,4 +1,6 @@
-"""Defences: training-time options against poisons (input noise, DP-SGD)."""
+"""Defences: training-time options against poisons (input noise, DP-SGD)
+and repairs of a suspect model with limited clean data (fine-tuning,
+pruning, fine-pruning, WILD, NAD, MCR; by name in :mod:`repairs`)."""
 
 from jaxwm.defenses.dp_sgd import make_dp_sgd_step
 from jaxwm.defenses.dp_sgd import train_model as train_model_dp_sgd
@@ -6,3 +8,6 @@ from jaxwm.defenses.input_noise import additive_noise
 from jaxwm.defenses.input_noise import compose
 from jaxwm.defenses.input_noise import gaussian_blur
 from jaxwm.defenses.input_noise import gaussian_smoothing
+from jaxwm.defenses.repairs import REPAIRS
+from jaxwm.defenses.repairs import make_settings as make_repair_settings
+from jaxwm.defenses.repairs import run_repair
