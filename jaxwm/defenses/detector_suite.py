@@ -76,6 +76,8 @@ class DetectorReport:
       FilteringReport` against the poisoned samples.
     activation_clustering: likewise for activation clustering.
     clustering_filtering: its filtering report.
+    triggered: uint8 [N, H, W, C], the triggered test images STRIP and
+      Grad-CAM ran on (for figures).
   """
 
   neural_cleanse: nc_lib.NeuralCleanseResult
@@ -85,6 +87,7 @@ class DetectorReport:
   spectral_filtering: filtering.FilteringReport | None = None
   activation_clustering: ac_lib.ActivationClusteringResult | None = None
   clustering_filtering: filtering.FilteringReport | None = None
+  triggered: np.ndarray | None = None
 
   def to_dict(self) -> dict[str, Any]:
     """The JSON record of a launcher's results: one entry per detector
@@ -183,4 +186,4 @@ def run_detectors(model: Any, variables: Any, test: Dataset, key: jax.Array,
   poisoned = watermark_key.poisoned_indices
   return DetectorReport(
       cleanse, strip, saliency, spectral, spectral.report(poisoned),
-      clustering, clustering.report(poisoned))
+      clustering, clustering.report(poisoned), triggered)

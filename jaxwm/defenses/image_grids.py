@@ -11,15 +11,16 @@ from typing import Sequence
 import numpy as np
 
 _TILE_INCHES = 1.6
-_DPI = 120
+DPI = 120
 
 
-def _figure_class():
+def figure_class():
+  """matplotlib's ``Figure`` (drawn with the Agg canvas, no pyplot)."""
   try:
     from matplotlib import figure  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise ImportError(
-        "saving image grids needs matplotlib; install it (pip install "
+        "saving figures needs matplotlib; install it (pip install "
         "matplotlib, or pip install jaxwm[dev]).") from None
   return figure.Figure
 
@@ -42,7 +43,7 @@ def _save_grid(path: str, images: np.ndarray, maps: np.ndarray | None,
                      "one title per image.")
   columns = min(len(images), columns or 10)
   rows = -(-len(images) // columns)
-  figure = _figure_class()(figsize=(_TILE_INCHES * columns,
+  figure = figure_class()(figsize=(_TILE_INCHES * columns,
                                     _TILE_INCHES * rows * 1.15))
   axes = figure.subplots(rows, columns, squeeze=False)
   for index, axis in enumerate(axes.flat):
@@ -59,7 +60,7 @@ def _save_grid(path: str, images: np.ndarray, maps: np.ndarray | None,
     if titles is not None:
       axis.set_title(titles[index], fontsize=7)
   figure.tight_layout()
-  figure.savefig(path, dpi=_DPI)
+  figure.savefig(path, dpi=DPI)
 
 
 def save_image_grid(path: str, images: np.ndarray,

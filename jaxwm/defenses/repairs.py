@@ -51,7 +51,11 @@ def get_repair(name: str) -> Repair:
   return REPAIRS[name]
 
 
-def _replaced(settings: Any, overrides: Mapping[str, Any], where: str) -> Any:
+def with_overrides(settings: Any, overrides: Mapping[str, Any],
+                   where: str) -> Any:
+  """The frozen dataclass ``settings`` with ``overrides`` (nested mappings
+  for nested dataclasses); ``where`` names it in the error of an unknown
+  field."""
   fields = {field.name for field in dataclasses.fields(settings)}
   changes = {}
   for name, value in overrides.items():
@@ -60,7 +64,7 @@ def _replaced(settings: Any, overrides: Mapping[str, Any], where: str) -> Any:
                        f"{sorted(fields)}.")
     current = getattr(settings, name)
     if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
-      value = _replaced(current, value, f"{where}.{name}")
+      value = with_overrides(current, value, f"{where}.{name}")
     changes[name] = value
   return dataclasses.replace(settings, **changes)
 
@@ -70,7 +74,7 @@ def make_settings(name: str,
   """The settings of repair ``name``: its defaults with ``overrides``
   (nested mappings for nested settings, e.g. ``{"prune": {"rate": 0.8}}``
   for fine-pruning; a ConfigDict's ``to_dict()`` works)."""
-  return _replaced(get_repair(name).settings(), overrides or {}, name)
+  return with_overrides(get_repair(name).settings(), overrides or {}, name)
 
 
 def run_repair(name: str, config, model: recipe.TrainedModel, clean: Dataset,
