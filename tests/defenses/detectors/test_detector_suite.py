@@ -27,6 +27,9 @@ def test_watermarked_model_gets_every_detector(badnets_digits):
   record = report.to_dict()
   json.dumps(record, allow_nan=False)
   assert record["strip"]["num_triggered"] == 100
+  # The triggered images the figures show: eligible test images, stamped.
+  assert report.triggered.shape == (100,) + test.image_shape
+  assert np.all(report.triggered[:, -3:, -3:] == 255)
   assert record["strip"]["mean_triggered_entropy"] < 0.1
   assert record["grad_cam"]["region_fraction"] == pytest.approx(9 / 64)
   # Half of class 0 is poisoned: both filters report, whatever they find.
