@@ -182,11 +182,11 @@ def test_removal_tables_give_every_cell_and_the_detectors():
     header = next(_cells(line) for line in block.splitlines()
                   if line.startswith("| run | watermark | seed | none"))
     for column, cell in metrics["cells"].items():
-      verification = cell["verification"]
-      verified = verification["decision"] == "reject_h0"
+      verification = cell["verification"]  # or {"error": why}
+      verified = verification.get("decision") == "reject_h0"
       assert matrix[header.index(column)] == (
           f"{cell['watermark_success']:.3f} / {cell['benign_accuracy']:.3f} "
-          f"/ {report_tables.p_value(verification['p_value'])}"
+          f"/ {report_tables.p_value(verification.get('p_value'))}"
           f"{' (V)' if verified else ''}")
     found = metrics["detectors"]
     assert detectors[3] == (
