@@ -53,12 +53,10 @@ from absl import logging
 from jaxwm import data as jaxwm_data
 from jaxwm import identity
 from jaxwm.defenses import detector_suite
-from jaxwm.defenses import fine_tuning
 from jaxwm.defenses import grad_cam
 from jaxwm.defenses import neural_cleanse
 from jaxwm.defenses import pruning
 from jaxwm.defenses import repairs
-from jaxwm.defenses import wild
 from jaxwm.fingerprint import fingerprint
 from jaxwm.recipes import removal_figures
 from jaxwm.recipes.common import model_dir
@@ -67,11 +65,9 @@ from jaxwm.recipes.removal_rows import Row, build_row
 from jaxwm.train import recipe
 
 NONE = "none"
-# Repairs that train epoch by epoch, measured after each (a curve).
-EPOCH_CURVES = {
-    "fine_tuning": fine_tuning.repair,
-    "wild": wild.repair,
-}
+# Repairs that train epoch by epoch and take the engine's on_epoch_end:
+# measured after each epoch (a curve).
+EPOCH_CURVES = ("fine_tuning", "wild")
 PRUNING = "pruning"
 CURVE_FILE = "removal_curve.json"
 # The engine's key stream of each repair, and the detectors' key stream.
@@ -132,9 +128,9 @@ def _repair(config, row: Row, clean, column: str, workdir: str,
   if name in EPOCH_CURVES:
     on_epoch_end, measured = _epoch_curve(row, folder, stream, clean,
                                           settings, none_cell)
-    repaired = EPOCH_CURVES[name](row.config, row.model, clean, settings,
-                                  workdir=folder, stream=stream,
-                                  on_epoch_end=on_epoch_end)
+    repaired = repairs.get_repair(name).run(
+        row.config, row.model, clean, settings, workdir=folder,
+        stream=stream, on_epoch_end=on_epoch_end)
     return row.measure(repaired), _ordered(measured)
   repaired = repairs.run_repair(name, row.config, row.model, clean, settings,
                                 workdir=folder, stream=stream)

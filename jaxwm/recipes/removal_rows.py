@@ -71,8 +71,8 @@ class Row:
       (the defender's clean data is drawn from it).
     test: the clean test set.
     folder: the model's checkpoint folder (named by its fingerprint).
-    verify: ``(model) -> (success metric, success, verification entry)``;
-      None for the benign row.
+    verify: ``(model) -> (success, verification entry)``; None for the
+      benign row.
     success_metric: ``"asr_a"``, ``"watermark_accuracy"`` or None.
     key: a dataset watermark's key (for the detectors), else None.
     eligible: int [E], the test images a dataset watermark acts on.
@@ -141,6 +141,7 @@ def _dataset_row(config, workdir: str) -> Row:
   watermark = config.watermark.to_dict()
   model, key, _ = dataset_watermark.train_marked(
       config, train, watermark, "watermarked", workdir, surrogate=None)
+  # The marked set as the model was trained on (the draw is seeded).
   marked, _ = methods.mark_dataset(
       train, watermark, dataset_watermark.watermark_rng(config,
                                                         "watermarked"))
