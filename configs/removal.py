@@ -63,10 +63,11 @@ from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dataset_configs
 from configs import model_watermark as model_configs
 from configs import train as train_configs
-from jaxwm.defenses import detector_suite
-from jaxwm.defenses import repairs
 from jaxwm.config_checks.removal import (CRAFTED_ROWS, DATASET_ROWS,
                                          MODEL_ROWS, ROWS, TRIGGER_ROWS)
+from jaxwm.defenses import detector_suite
+from jaxwm.defenses import repairs
+from jaxwm.verify.levels import DEFAULT_ALPHA
 
 COLUMNS = ("fine_tuning_fc", "fine_tuning_all", "pruning", "fine_pruning",
            "wild_ce", "wild_js", "nad", "mcr")
@@ -95,7 +96,7 @@ def _row_config(row: str, rest: str) -> ml_collections.ConfigDict:
         triggers_per_batch=8,
         # None: a secret draw, saved in the workdir on the first run.
         trigger_seed=ml_collections.config_dict.placeholder(int),
-        alpha=0.01,
+        alpha=DEFAULT_ALPHA,
         eps=0.1,
     ))
     if row == "content":

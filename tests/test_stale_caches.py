@@ -250,9 +250,9 @@ def test_alignment_transfer_probes_a_new_victim_recipe(tmp_path, spy):
 
 
 def test_removal_repairs_again_for_another_learning_rate(tmp_path, spy):
-  # The removal launcher's runlocal CNN: its NAD and pruning need one.
-  config = removal_configs.get_config("noise,digits,runlocal")
-  config.removal.columns = ("fine_tuning_all",)
+  config = _config(removal_configs, "noise,digits,runlocal",
+                   removal__columns=("fine_tuning_all",))
+  config.model_kwargs = {}  # the runlocal CNN's widths
   workdir = str(tmp_path)
   first = removal.run_experiment(config, workdir)["metrics"]
   before = _folders(workdir)
@@ -266,6 +266,6 @@ def test_removal_repairs_again_for_another_learning_rate(tmp_path, spy):
   assert len(spy.fitted) == 2
   assert {os.path.basename(f).split("_seed")[0]
           for f in _folders(workdir) - before} == {
-              "noise_fine_tuning_all_digits_cnn", "matrix_digits_cnn"}
+              f"noise_fine_tuning_all_digits_{TINY}", f"matrix_digits_{TINY}"}
   assert second["cells"]["none"] == first["cells"]["none"]
   assert len(second["curves"]["fine_tuning_all"]) == 2

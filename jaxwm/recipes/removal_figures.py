@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from jaxwm.defenses.image_grids import DPI, figure_class
-from jaxwm.recipes.scenarios import REJECT
+from jaxwm.verify.levels import REJECT
 
 _PANEL_INCHES = 3.0
 

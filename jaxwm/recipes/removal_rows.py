@@ -48,6 +48,7 @@ from jaxwm.recipes import scenarios
 from jaxwm.recipes.common import model_dir, watermark_metrics
 from jaxwm.train import recipe
 from jaxwm.verify import TooFewCorrectError
+from jaxwm.verify.levels import decision
 from jaxwm.watermark import adi
 from jaxwm.watermark import embedding
 from jaxwm.watermark import trigger_watermarks
@@ -108,9 +109,9 @@ class Row:
 def _binomial_entry(result: adi.VerificationResult) -> dict[str, Any]:
   return {"test": BINOMIAL, "p_value": result.p_value,
           "log10_p_value": result.log10_p_value, "alpha": result.alpha,
-          "decision": (scenarios.REJECT if result.accepted_binomial
-                       else scenarios.RETAIN),
-          "matches": result.matches, "trials": result.trials}
+          "decision": decision(result.accepted_binomial),
+          "eps": result.eps, "matches": result.matches,
+          "trials": result.trials}
 
 
 def _dataset_verify(config, key: WatermarkKey, test: Dataset):

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 from jaxwm.recipes.report_tables import (MISSING, Run, fixed, lookup,
                                          markdown_table, number, p_value)
-from jaxwm.recipes.scenarios import REJECT
+from jaxwm.verify.levels import REJECT
 
 RATE = fixed(3)
 ENTROPY = fixed(4)
