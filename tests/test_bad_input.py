@@ -48,6 +48,7 @@ LAUNCHERS = {
     "alignment_transfer": "craft_poison.py:availability,digits,runlocal",
     "model_watermark": "model_watermark.py:adi_fromscratch,digits,runlocal",
     "false_acceptance": "model_watermark.py:false_acceptance,digits,runlocal",
+    "removal": "removal.py:content,digits,runlocal",
 }
 # The ablation needs a schedule that does not depend on the total epochs.
 BASE_OVERRIDES = {"ablate_ubw_p": ("train.schedule=step",)}
@@ -195,6 +196,29 @@ CASES = {
     "alignment_transfer_given_ubw_c": Case(
         "alignment_transfer", (), "method", "ubw_c",
         "craft_poison.py:ubw_c,digits,runlocal"),
+    "removal_clean_fraction_one": Case(
+        "removal", ("removal.clean_fraction=1.0",), "removal.clean_fraction",
+        1.0),
+    "removal_unknown_column": Case(
+        "removal", ("removal.columns=('wild_kl',)",), "removal.columns",
+        ("wild_kl",)),
+    "removal_pruning_rate_one": Case(
+        "removal", ("removal.pruning_rates=(0.0,1.0)",),
+        "removal.pruning_rates", (0.0, 1.0)),
+    "removal_unknown_repair": Case(
+        "removal", ("defenses.nad.repair=unlearning",), "defenses.nad.repair",
+        "unlearning"),
+    "removal_kind_is_not_the_row": Case(
+        "removal", ("watermark.kind=noise",), "watermark.kind", "noise"),
+    "removal_target_out_of_range": Case(
+        "removal", ("watermark.target_label=10",), "watermark.target_label",
+        10),
+    "removal_adi_alpha": Case(
+        "removal", ("watermark.alpha=1.5",), "watermark.alpha", 1.5,
+        "removal.py:adi,digits,runlocal"),
+    "removal_ubw_p_tau": Case(
+        "removal", ("verify.tau=1.5",), "verify.tau", 1.5,
+        "removal.py:ubw_p,digits,runlocal"),
     "alignment_transfer_epsilon_above_255": Case(
         "alignment_transfer", ("poison.epsilon=300",), "poison.epsilon", 300),
 }

@@ -29,6 +29,7 @@ from absl import flags
 from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dataset_configs
 from configs import model_watermark as model_configs
+from configs import removal as removal_configs
 from configs import train as train_configs
 from experiments import train as train_launcher
 from jaxwm import launch
@@ -40,6 +41,7 @@ from jaxwm.recipes import craft_poison
 from jaxwm.recipes import dataset_watermark
 from jaxwm.recipes import false_acceptance
 from jaxwm.recipes import model_watermark
+from jaxwm.recipes import removal
 from jaxwm.recipes import train as train_recipe
 from jaxwm.train import recipe
 from jaxwm.train.checkpoint import Checkpointer
@@ -155,6 +157,10 @@ class Case:
   promised: frozenset[str]
   may_be_undefined: tuple[str, ...] = ()
   check: Callable[..., None] | None = None
+  # The model trained; None keeps the config's (the removal launcher's
+  # pruning, NAD and Grad-CAM need a convolution: a CNN of width 4).
+  model: str | None = MODEL
+  overrides: tuple[tuple[str, Any], ...] = ()
 
   def param(self):
     return pytest.param(self, id=f"{self.experiment}:{self.variant}")
@@ -176,6 +182,59 @@ MODEL_METRICS = frozenset({
     "benign_accuracy", "benign_accuracy_unmarked", "accuracy_drop",
     "unmarked", "removal", "verification_key_digest", "alpha", "eps",
     "attack_budget"}) | VERDICT
+
+def _check_removal(metrics: dict[str, Any], config, incomplete) -> None:
+  """A cell per column, each with its verification or the reason it could
+  not be run; a curve per curved column; the detectors the row's watermark
+  allows; the figures exist."""
+  watermarked = config.row != "benign"
+  columns = ["none", *config.removal.columns] if watermarked else ["none"]
+  assert metrics["columns"] == list(metrics["cells"]) == columns
+  for column, cell in metrics["cells"].items():
+    assert 0.0 <= cell["benign_accuracy"] <= 1.0
+    if not watermarked:
+      assert set(cell) == {"benign_accuracy"}
+      continue
+    verification = cell["verification"]
+    if "error" in verification:  # too few right answers after one epoch
+      path = f"metrics.cells.{column}.verification"
+      assert incomplete[path] == verification["error"]
+      continue
+    assert 0.0 < verification["p_value"] <= 1.0
+    assert verification["decision"] == (
+        "reject_h0" if verification["p_value"] < verification["alpha"]
+        else "fail_to_reject_h0")
+  for column, points in metrics["curves"].items():
+    abscissa = "rate" if column == "pruning" else "epoch"
+    expected = (list(config.removal.pruning_rates) if column == "pruning"
+                else list(range(config.defenses[column].settings.num_epochs
+                                + 1)))
+    assert [point[abscissa] for point in points] == expected
+  assert set(metrics["curves"]) == {
+      c for c in columns if c.startswith(("fine_tuning", "wild", "pruning"))}
+  dataset_watermark_row = config.row in ("badnets", "ubw_p", "ubw_c")
+  detectors = metrics["detectors"]
+  assert len(detectors["neural_cleanse"]["anomaly_index"]) == 10
+  assert (detectors["strip"] is not None) == dataset_watermark_row
+  assert (detectors["spectral_signatures"] is not None) == (
+      dataset_watermark_row)
+  if watermarked:  # the matrix of the rows measured in the workdir
+    assert "heatmap" in metrics["figures"]
+  for path in metrics["figures"].values():
+    assert os.path.getsize(path) > 0
+
+
+# Every removal row; on one model watermark and one dataset watermark the
+# defenses of each kind (curves over epochs, over pruning rates, a repair
+# without a curve; NAD and MCR, the costliest, are tested in
+# tests/defenses), none on the others (their rows' models and detectors
+# only). The rows whose detectors need no convolution (Neural Cleanse
+# alone) train the MLP.
+REMOVAL_COLUMNS = {"content": ("fine_tuning_all", "wild_ce", "fine_pruning"),
+                   "badnets": ("fine_tuning_fc", "pruning")}
+REMOVAL_MLP_ROWS = ("adi", "noise", "unrelated", "benign")
+# Their paired t-test may find too few right answers after one epoch.
+REMOVAL_DATASET_ROWS = ("badnets", "ubw_p", "ubw_c")
 
 CASES = [
     Case("train", train_recipe.train_and_evaluate, train_configs.get_config,
@@ -205,6 +264,17 @@ CASES = [
            model_configs.get_config, f"{mode},digits,runlocal",
            "model_watermark", MODEL_METRICS, check=_check_model_watermark)
       for mode in ("adi_fromscratch", "adi_pretrained")),
+    *(Case("removal", removal.run_experiment, removal_configs.get_config,
+           f"{row},digits,runlocal", "removal",
+           frozenset({"row", "success_metric", "clean_images", "columns",
+                      "cells", "curves", "detectors", "figures"}),
+           may_be_undefined=(("metrics.cells.", "metrics.curves.")
+                             if row in REMOVAL_DATASET_ROWS else ()),
+           check=_check_removal,
+           model=MODEL if row in REMOVAL_MLP_ROWS else None,
+           overrides=(("removal.columns",
+                       REMOVAL_COLUMNS.get(row, ())),))
+      for row in removal_configs.ROWS),
     Case("false_acceptance", false_acceptance.run_experiment,
          model_configs.get_config, "false_acceptance,digits,runlocal",
          "model_watermark",
@@ -238,6 +308,8 @@ def test_every_launcher_variant_is_covered():
   assert {v for e, v in covered if e in ("model_watermark",
                                          "false_acceptance")} == set(
                                              model_configs.MODES)
+  assert {v for e, v in covered if e == "removal"} == set(
+      removal_configs.ROWS)
   launchers = {name[:-3] for name in os.listdir(os.path.join(REPO,
                                                              "experiments"))
                if name.endswith(".py") and name != "__init__.py"}
@@ -250,7 +322,12 @@ def test_every_launcher_variant_is_covered():
 def test_runlocal_variant_writes_its_results(case, shared_workdirs,
                                              tmp_path):
   config = case.get_config(case.variant)
-  config.model = MODEL
+  if case.model is not None:
+    config.model = case.model
+    config.model_kwargs = {}  # the stand-in's own defaults
+  for name, value in case.overrides:
+    block, field = name.rsplit(".", 1)
+    config[block][field] = value
   output = tmp_path / "results.json"
   written = launch.run_job(case.experiment, case.run_fn, config,
                            workdir=shared_workdirs(case.workdir),
@@ -266,7 +343,7 @@ def test_runlocal_variant_writes_its_results(case, shared_workdirs,
   metrics = written["metrics"]
   assert case.promised <= set(metrics), case.promised - set(metrics)
   assert (written["experiment"], written["dataset"], written["model"],
-          written["seed"]) == (case.experiment, "digits", MODEL, 0)
+          written["seed"]) == (case.experiment, "digits", config.model, 0)
   assert written["command"] == f"{case.experiment} {case.variant}"
   if case.check is not None:
     case.check(metrics, config, written["incomplete"])

@@ -20,6 +20,7 @@ import pytest
 from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dw_configs
 from configs import model_watermark as mw_configs
+from configs import removal as removal_configs
 from configs import train as train_configs
 from jaxwm import identity
 from jaxwm.models import common
@@ -30,6 +31,7 @@ from jaxwm.recipes import craft_poison
 from jaxwm.recipes import dataset_watermark
 from jaxwm.recipes import false_acceptance
 from jaxwm.recipes import model_watermark
+from jaxwm.recipes import removal
 from jaxwm.recipes import train as train_recipe
 from jaxwm.train import checkpoint, loop, recipe
 
@@ -245,3 +247,25 @@ def test_alignment_transfer_probes_a_new_victim_recipe(tmp_path, spy):
   assert spy.fitted == [surrogate, None]
   assert [point["epoch"] for point in second["curve"]] == [1, 2]
   assert second["surrogate"] == first["surrogate"]
+
+
+def test_removal_repairs_again_for_another_learning_rate(tmp_path, spy):
+  config = _config(removal_configs, "noise,digits,runlocal",
+                   removal__columns=("fine_tuning_all",))
+  config.model_kwargs = {}  # the runlocal CNN's widths
+  workdir = str(tmp_path)
+  first = removal.run_experiment(config, workdir)["metrics"]
+  before = _folders(workdir)
+  (marked,) = [f for f in before if "noise_watermarked_" in f]
+  config.defenses.fine_tuning_all.settings.learning_rate = 0.1
+  spy.reset()
+  second = removal.run_experiment(config, workdir)["metrics"]
+  # The watermarked model is reused; the repair is trained again in a
+  # folder of its own, and its curve measured again.
+  assert spy.restored == [marked]
+  assert len(spy.fitted) == 2
+  assert {os.path.basename(f).split("_seed")[0]
+          for f in _folders(workdir) - before} == {
+              f"noise_fine_tuning_all_digits_{TINY}", f"matrix_digits_{TINY}"}
+  assert second["cells"]["none"] == first["cells"]["none"]
+  assert len(second["curves"]["fine_tuning_all"]) == 2

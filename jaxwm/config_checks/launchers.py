@@ -16,6 +16,7 @@ from jaxwm.config_checks import crafted_poisons
 from jaxwm.config_checks import dataset_watermarks
 from jaxwm.config_checks import model_watermarks
 from jaxwm.config_checks import paths
+from jaxwm.config_checks import removal as removal_checks
 from jaxwm.config_checks.core import Problem, raise_problems
 from jaxwm.config_checks.training import data, training
 
@@ -81,6 +82,25 @@ def false_acceptance(config) -> list[Problem]:
   return (problems + training(config) +
           model_watermarks.watermark(config, "false_acceptance") +
           model_watermarks.false_acceptance(config))
+
+
+def removal(config) -> list[Problem]:
+  """``experiments/removal.py``: the row, what the launcher that owns the
+  row's model checks (the data and the recipe, and the watermark), and the
+  defenses and detectors."""
+  problems, row = removal_checks.row(config)
+  if row in removal_checks.DATASET_ROWS:
+    problems += dataset_watermark(config)
+  elif row in removal_checks.CRAFTED_ROWS:
+    problems += craft_poison(config)
+  else:
+    data_problems, shape = data(config)
+    problems += data_problems + training(config)
+    if row in removal_checks.MODEL_ROWS:
+      problems += model_watermarks.watermark(config, "model_watermark")
+    elif row in removal_checks.TRIGGER_ROWS:
+      problems += removal_checks.trigger_watermark(config, shape)
+  return problems + removal_checks.removal(config)
 
 
 def check_launch(config, check: Check | None, *,

@@ -72,10 +72,13 @@ def marked_model_dir(workdir: str, config, watermark: Mapping[str, Any],
                    dict(watermark), key_data)
 
 
-def _train_marked(config, train: Dataset, watermark: Mapping[str, Any],
-                  role: str, workdir: str, surrogate: recipe.TrainedModel
-                  ) -> tuple[recipe.TrainedModel, WatermarkKey, str]:
-  """Marks ``train``, saves the key and trains a model on the marked set.
+def train_marked(config, train: Dataset, watermark: Mapping[str, Any],
+                 role: str, workdir: str,
+                 surrogate: recipe.TrainedModel | None
+                 ) -> tuple[recipe.TrainedModel, WatermarkKey, str]:
+  """Marks ``train``, saves the key and trains a model on the marked set
+  (``surrogate``: the model Label-Consistent's PGD attacks, unused by the
+  other watermarks).
 
   Returns:
     (the trained model, the WatermarkKey, the key's manifest digest).
@@ -163,8 +166,8 @@ def run_experiment(config, workdir: str,
                               stream=STREAMS["benign"])
   metrics["benign_accuracy_no_watermark"] = benign.evaluate(test)["accuracy"]
   watermark = config.watermark.to_dict()
-  watermarked, key, digest = _train_marked(config, train, watermark,
-                                           "watermarked", workdir, benign)
+  watermarked, key, digest = train_marked(config, train, watermark,
+                                          "watermarked", workdir, benign)
   metrics.update(poison_rate=key.poison_rate, watermark_key_digest=digest)
   source_classes = tuple(config.verify.source_classes)
   _picture_triggered(key, test)
@@ -181,8 +184,8 @@ def run_experiment(config, workdir: str,
               "independent_m": benign.predict_proba,
               "malicious": watermarked.predict_proba}
   if config.verify.independent_trigger_model:
-    independent, _, _ = _train_marked(config, train, independent_watermark,
-                                      "independent", workdir, benign)
+    independent, _, _ = train_marked(config, train, independent_watermark,
+                                     "independent", workdir, benign)
     suspects["independent_trigger_model"] = independent.predict_proba
   metrics.update(_measure(suspects, key, other_key, test, config.verify,
                           source_classes))

@@ -60,6 +60,36 @@ STREAMS = {"unmarked": 0, "marked": 1, "pirated": 2, "transfer": 3,
               for i, name in enumerate(finetune.ATTACKS)}}
 
 
+def saved_keys(config, workdir: str, owner: str, n: int, num_classes: int,
+               image_shape: tuple[int, ...]
+               ) -> tuple[adi.MarkingKey, adi.VerificationKey]:
+  """``owner``'s keys, generated and saved in ``workdir`` on the first run.
+
+  Their folder is named by everything :func:`adi.keygen` uses (the owner,
+  n, the classes, the image shape and ``watermark.trigger_seed``), so a
+  run with other values gets other keys; with no trigger seed the secret
+  keys drawn by the first run are the owner's keys of every later run in
+  the same workdir.
+  """
+  seed = config.watermark.trigger_seed
+  folder = os.path.join(workdir, "keys-" + fingerprint(
+      owner, n, num_classes, image_shape, seed))
+  mk_path = os.path.join(folder, "marking_key")
+  vk_path = os.path.join(folder, "verification_key")
+  if os.path.exists(mk_path + ".json"):
+    return adi.MarkingKey.load(mk_path), adi.VerificationKey.load(vk_path)
+  # The pirate's trigger set must differ from the owner's, also when the
+  # owner's is seeded for reproducibility.
+  mk, vk = adi.keygen(n, num_classes, image_shape,
+                      None if seed is None else f"{owner}:{seed}".encode())
+  os.makedirs(folder, exist_ok=True)
+  mk.save(mk_path)
+  vk.save(vk_path)
+  logging.info("%s keys saved in %s; publish vk digest %s", owner, folder,
+               vk.digest())
+  return mk, vk
+
+
 class _Run:
   """The folders, keys and verifications of one experiment run."""
 
@@ -78,31 +108,9 @@ class _Run:
 
   def keys(self, owner: str, n: int) -> tuple[adi.MarkingKey,
                                               adi.VerificationKey]:
-    """``owner``'s keys, generated and saved on the first run.
-
-    Their folder is named by everything :func:`adi.keygen` uses (the owner,
-    n, the classes, the image shape and ``watermark.trigger_seed``), so a
-    run with other values gets other keys; with no trigger seed the secret
-    keys drawn by the first run are the owner's keys of every later run in
-    the same workdir.
-    """
-    seed = self.config.watermark.trigger_seed
-    folder = os.path.join(self.workdir, "keys-" + fingerprint(
-        owner, n, self.num_classes, self.image_shape, seed))
-    mk_path = os.path.join(folder, "marking_key")
-    vk_path = os.path.join(folder, "verification_key")
-    if os.path.exists(mk_path + ".json"):
-      return adi.MarkingKey.load(mk_path), adi.VerificationKey.load(vk_path)
-    # The pirate's trigger set must differ from the owner's, also when the
-    # owner's is seeded for reproducibility.
-    mk, vk = adi.keygen(n, self.num_classes, self.image_shape,
-                        None if seed is None else f"{owner}:{seed}".encode())
-    os.makedirs(folder, exist_ok=True)
-    mk.save(mk_path)
-    vk.save(vk_path)
-    logging.info("%s keys saved in %s; publish vk digest %s", owner, folder,
-                 vk.digest())
-    return mk, vk
+    """``owner``'s keys (:func:`saved_keys`)."""
+    return saved_keys(self.config, self.workdir, owner, n, self.num_classes,
+                      self.image_shape)
 
   def verdict(self, keys, model: recipe.TrainedModel) -> dict[str, Any]:
     wm = self.config.watermark

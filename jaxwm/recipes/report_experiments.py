@@ -4,14 +4,17 @@ of pre-change JSONs).
 
 :data:`BUILDERS` maps a results JSON's ``experiment`` to its builder:
 ``dataset_watermark`` (UBW-P and the baselines), ``craft_poison``
-(UBW-C and Sleeper Agent; availability poisons) and ``model_watermark``
-(Adi et al.: marking, removal, piracy and transfer).
+(UBW-C and Sleeper Agent; availability poisons), ``model_watermark``
+(Adi et al.: marking, removal, piracy and transfer) and ``removal`` (the
+watermark x defense matrix and the detectors,
+:mod:`jaxwm.recipes.report_removal`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
+from jaxwm.recipes import report_removal
 from jaxwm.recipes import scenarios
 from jaxwm.recipes.report_tables import (
     Column, RUN, Run, SEED, alpha_of, fixed, lookup, markdown_table, metric,
@@ -321,4 +324,5 @@ BUILDERS: dict[str, Callable[[Sequence[Run]], str]] = {
     "dataset_watermark": dataset_watermark,
     "craft_poison": craft_poison,
     "model_watermark": model_watermark,
+    "removal": report_removal.removal,
 }

@@ -7,6 +7,8 @@ Modules:
   trigger_sets: abstract or folder trigger images with random labels.
   adi: Adi et al. KeyGen / Verify with commitments, and Mark's data helpers.
   embedding: Mark (FROMSCRATCH, PRETRAINED) through the training engine.
+  trigger_watermarks: content, noise and unrelated trigger sets with a
+    target label (Zhang et al., 2018), their keys and accuracy.
   public: the publicly verifiable variant (cut-and-choose + Fiat-Shamir).
   key_files: key save/load through jaxwm.secure_files.
   move: MOVE, external features (style transfer) verified by a

@@ -168,6 +168,39 @@ def test_model_watermark_tables_give_both_rules_and_the_budget():
   assert "transferred to digits (RTAL)" in block
 
 
+def _cells(line: str) -> list[str]:
+  return [cell.strip() for cell in line.strip("|").split(" | ")]
+
+
+def test_removal_tables_give_every_cell_and_the_detectors():
+  block = _block(report.regenerate(_page("removal"), str(FIXTURES)).text,
+                 "removal")
+  for name in ("content", "badnets"):
+    metrics = _load("removal", name)["metrics"]
+    matrix, detectors = [_cells(line) for line in block.splitlines()
+                         if line.startswith(f"| `{name}` | {name} | 0 |")]
+    header = next(_cells(line) for line in block.splitlines()
+                  if line.startswith("| run | watermark | seed | none"))
+    for column, cell in metrics["cells"].items():
+      verification = cell["verification"]  # or {"error": why}
+      verified = verification.get("decision") == "reject_h0"
+      assert matrix[header.index(column)] == (
+          f"{cell['watermark_success']:.3f} / {cell['benign_accuracy']:.3f} "
+          f"/ {report_tables.p_value(verification.get('p_value'))}"
+          f"{' (V)' if verified else ''}")
+    found = metrics["detectors"]
+    assert detectors[3] == (
+        f"{found['neural_cleanse']['max_anomaly_index']:.2f}")
+    if found["strip"] is None:  # a trigger-set watermark: Neural Cleanse
+      assert detectors[5:] == ["n/a"] * 4
+    else:
+      assert detectors[5].endswith(f"{found['strip']['auroc']:.3f}")
+      assert detectors[7].endswith(
+          f"{found['spectral_signatures']['auroc']:.3f}")
+  # The matrix's columns: every column any run measured, none first.
+  assert "| run | watermark | seed | none | fine_tuning_fc |" in block
+
+
 def test_a_group_without_jsons_is_kept_and_marked_pending(tmp_path):
   first = report.regenerate(_page("none"), str(tmp_path))
   assert first.pending == ("none",) and first.changed
@@ -197,7 +230,7 @@ def test_bad_markers_and_folders_are_refused(tmp_path):
   with pytest.raises(report.ReportError, match="lacks"):
     report.regenerate(_page("bad"), str(tmp_path))
   assert set(report_experiments.BUILDERS) == {
-      "dataset_watermark", "craft_poison", "model_watermark"}
+      "dataset_watermark", "craft_poison", "model_watermark", "removal"}
 
 
 def test_the_docs_match_their_committed_jsons():

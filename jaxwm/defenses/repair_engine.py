@@ -1,0 +1,118 @@
+"""How model repairs plug into the training engine.
+
+Every repair (:mod:`jaxwm.defenses.fine_tuning`, ``pruning``,
+``fine_pruning``, ``wild``, ``nad``, ``mode_connectivity``) trains the
+suspect model on the defender's limited clean data with
+:func:`jaxwm.train.recipe.train_model`; what differs is the loss function
+and the batches. Repairs that need more than one view of each image (WILD's
+erased copy, NAD's teacher attention) build those views in the engine's
+``batch_fn`` from the augmented images, so the images are augmented there
+(:func:`augmenting_batch_fn`) and the step's own input transform is
+:func:`no_transform`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxwm.data.dataset import Dataset
+from jaxwm.steal import finetune
+from jaxwm.train import loop
+from jaxwm.train import recipe
+from jaxwm.train import step as step_lib
+
+# (batch of augmented float images, key) -> the batch with added views.
+ExtendFn = Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
+
+
+def check_schedule(learning_rate: float, num_epochs: int) -> None:
+  """Raises ValueError unless ``learning_rate`` > 0 and ``num_epochs`` >= 1
+  (the constant-rate recipe of every repair)."""
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate must be > 0, got {learning_rate}.")
+  if isinstance(num_epochs, bool) or int(num_epochs) != num_epochs or (
+      num_epochs < 1):
+    raise ValueError(f"num_epochs must be an integer >= 1, got {num_epochs}.")
+
+
+def repair_recipe(config, learning_rate: float, num_epochs: int):
+  """``config`` with a constant-rate ``train`` recipe of ``num_epochs``
+  (optimizer, batch size, weight decay and augmentation kept)."""
+  return finetune.finetune_config(config, learning_rate=learning_rate,
+                                  num_epochs=num_epochs)
+
+
+def no_transform(images: jax.Array, key: jax.Array) -> jax.Array:
+  """The step's input transform when ``batch_fn`` has augmented already."""
+  del key
+  return images
+
+
+def augmenting_batch_fn(augment: step_lib.InputTransform,
+                        extend: ExtendFn) -> loop.BatchFn:
+  """The engine's ``batch_fn``: augment the batch, then add views to it.
+
+  Args:
+    augment: float images [B, H, W, C] in [0, 1] and a key -> augmented
+      images (e.g. :func:`jaxwm.train.recipe.input_transform_from_config`).
+    extend: (batch with float ``"image"`` [B, H, W, C], key) -> the batch
+      the loss function receives.
+
+  Returns:
+    ``batch_fn({"image": uint8 or float [B, H, W, C], "label": ...}, key)``.
+  """
+
+  def batch_fn(batch: dict[str, jax.Array],
+               key: jax.Array) -> dict[str, jax.Array]:
+    images = augment(step_lib.to_float_images(batch["image"]),
+                     jax.random.fold_in(key, 0))
+    return extend({**batch, "image": images}, jax.random.fold_in(key, 1))
+
+  return batch_fn
+
+
+def fully_connected(params) -> Callable[[tuple[str, ...]], bool]:
+  """The ``trainable`` predicate of the fully connected layers of a model.
+
+  A layer is fully connected when its ``kernel`` is a matrix [D_in, D_out]
+  (convolution kernels are [h, w, C_in, C_out]): the classifier ``head`` of
+  every jaxwm model and the dense layers before it.
+  """
+  names = set()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    keys = tuple(str(getattr(k, "key", k)) for k in path)
+    if keys[-1] == "kernel" and np.ndim(leaf) == 2:
+      names.add(keys[:-1])
+  if not names:
+    raise ValueError("the model has no fully connected layer (no 2-D "
+                     "'kernel'); fine-tune all layers instead.")
+  return lambda path: tuple(path[:-1]) in names
+
+
+def check_clean_data(model: recipe.TrainedModel, clean: Dataset) -> None:
+  """Raises ValueError unless ``clean`` fits ``model``'s inputs and classes."""
+  try:
+    logits = model.logits(clean.images[:1])
+  except (TypeError, ValueError) as error:
+    raise ValueError(
+        f"the clean data's images {list(clean.image_shape)} do not fit the "
+        f"model ({error}); pass data of the model's task.") from error
+  if logits.shape[-1] != clean.num_classes:
+    raise ValueError(
+        f"the model has {logits.shape[-1]} classes but the clean data "
+        f"{clean.num_classes}; pass data of the model's task.")
+
+
+def with_variables(model: recipe.TrainedModel,
+                   variables: dict) -> recipe.TrainedModel:
+  """``model`` (same class, predict function and mesh) with other variables
+  of the same structure."""
+  variables = jax.tree.map(jnp.asarray, dict(variables))
+  params = variables.pop("params")
+  return dataclasses.replace(model, state=model.state.replace(
+      params=params, model_state=variables))

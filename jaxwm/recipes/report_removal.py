@@ -1,0 +1,95 @@
+"""The report's tables of ``experiments/removal.py`` runs: the watermark x
+defense matrix and the detectors."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from jaxwm.recipes.report_tables import (MISSING, Run, fixed, lookup,
+                                         markdown_table, number, p_value)
+from jaxwm.verify.levels import REJECT
+
+RATE = fixed(3)
+ENTROPY = fixed(4)
+
+
+def _cell(cell: Any) -> str:
+  """``success / benign accuracy / p`` of a matrix cell, ``(V)`` where
+  ownership is still verified."""
+  if not isinstance(cell, Mapping):
+    return MISSING
+  verification = cell.get("verification", {})
+  verified = " (V)" if verification.get("decision") == REJECT else ""
+  return (f"{RATE(cell.get('watermark_success'))} / "
+          f"{RATE(cell.get('benign_accuracy'))} / "
+          f"{p_value(verification.get('p_value'))}{verified}")
+
+
+def _row_label(run: Run) -> list[str]:
+  return [f"`{run.name}`", str(run.metrics.get("row", MISSING)),
+          str(run.seed)]
+
+
+def _matrix(runs: Sequence[Run]) -> str:
+  columns: list[str] = []
+  for run in runs:
+    columns += [c for c in run.metrics.get("columns", ()) if c not in columns]
+  rows = [_row_label(run) + [_cell(lookup(run.metrics, f"cells.{column}"))
+                             for column in columns]
+          for run in runs if "watermark_success" in lookup(
+              run.metrics, "cells.none", {})]
+  return markdown_table(["run", "watermark", "seed"] + columns, rows)
+
+
+def _filtering(record: Any) -> str:
+  """``successful filtering rate / TPR / FPR / AUROC`` of a filter."""
+  if not isinstance(record, Mapping):
+    return MISSING
+  return " / ".join(RATE(record.get(name)) for name in (
+      "successful_filtering_rate", "true_positive_rate",
+      "false_positive_rate", "auroc"))
+
+
+def _detectors(run: Run) -> list[str]:
+  found = run.metrics.get("detectors", {})
+  cleanse = found.get("neural_cleanse") or {}
+  strip = found.get("strip")
+  saliency = found.get("grad_cam")
+  index = number(cleanse.get("max_anomaly_index"))
+  return _row_label(run) + [
+      MISSING if index is None else f"{index:.2f}",
+      str(cleanse.get("flagged_classes", MISSING)),
+      MISSING if strip is None else (
+          f"{ENTROPY(strip.get('mean_triggered_entropy'))} / "
+          f"{ENTROPY(strip.get('mean_clean_entropy'))} / "
+          f"{RATE(strip.get('auroc'))}"),
+      MISSING if saliency is None else (
+          f"{RATE(saliency.get('mean_triggered_share'))} / "
+          f"{RATE(saliency.get('region_fraction'))}"),
+      _filtering(found.get("spectral_signatures")),
+      _filtering(found.get("activation_clustering")),
+  ]
+
+
+def removal(runs: Sequence[Run]) -> str:
+  """The matrix (each cell: the watermark's success after the defense, the
+  benign accuracy and the owner's p-value) and the detectors per run."""
+  return "\n\n".join([
+      "Each cell: watermark success (ASR-A for dataset watermarks, "
+      "watermark accuracy for trigger sets) / benign accuracy / p-value of "
+      "the watermark's own test; (V): ownership still verified at the "
+      "run's alpha. Column `none`: the watermarked model before any "
+      "defense.",
+      _matrix(runs),
+      "Detectors on the watermarked model: Neural Cleanse's largest "
+      "anomaly index and flagged classes (flagged: index > 2); STRIP's "
+      "mean entropy (bits) on triggered / clean test images and its AUROC; "
+      "Grad-CAM's mean saliency share inside the trigger / the trigger's "
+      "share of the image; spectral signatures and activation clustering "
+      "on the training set: successful filtering rate / TPR / FPR / AUROC.",
+      markdown_table(["run", "watermark", "seed", "NC max anomaly index",
+                      "NC flagged", "STRIP entropy trig. / clean / AUROC",
+                      "Grad-CAM share / region", "spectral signatures",
+                      "activation clustering"],
+                     [_detectors(run) for run in runs]),
+  ])
