@@ -12,8 +12,6 @@ import os
 import sys
 from typing import Any
 
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import pytest
 from absl import flags
@@ -21,10 +19,11 @@ from absl import flags
 from configs import dataset_watermark as dw_config
 from experiments import dataset_watermark as launcher
 from jaxwm import launch
-from jaxwm.models import common
 from jaxwm.models import registry
 from jaxwm.recipes import dataset_watermark
 from jaxwm.poison.watermark_key import WatermarkKey
+
+import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINEAR = "dataset_watermark_tests_linear"
@@ -34,20 +33,9 @@ OVERRIDES = {"model": LINEAR, "train_fraction": 1.0, "train.num_epochs": 4,
              "watermark.patch_size": 3}
 
 
-class _Linear(nn.Module):
-  """Logits = head(flattened image)."""
-
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    return common.classifier_head(x.reshape(x.shape[0], -1),
-                                  self.num_classes, jnp.float32, self)
-
-
-def _linear(num_classes: int, dtype: Any = jnp.float32) -> _Linear:
+def _linear(num_classes: int, dtype: Any = jnp.float32) -> tiny.Linear:
   del dtype  # float32 only
-  return _Linear(num_classes)
+  return tiny.Linear(num_classes)
 
 
 def _config():

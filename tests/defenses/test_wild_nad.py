@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import train as train_configs
 from jaxwm import data as jaxwm_data
 from jaxwm.defenses import fine_tuning
 from jaxwm.defenses import nad
@@ -13,6 +12,8 @@ from jaxwm.defenses import repair_engine
 from jaxwm.defenses import wild
 from jaxwm.train import recipe
 from jaxwm.watermark import trigger_watermarks as tw
+
+import tiny
 
 # Two clean rows, then their erased copies; K = 3.
 LOGITS = np.array([[2.0, 0.5, -1.0], [0.0, 1.0, 0.3],
@@ -152,14 +153,7 @@ def test_nad_loss_weights_each_block():
   assert float(got) == pytest.approx(expected, rel=1e-5)
 
 
-def _config(epochs):
-  config = train_configs.base_config("digits")
-  config.model_kwargs.width = 4
-  config.model_kwargs.dense_width = 16
-  config.train.num_epochs = epochs
-  config.train.batch_size = 32
-  config.train.log_every_steps = 4  # see tests/watermark/test_embedding.py
-  return config
+_config = tiny.digits_cnn_config
 
 
 def test_wild_removes_more_of_a_content_watermark_than_fine_tuning():

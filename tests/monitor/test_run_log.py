@@ -6,16 +6,15 @@ from __future__ import annotations
 import os
 import sys
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
 from jaxwm import monitor, train
 from jaxwm.data.dataset import Dataset
-from jaxwm.models import common
+
+import tiny
 
 RECIPE = ml_collections.ConfigDict(dict(
     optimizer="sgd", learning_rate=0.05, schedule="constant", momentum=0.9,
@@ -102,21 +101,11 @@ def test_grids_and_histograms_go_to_the_pictures_folder(tmp_path):
   assert all(os.path.getsize(path) > 0 for path in log.written)
 
 
-class _Linear(nn.Module):
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    del train
-    return common.classifier_head(x.reshape(x.shape[0], -1),
-                                  self.num_classes, jnp.float32, self)
-
-
 def _fit(name: str | None = None):
   rng = np.random.default_rng(0)
   data = Dataset(rng.integers(0, 255, (64, 4, 4, 1), dtype=np.uint8),
                  rng.integers(0, 2, 64), 2)
-  model = _Linear(2)
+  model = tiny.Linear(2)
   optimizer = train.make_optimizer(RECIPE, 4, 2)
   state = train.create_train_state(model, optimizer, (4, 4, 1),
                                    jax.random.PRNGKey(0))

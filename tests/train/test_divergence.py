@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -11,24 +10,13 @@ import pytest
 
 from jaxwm import train
 from jaxwm.data.dataset import Dataset
-from jaxwm.models import common
+
+import tiny
 
 RECIPE = ml_collections.ConfigDict(dict(
     optimizer="sgd", learning_rate=0.05, schedule="cosine", momentum=0.9,
     nesterov=True, weight_decay=5e-4))
 EXAMPLES, BATCH, EPOCHS = 128, 16, 3  # 8 steps per epoch
-
-
-class _Linear(nn.Module):
-  """Logits = head(flattened image): compiles in a fraction of a CNN's time."""
-
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    del train
-    return common.classifier_head(x.reshape(x.shape[0], -1),
-                                  self.num_classes, jnp.float32, self)
 
 
 def _data() -> Dataset:
@@ -41,7 +29,7 @@ def _fit_with_nan_loss_from(bad_step: int, workdir: str | None = None,
                             on_epoch_end=None, log_every_steps: int = 100):
   """Fits a linear model whose reported loss is NaN from the ``bad_step``-th
   step (1-based) on."""
-  model = _Linear(4)
+  model = tiny.Linear(4)
   steps_per_epoch = EXAMPLES // BATCH
   optimizer = train.make_optimizer(RECIPE, steps_per_epoch, EPOCHS)
   state = train.create_train_state(model, optimizer, (8, 8, 1),

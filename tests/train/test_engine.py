@@ -1,6 +1,5 @@
 """The training engine: sharding equivalence, compilation, resumption, errors."""
 
-import os
 
 import jax
 import jax.numpy as jnp

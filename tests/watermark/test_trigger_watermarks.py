@@ -5,24 +5,18 @@ import json
 import numpy as np
 import pytest
 
-from configs import train as train_configs
 from jaxwm.data.dataset import Dataset
 from jaxwm.secure_files import TamperedFileError
 from jaxwm.train import recipe
 from jaxwm.watermark import trigger_sets
 from jaxwm.watermark import trigger_watermarks as tw
 
+import tiny
+
 TARGET = 0
 
 
-def _config(epochs):
-  config = train_configs.base_config("digits")
-  config.model_kwargs.width = 4
-  config.model_kwargs.dense_width = 16
-  config.train.num_epochs = epochs
-  config.train.batch_size = 32
-  config.train.log_every_steps = 4  # see tests/watermark/test_embedding.py
-  return config
+_config = tiny.digits_cnn_config
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,36 @@
+"""Small models and configs shared by tests (tests/ is on sys.path through
+tests/conftest.py, so test files import this as ``tiny``)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from configs import train as train_configs
+from jaxwm.models import common
+
+
+class Linear(nn.Module):
+  """Logits = head(flattened image): compiles in a fraction of a CNN's time."""
+
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    del train
+    return common.classifier_head(x.reshape(x.shape[0], -1),
+                                  self.num_classes, jnp.float32, self)
+
+
+def digits_cnn_config(epochs: int):
+  """configs/train.py's digits recipe with a width-4 CNN, batch 32."""
+  config = train_configs.base_config("digits")
+  config.model_kwargs.width = 4
+  config.model_kwargs.dense_width = 16
+  config.train.num_epochs = epochs
+  config.train.batch_size = 32
+  # Synchronise often: many steps in flight on 8 fake CPU devices can
+  # deadlock XLA's CPU collectives.
+  config.train.log_every_steps = 4
+  return config
