@@ -27,7 +27,10 @@ setuptools.setup(
     ],
     extras_require={
         "dev": ["pytest>=8.0", "matplotlib>=3.8"],
-        "tfds": ["tensorflow-datasets>=4.9.6", "array_record>=0.5"],
+        # importlib_resources: tfds imports it for dataset builders that
+        # live in a package (jaxwm.data.streaming.write_array_record).
+        "tfds": ["tensorflow-datasets>=4.9.6", "array_record>=0.5",
+                 "importlib_resources>=6.0"],
         "bench": ["torch>=2.4", "torchvision>=0.19"],
     },
 )

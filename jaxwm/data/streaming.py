@@ -225,6 +225,73 @@ class StreamingDataset:
                    class_names=self.class_names, name=self.name)
 
 
+def _tfds():
+  """The tensorflow_datasets module, or an ImportError saying what to
+  install."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "reading and writing TFDS datasets needs tensorflow-datasets and "
+        "array_record; install them with `pip install jaxwm[tfds]`.") from e
+  return tfds
+
+
+def write_array_record(splits: Mapping[str, Dataset], name: str,
+                       data_dir: str | os.PathLike,
+                       version: str = "1.0.0") -> None:
+  """Stores in-memory splits as a TFDS dataset of ArrayRecord files.
+
+  :func:`from_tfds` (``name``, a split, ``data_dir``) then streams them, in
+  their order here. Images are stored raw (a uint8 tensor feature), so
+  neither writing nor reading needs TensorFlow or an image codec.
+
+  Args:
+    splits: split name -> Dataset; all of one image shape and classes.
+    name: the TFDS name to store them under, e.g. ``"fashion_mnist_ar"``.
+    data_dir: the TFDS data directory to write into.
+    version: the dataset version.
+
+  Raises:
+    ValueError: no split, or splits of different shapes or classes.
+  """
+  tfds = _tfds()
+  datasets = list(splits.values())
+  if not datasets or any(
+      d.image_shape != datasets[0].image_shape or
+      d.class_names != datasets[0].class_names for d in datasets):
+    raise ValueError(
+        f"write_array_record needs at least one split, all of one image "
+        f"shape and classes; got {[(k, d.image_shape, d.num_classes) for k, d in splits.items()]}.")
+  first = datasets[0]
+
+  class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version(version)
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self, disable_shuffling=True,
+          features=tfds.features.FeaturesDict({
+              "image": tfds.features.Tensor(shape=first.image_shape,
+                                            dtype=np.uint8),
+              "label": tfds.features.ClassLabel(
+                  names=list(first.class_names))}))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {split: self._generate_examples(dataset)
+              for split, dataset in splits.items()}
+
+    def _generate_examples(self, dataset):
+      for index in range(len(dataset)):
+        yield index, {"image": dataset.images[index],
+                      "label": int(dataset.labels[index])}
+
+  Builder.name = name
+  Builder(data_dir=os.fspath(data_dir),
+          file_format="array_record").download_and_prepare()
+
+
 def from_tfds(name: str, split: str,
               data_dir: str | os.PathLike | None = None) -> StreamingDataset:
   """A TFDS image classification dataset, read with ``tfds.data_source``.
@@ -243,13 +310,7 @@ def from_tfds(name: str, split: str,
     ImportError: tensorflow-datasets is not installed.
     ValueError: the dataset lacks those features or the split is empty.
   """
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(
-        f"reading tfds:{name} needs tensorflow-datasets and array_record; "
-        "install them with `pip install jaxwm[tfds]`.") from e
-  source = tfds.data_source(
+  source = _tfds().data_source(
       name, split=split,
       data_dir=None if data_dir is None else os.fspath(data_dir))
   info = source.dataset_info
