@@ -1,7 +1,8 @@
 """Config-driven training: data, model, optimizer and engine from a ConfigDict.
 
 Every launcher trains its models (benign, watermarked, surrogate, stolen,
-fine-tuned) through :func:`train_model`.
+fine-tuned) through :func:`train_model`; :func:`train_ensemble` trains many
+models of one config at once, each as :func:`train_model` would.
 
 The config fields used are those of ``configs/train.py``: ``seed``,
 ``dataset``, ``data_dir``, ``model``, ``model_kwargs``, ``train_fraction``,
