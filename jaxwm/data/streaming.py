@@ -260,9 +260,11 @@ def write_array_record(splits: Mapping[str, Dataset], name: str,
   if not datasets or any(
       d.image_shape != datasets[0].image_shape or
       d.class_names != datasets[0].class_names for d in datasets):
+    shapes = {split: (d.image_shape, d.num_classes)
+              for split, d in splits.items()}
     raise ValueError(
-        f"write_array_record needs at least one split, all of one image "
-        f"shape and classes; got {[(k, d.image_shape, d.num_classes) for k, d in splits.items()]}.")
+        "write_array_record needs at least one split, all of one image "
+        f"shape and classes; got (shape, classes) {shapes}.")
   first = datasets[0]
 
   class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

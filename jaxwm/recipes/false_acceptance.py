@@ -109,8 +109,9 @@ def verdict_identity(config, train: jaxwm_data.Dataset,
 
   Returns:
     A JSON-able dict: ``config`` (the whole config but the
-    ``false_acceptance`` fields of :data:`HOW_NOT_WHAT`), ``train`` and ``test`` (their
-    :func:`jaxwm.identity.dataset_identity`) and the code versions.
+    ``false_acceptance`` fields of :data:`HOW_NOT_WHAT`), ``train`` and
+    ``test`` (their :func:`jaxwm.identity.dataset_identity`) and the code
+    versions.
   """
   fields = config.to_dict()
   fields["false_acceptance"] = {

@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxwm.train import sharding
@@ -114,7 +115,7 @@ def jit_ensemble_step(step: Callable, strategy: str, members: int | None,
 
 def stack(trees: Sequence[Any]) -> Any:
   """One pytree whose leaves stack those of ``trees`` along a new axis 0."""
-  return jax.tree.map(lambda *leaves: jax.numpy.stack(leaves), *trees)
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
 def member(tree: Any, index: int) -> Any:
