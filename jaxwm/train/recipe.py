@@ -272,7 +272,8 @@ def train_ensemble(config, train_data: jaxwm_data.Dataset,
     train_data: the examples every member draws its rows from.
     member_rows: int [E, M], the rows of each member.
     seeds: E seeds, one per member.
-    strategy: ``"vmap"``, ``"map"`` or ``"auto"`` (the backend's, see
+    strategy: ``"vmap"``, ``"map"``, ``"unroll"`` or ``"auto"`` (the
+      backend's, see
       :func:`jaxwm.train.ensemble.choose_strategy`).
     mesh: device mesh; default all devices.
 

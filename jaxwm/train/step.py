@@ -88,7 +88,8 @@ def make_train_step(model, optimizer: optax.GradientTransformation, *,
       of the state, the batch and the rng gains a leading member axis of
       size E, and each member takes the step it would take alone. The
       strategy: ``"vmap"`` (one batched program), ``"map"`` (a loop over
-      the members inside one program) or ``"auto"``
+      the members inside one program), ``"unroll"`` (the members' steps
+      one after another in one program) or ``"auto"``
       (:func:`jaxwm.train.ensemble.choose_strategy`).
     members: E, required with ``ensemble``.
 

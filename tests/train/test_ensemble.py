@@ -49,8 +49,9 @@ def _max_abs_diff(a, b):
       lambda x, y: float(np.max(np.abs(x - y))), a, b)))
 
 
-@pytest.mark.parametrize("strategy,members", [("vmap", 3), ("map", 3),
-                                              ("vmap", 8), ("map", 8)])
+@pytest.mark.parametrize("strategy,members", [
+    ("vmap", 3), ("map", 3), ("unroll", 3), ("vmap", 8), ("map", 8),
+    ("unroll", 8)])
 def test_each_member_equals_the_member_trained_alone(strategy, members):
   data = _toy_data()
   model, optimizer = _model_and_optimizer()
@@ -77,10 +78,10 @@ def test_each_member_equals_the_member_trained_alone(strategy, members):
 
 
 def test_auto_strategy_follows_the_backend():
-  assert ensemble.choose_strategy("auto", "cpu") == "map"
+  assert ensemble.choose_strategy("auto", "cpu") == "unroll"
   assert ensemble.choose_strategy("auto", "gpu") == "vmap"
   assert ensemble.choose_strategy("vmap", "cpu") == "vmap"
-  with pytest.raises(ValueError, match=r"'pmap'.*'vmap', 'map', 'auto'"):
+  with pytest.raises(ValueError, match=r"'pmap'.*'vmap', 'map', 'unroll', 'auto'"):
     ensemble.choose_strategy("pmap")
 
 
