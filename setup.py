@@ -34,7 +34,10 @@ setuptools.setup(
         # nbclient, nbformat and ipykernel execute the colab/ notebooks.
         "dev": ["pytest>=8.0", "matplotlib>=3.8", "tensorboardX>=2.6",
                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
-        "tfds": ["tensorflow-datasets>=4.9.6", "array_record>=0.5"],
+        # importlib_resources: tfds imports it for dataset builders that
+        # live in a package (jaxwm.data.streaming.write_array_record).
+        "tfds": ["tensorflow-datasets>=4.9.6", "array_record>=0.5",
+                 "importlib_resources>=6.0"],
         "bench": ["torch>=2.4"],
     },
 )

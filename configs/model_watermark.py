@@ -92,6 +92,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.false_acceptance = ml_collections.ConfigDict(dict(
       num_models=200,               # non-marked models, one fresh key each.
       subset_fraction=0.8,          # each trains on its own stratified subset.
+      # 0: one model after another; E: E models at once in one program.
+      ensemble_size=0,
+      # "vmap", "map", "unroll" or "auto" (the backend's choice).
+      ensemble_strategy="auto",
   ))
   if mode == "false_acceptance" and not runlocal and config.dataset != "digits":
     # Small models, cheap enough to train 200 on a CPU: a narrow CNN, 3

@@ -180,6 +180,12 @@ CASES = {
     "false_acceptance_subset_fraction": Case(
         "false_acceptance", ("false_acceptance.subset_fraction=0.0",),
         "false_acceptance.subset_fraction", 0.0),
+    "false_acceptance_ensemble_size": Case(
+        "false_acceptance", ("false_acceptance.ensemble_size=-2",),
+        "false_acceptance.ensemble_size", -2),
+    "false_acceptance_ensemble_strategy": Case(
+        "false_acceptance", ("false_acceptance.ensemble_strategy=pmap",),
+        "false_acceptance.ensemble_strategy", "pmap"),
     "ablate_ubw_p_given_badnets": Case(
         "ablate_ubw_p", (), "watermark.method", "badnets",
         "dataset_watermark.py:badnets,digits,runlocal"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from jaxwm.config_checks.core import Fields, MISSING, Problem, is_integer
 from jaxwm.config_checks.training import loadable
 from jaxwm.steal import finetune
+from jaxwm.train import ensemble
 from jaxwm.watermark import embedding
 
 UNMARKED = "unmarked"
@@ -105,9 +106,12 @@ def attacks(config) -> list[Problem]:
 
 
 def false_acceptance(config) -> list[Problem]:
-  """The ``false_acceptance`` block: how many models, on what share."""
+  """The ``false_acceptance`` block: how many models, on what share, one
+  after another or as ensembles."""
   problems: list[Problem] = []
   fields = Fields(config, "", problems).block_of("false_acceptance")
   fields.integer("num_models", 1, example=200)
   fields.number("subset_fraction", 0, 1, low_open=True, example=0.1)
+  fields.integer("ensemble_size", 0, example=8)
+  fields.choice("ensemble_strategy", ensemble.STRATEGIES + (ensemble.AUTO,))
   return problems

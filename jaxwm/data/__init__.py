@@ -1,4 +1,5 @@
-"""Datasets: the validated in-memory Dataset, loaders by name, and splits."""
+"""Datasets: the validated in-memory Dataset, streaming datasets for data
+that does not fit in memory, loaders by name, and splits."""
 
 from jaxwm.data.dataset import Dataset
 from jaxwm.data.loaders import load
@@ -6,6 +7,7 @@ from jaxwm.data.loaders import load_splits
 from jaxwm.data.splits import disjoint_split
 from jaxwm.data.splits import stratified_indices
 from jaxwm.data.splits import stratified_subset
+from jaxwm.data.streaming import StreamingDataset
 from jaxwm.data.synthetic import synthetic
 
 __all__ = [
@@ -15,5 +17,6 @@ __all__ = [
     "load_splits",
     "stratified_indices",
     "stratified_subset",
+    "StreamingDataset",
     "synthetic",
 ]

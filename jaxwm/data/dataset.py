@@ -78,6 +78,20 @@ class Dataset:
     return dataclasses.replace(
         self, images=self.images[indices], labels=self.labels[indices])
 
+  def read(self, indices: Sequence[int] | np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [n, H, W, C] images, int32 [n] labels) at ``indices``."""
+    indices = np.asarray(indices, dtype=np.int64)
+    return self.images[indices], self.labels[indices]
+
+  def with_examples(self, indices: np.ndarray, images: np.ndarray,
+                    labels: np.ndarray) -> "Dataset":
+    """A copy with the examples at ``indices`` (int [M]) replaced by
+    ``images`` (uint8 [M, H, W, C]) and ``labels`` (int [M])."""
+    all_images, all_labels = self.images.copy(), self.labels.copy()
+    all_images[indices], all_labels[indices] = images, labels
+    return self.replace(images=all_images, labels=all_labels)
+
   def replace(self, **changes) -> "Dataset":
     """A new, validated Dataset with some fields replaced."""
     return dataclasses.replace(self, **changes)

@@ -36,6 +36,7 @@ from PIL import Image
 
 from jaxwm import safe_npz
 from jaxwm.data import idx
+from jaxwm.data import streaming
 from jaxwm.data.dataset import check_same_task
 from jaxwm.data.dataset import Dataset
 from jaxwm.data.splits import disjoint_split
@@ -355,11 +356,12 @@ def _read_images(paths: list[str],
 
 def load_tfds(name: str, split: str,
               data_dir: str | os.PathLike | None = None) -> Dataset:
-  """A TensorFlow Datasets image dataset, read with ``tfds.data_source``.
+  """A TensorFlow Datasets image dataset, read into host memory.
 
-  ``tfds.data_source`` reads the prepared ArrayRecord files without
-  TensorFlow (downloading and preparing them first when needed and network
-  access allows). The whole split is read into host memory.
+  The whole split of :func:`jaxwm.data.streaming.from_tfds` (read with
+  ``tfds.data_source``, no TensorFlow needed); for datasets too large for
+  memory, train on that :class:`~jaxwm.data.streaming.StreamingDataset`
+  instead.
 
   Args:
     name: the TFDS name, e.g. ``"cifar10"``, ``"svhn_cropped"`` or
@@ -373,50 +375,4 @@ def load_tfds(name: str, split: str,
     Dataset of uint8 [N, H, W, C] images, int32 labels and the ClassLabel's
     names, named ``name``.
   """
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(
-        f"loading tfds:{name} needs tensorflow-datasets; install it with "
-        "`pip install jaxwm[tfds]`.") from e
-  source = tfds.data_source(
-      name, split=split,
-      data_dir=None if data_dir is None else os.fspath(data_dir))
-  features = source.dataset_info.features
-  missing = {"image", "label"} - set(features.keys())
-  if missing:
-    raise ValueError(
-        f"tfds:{name} lacks the features {sorted(missing)} (it has "
-        f"{sorted(features.keys())}); only image classification datasets "
-        "with 'image' and 'label' features can be loaded.")
-  if not len(source):
-    raise ValueError(f"tfds:{name} split {split!r} is empty.")
-  images, labels = _stack_examples(source, f"tfds:{name}")
-  label_feature = features["label"]
-  return Dataset(images=images, labels=labels,
-                 num_classes=label_feature.num_classes,
-                 class_names=tuple(label_feature.names), name=name)
-
-
-def _stack_examples(source, description: str) -> tuple[np.ndarray, np.ndarray]:
-  """(uint8 [N, H, W, C], int32 [N]) from a random-access example source."""
-  first = _as_nhwc(source[0]["image"])
-  images = np.empty((len(source),) + first.shape, np.uint8)
-  labels = np.empty(len(source), np.int32)
-  for i in range(len(source)):
-    example = source[i]
-    image = _as_nhwc(example["image"])
-    if image.shape != first.shape:
-      raise ValueError(
-          f"{description}: example {i} has image shape {image.shape}, "
-          f"example 0 has {first.shape}; use a variant with equal sizes "
-          "(e.g. imagenet_resized/32x32).")
-    images[i] = image
-    labels[i] = example["label"]
-  return images, labels
-
-
-def _as_nhwc(image: np.ndarray) -> np.ndarray:
-  image = np.asarray(image)
-  return image[..., None] if image.ndim == 2 else image
-
+  return streaming.from_tfds(name, split, data_dir).materialize()

@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from jaxwm.data.dataset import Dataset
+from jaxwm.data.streaming import StreamingDataset
 from jaxwm.data.splits import select_indices
 from jaxwm.poison import triggers
 from jaxwm.poison.watermark_key import WatermarkKey
@@ -42,6 +43,7 @@ METHODS = TARGETED_METHODS + UNTARGETED_METHODS
 TRIGGERS = ("badnets", "blended", "wanet")
 LABEL_DRAWS = ("independent", "balanced")
 ConfigT = TypeVar("ConfigT")
+DatasetT = TypeVar("DatasetT", Dataset, StreamingDataset)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,12 +238,17 @@ def _source_classes(config: PoisonedLabelConfig,
   return sources
 
 
-def mark(dataset: Dataset, config: Any,
-         key: jax.Array) -> tuple[Dataset, WatermarkKey]:
+def mark(dataset: DatasetT, config: Any,
+         key: jax.Array) -> tuple[DatasetT, WatermarkKey]:
   """Watermarks ``dataset`` with a poisoned-label backdoor (Section 3.1, 3.3).
 
+  Only the marked examples are read and changed: an in-memory dataset comes
+  back as a changed copy, a streaming one with the marked examples in its
+  index-keyed overlay (:meth:`StreamingDataset.with_examples`), never
+  copied whole.
+
   Args:
-    dataset: the benign training set D.
+    dataset: the benign training set D, in memory or streamed.
     config: a :class:`PoisonedLabelConfig`, ``ml_collections.ConfigDict`` or
       dict with its fields.
     key: jax.random key; it alone decides the poisoned samples, the random
@@ -270,22 +277,22 @@ def mark(dataset: Dataset, config: Any,
         f"poison_rate {config.poison_rate} of {num_samples} samples rounds to "
         "no poisoned sample; raise the rate or use a larger dataset.")
   poisoned = select_indices(candidates, count, key_select)
-  images = dataset.images.copy()
-  labels = dataset.labels.copy()
-  images[poisoned] = triggers.apply_uint8(trigger, images[poisoned])
+  images, labels = dataset.read(poisoned)
+  images = triggers.apply_uint8(trigger, images)
   if target is None:
-    labels[poisoned] = random_labels(key_labels, labels[poisoned],
-                                     num_classes, config.label_draw)
+    labels = random_labels(key_labels, labels, num_classes, config.label_draw)
   else:
-    labels[poisoned] = target
+    labels = np.full_like(labels, target)
 
   noise = np.zeros(0, np.int64)
   if config.trigger_name == "wanet" and config.wanet_noise:
     rest = np.setdiff1d(np.arange(num_samples), poisoned, assume_unique=True)
     noise = select_indices(
         rest, int(round(config.wanet_noise_ratio * count)), key_noise_select)
-    images[noise] = triggers.apply_uint8(
-        lambda x: trigger.with_noise(x, key_noise), images[noise])
+    noise_images, noise_labels = dataset.read(noise)
+    images = np.concatenate([images, triggers.apply_uint8(
+        lambda x: trigger.with_noise(x, key_noise), noise_images)])
+    labels = np.concatenate([labels, noise_labels])
 
   watermark_key = WatermarkKey(
       method=config.method, trigger=trigger, target_label=target,
@@ -293,4 +300,6 @@ def mark(dataset: Dataset, config: Any,
       poisoned_indices=poisoned, num_samples=num_samples,
       seed=np.asarray(jax.random.key_data(key), np.uint32),
       noise_indices=noise)
-  return dataset.replace(images=images, labels=labels), watermark_key
+  marked = dataset.with_examples(np.concatenate([poisoned, noise]), images,
+                                 labels)
+  return marked, watermark_key

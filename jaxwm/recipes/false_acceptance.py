@@ -9,12 +9,17 @@ binomial test at ``watermark.alpha`` and the paper's threshold rule at
 ``watermark.eps``. The trigger labels are uniform and independent of every
 model, so each acceptance is a Bernoulli trial with probability at most the
 rule's exact size (for the binomial test at most alpha; it is discrete).
+With ``false_acceptance.ensemble_size`` E > 0 the models are trained E at
+a time in one program (:func:`jaxwm.train.recipe.train_ensemble`, with
+``false_acceptance.ensemble_strategy``), each exactly as it would be
+trained alone.
 Each model's verdict is stored in the workdir, so an interrupted run
 resumes, in a folder named by the fingerprint of everything that determines
 it (:func:`verdict_identity`: the whole config but the number of models,
 the training and test data and the jaxwm version). A rerun with any other
 value starts anew in its own folder; each verdict file keeps its identity
-record, checked before it is reused.
+record, checked before it is reused. Verdicts are shared between
+sequential and ensemble runs (:data:`HOW_NOT_WHAT`).
 
 Metrics, for each rule (suffix ``_binomial``, with ``alpha``, or
 ``_threshold``, with ``eps``): ``false_acceptance_rate``, ``accepted`` (how
@@ -39,6 +44,12 @@ from jaxwm.train import recipe
 from jaxwm.watermark import adi
 
 
+# Fields that change how many models are trained, or how, but not any
+# model: an ensemble member is the model trained alone (up to the
+# floating-point order of a few sums), so verdicts are shared across them.
+HOW_NOT_WHAT = ("num_models", "ensemble_size", "ensemble_strategy")
+
+
 def exact_size(trials: int, chance: float, alpha: float) -> float:
   """The largest P[X >= c] <= alpha over c, X ~ Binomial(trials, chance)."""
   tails = stats.binom.sf(np.arange(trials + 1) - 1, trials, chance)
@@ -58,21 +69,38 @@ def _upper_95(accepted: int, models: int) -> float:
   return float(test.proportion_ci(0.95, method="exact").high)
 
 
-def _one_model(config, train, test, index: int) -> dict[str, Any]:
-  model_config = config.copy_and_resolve_references()
-  model_config.seed = config.seed + index
-  subset = jaxwm_data.stratified_subset(
-      train, config.false_acceptance.subset_fraction, model_config.seed)
-  model = recipe.train_model(model_config, subset)
+def _verdict(config, train, test, model: recipe.TrainedModel,
+             seed: int) -> dict[str, Any]:
+  """Verifies ``model`` (trained with ``seed``) against a fresh key."""
   keys = adi.keygen(config.watermark.num_triggers, train.num_classes,
                     train.image_shape)
   result = adi.verify(*keys, model.predict_proba,
                       alpha=config.watermark.alpha, eps=config.watermark.eps)
-  return {"seed": model_config.seed,
+  return {"seed": seed,
           "test_accuracy": model.evaluate(test)["accuracy"],
           "agreement": result.agreement, "p_value": result.p_value,
           "accepted_binomial": bool(result.accepted_binomial),
           "accepted_threshold": bool(result.accepted_threshold)}
+
+
+def _trained_models(config, train, indices: list[int]
+                    ) -> list[recipe.TrainedModel]:
+  """The models ``indices``: model i has seed ``config.seed + i`` and its
+  own stratified subset; one after another, or as ensembles of
+  ``false_acceptance.ensemble_size``."""
+  block = config.false_acceptance
+  seeds = [config.seed + index for index in indices]
+  rows = [jaxwm_data.stratified_indices(train.labels, block.subset_fraction,
+                                        seed) for seed in seeds]
+  if not block.ensemble_size:
+    models = []
+    for seed, model_rows in zip(seeds, rows):
+      model_config = config.copy_and_resolve_references()
+      model_config.seed = seed
+      models.append(recipe.train_model(model_config, train.take(model_rows)))
+    return models
+  return recipe.train_ensemble(config, train, np.stack(rows), seeds,
+                               strategy=block.ensemble_strategy)
 
 
 def verdict_identity(config, train: jaxwm_data.Dataset,
@@ -80,14 +108,15 @@ def verdict_identity(config, train: jaxwm_data.Dataset,
   """What determines the run's verdicts (all but the number of models).
 
   Returns:
-    A JSON-able dict: ``config`` (the whole config but
-    ``false_acceptance.num_models``), ``train`` and ``test`` (their
-    :func:`jaxwm.identity.dataset_identity`) and the code versions.
+    A JSON-able dict: ``config`` (the whole config but the
+    ``false_acceptance`` fields of :data:`HOW_NOT_WHAT`), ``train`` and
+    ``test`` (their :func:`jaxwm.identity.dataset_identity`) and the code
+    versions.
   """
   fields = config.to_dict()
   fields["false_acceptance"] = {
       name: value for name, value in fields["false_acceptance"].items()
-      if name != "num_models"}
+      if name not in HOW_NOT_WHAT}
   return identity.canonical({
       "config": fields, "train": identity.dataset_identity(train),
       "test": identity.dataset_identity(test), **identity.code_versions()})
@@ -98,7 +127,7 @@ def summary(verdicts: list[dict[str, Any]], watermark,
   """The experiment's metrics (module docstring) over ``verdicts``.
 
   Args:
-    verdicts: the models' verdicts so far, as ``_one_model`` returns them.
+    verdicts: the models' verdicts so far, as ``_verdict`` returns them.
     watermark: the config's ``watermark`` block (``num_triggers``,
       ``alpha``, ``eps``).
     num_classes: K; a model at chance agrees with a trigger label with
@@ -155,19 +184,27 @@ def run_experiment(config, workdir: str,
   train, test = recipe.load_datasets(config)
   record = verdict_identity(config, train, test)
   folder = os.path.join(workdir, f"verdicts-{fingerprint(record)}")
+  num_models = config.false_acceptance.num_models
+  group = config.false_acceptance.ensemble_size or 1
   verdicts = []
-  monitor.expect_models(config.false_acceptance.num_models)
-  for index in range(config.false_acceptance.num_models):
-    path = os.path.join(folder, f"model-{index}.json")
-    model_record = {**record, "model": index}
-    verdict = identity.read_json(path, model_record, what="the verdict")
-    if verdict is None:
-      verdict = _one_model(config, train, test, index)
-      identity.write_json(path, model_record, verdict)
-      logging.info("model %d: %s", index, verdict)
-    else:
+  monitor.expect_models(num_models)
+  for first in range(0, num_models, group):
+    indices = list(range(first, min(first + group, num_models)))
+    paths = [os.path.join(folder, f"model-{index}.json") for index in indices]
+    records = [{**record, "model": index} for index in indices]
+    found = [identity.read_json(path, model_record, what="the verdict")
+             for path, model_record in zip(paths, records)]
+    missing = [i for i, verdict in enumerate(found) if verdict is None]
+    for _ in range(len(indices) - len(missing)):
       monitor.skip_model()
-    verdicts.append(verdict)
+    models = _trained_models(config, train,
+                             [indices[i] for i in missing]) if missing else []
+    for i, model in zip(missing, models):
+      found[i] = _verdict(config, train, test, model,
+                          config.seed + indices[i])
+      identity.write_json(paths[i], records[i], found[i])
+      logging.info("model %d: %s", indices[i], found[i])
+    verdicts.extend(found)
     metrics.update(summary(verdicts, config.watermark, train.num_classes))
   picture_verdicts(verdicts, config.watermark, train.num_classes)
   return {"dataset": config.dataset, "model": config.model,

@@ -1,8 +1,13 @@
 """``fit`` and ``evaluate``: the loops around the compiled step.
 
-The training set lives on the device. Each epoch draws one permutation with
-``jax.random.permutation``; each step gathers its batch from device memory in
-a small jitted function, so the host only dispatches work. Values are copied
+By default the training set lives on the device. Each epoch draws one
+permutation with ``jax.random.permutation``; each step gathers its batch
+from device memory in a small jitted function, so the host only dispatches
+work. Multi-process jobs and streaming datasets are fed from the host
+instead: each process reads its rows of every batch at the same
+permutation's positions, a few batches ahead of the step. An ensemble
+(:mod:`jaxwm.train.ensemble`) goes through the same loop, each member with
+its own rows and its own permutation of them. Values are copied
 back to the host only every ``log_every_steps`` steps and at the end of each
 epoch, for the progress line and the divergence check: the first step whose
 loss is NaN or infinite is remembered on the device and reported there as a
@@ -15,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent import futures
 from typing import Any, Callable, Mapping
 
 import jax
@@ -25,8 +31,10 @@ from jax.sharding import Mesh
 
 from jaxwm import identity as identity_lib
 from jaxwm.data.dataset import Dataset
+from jaxwm.data.streaming import StreamingDataset
+from jaxwm.fingerprint import array_digest
 from jaxwm.monitor import run_log
-from jaxwm.train import sharding
+from jaxwm.train import ensemble, sharding
 from jaxwm.train.checkpoint import Checkpointer
 from jaxwm.train.state import TrainState
 from jaxwm.train.step import StepFn
@@ -71,15 +79,20 @@ def _first_non_finite(first_step: jax.Array, first_loss: jax.Array,
   Args:
     first_step: int32 [], the step recorded so far, -1 while none.
     first_loss: float32 [], its loss.
-    loss: float [], the loss of ``step``.
+    loss: float [] (or [E], the members of an ensemble), the loss of
+      ``step``.
     step: int32 [], the 0-based optimizer step.
 
   Returns:
-    The updated (first_step, first_loss).
+    The updated (first_step, first_loss): of an ensemble, the first
+    non-finite member's loss.
   """
-  new = (first_step < 0) & ~jnp.isfinite(loss)
+  losses = jnp.ravel(loss)
+  bad = ~jnp.isfinite(losses)
+  new = (first_step < 0) & jnp.any(bad)
   return (jnp.where(new, step, first_step),
-          jnp.where(new, loss.astype(jnp.float32), first_loss))
+          jnp.where(new, losses[jnp.argmax(bad)].astype(jnp.float32),
+                    first_loss))
 
 
 class _DivergenceGuard:
@@ -189,8 +202,12 @@ class _Progress:
 
 
 def _device_batcher(images, labels, batch_size: int, mesh: Mesh,
-                    batch_fn: BatchFn | None):
-  """Returns ``batcher(perm, index, base_key, step) -> (batch, key)``."""
+                    batch_fn: BatchFn | None, members: int | None):
+  """Returns ``batcher(perm, index, base_key, step) -> (batch, key)``.
+
+  With ``members`` (an ensemble), ``perm`` and ``base_key`` have a leading
+  member axis, and so do the batch and the key returned.
+  """
 
   def gather(images, labels, perm, index, base_key, step):
     rows = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
@@ -200,53 +217,107 @@ def _device_batcher(images, labels, batch_size: int, mesh: Mesh,
       batch = batch_fn(batch, jax.random.fold_in(key, 1))
     return batch, key
 
-  rep = sharding.replicated(mesh)
-  gather = jax.jit(gather, out_shardings=(sharding.batch_sharded(mesh), rep))
+  if members is None:
+    out_shardings = (sharding.batch_sharded(mesh), sharding.replicated(mesh))
+  else:
+    gather = jax.vmap(gather, in_axes=(None, None, 0, None, 0, None))
+    key_sharding, batch_sharding = ensemble.shardings(members, mesh)
+    out_shardings = (batch_sharding, key_sharding)
+  gather = jax.jit(gather, out_shardings=out_shardings)
   images = sharding.replicate(images, mesh)
   labels = sharding.replicate(labels, mesh)
   return lambda perm, index, key, step: gather(images, labels, perm, index,
                                                key, step)
 
 
-def _host_batcher(images, labels, batch_size: int, mesh: Mesh,
-                  batch_fn: BatchFn | None):
-  """Like :func:`_device_batcher`, for multi-host jobs: each process feeds
-  its share of every global batch with ``make_array_from_process_local_data``."""
-  rows_fed = sharding.process_batch_rows(mesh, batch_size)
+# rows int [n] -> (images uint8 [n, H, W, C], labels [n] or [n, K]).
+RowReader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
-  def finish(batch, base_key, step):
-    key = jax.random.fold_in(base_key, step)
-    if batch_fn is not None:
-      batch = batch_fn(batch, jax.random.fold_in(key, 1))
-    return batch, key
 
-  rep = sharding.replicated(mesh)
-  finish = jax.jit(finish, out_shardings=(sharding.batch_sharded(mesh), rep))
-  state = {}
+class _HostBatcher:
+  """Like :func:`_device_batcher`, for multi-host jobs and streaming data.
 
-  def batcher(perm, index, base_key, step):
-    if state.get("perm") is not perm:
-      state["perm"], state["host_perm"] = perm, np.asarray(perm)
-    rows = state["host_perm"][index * batch_size + rows_fed]
-    local = {"image": images[rows], "label": labels[rows]}
-    return finish(sharding.host_local_batch(local, mesh), base_key, step)
+  Each process reads its share of every global batch (the rows of
+  :func:`sharding.process_batch_rows`) with ``read_rows`` and contributes it
+  with ``make_array_from_process_local_data``. A background thread reads and
+  transfers the next ``prefetch`` batches while the current step runs.
+  """
 
-  return batcher
+  def __init__(self, read_rows: RowReader, batch_size: int, mesh: Mesh,
+               batch_fn: BatchFn | None, prefetch: int):
+    self._read_rows, self._batch_size, self._mesh = read_rows, batch_size, mesh
+    self._rows_fed = sharding.process_batch_rows(mesh, batch_size)
+    self._prefetch = prefetch
+    self._executor = futures.ThreadPoolExecutor(max_workers=1)
+    self._pending: dict[int, futures.Future] = {}
+    self._perm, self._host_perm = None, None
+
+    def finish(batch, base_key, step):
+      key = jax.random.fold_in(base_key, step)
+      if batch_fn is not None:
+        batch = batch_fn(batch, jax.random.fold_in(key, 1))
+      return batch, key
+
+    self._finish = jax.jit(finish, out_shardings=(
+        sharding.batch_sharded(mesh), sharding.replicated(mesh)))
+
+  def _load(self, host_perm: np.ndarray, index: int) -> dict[str, jax.Array]:
+    images, labels = self._read_rows(
+        host_perm[index * self._batch_size + self._rows_fed])
+    return sharding.host_local_batch({"image": images, "label": labels},
+                                     self._mesh)
+
+  def _cancel_pending(self) -> None:
+    for pending in self._pending.values():
+      pending.cancel()
+    self._pending = {}
+
+  def __call__(self, perm, index, base_key, step):
+    if self._perm is not perm:
+      self._cancel_pending()
+      self._perm, self._host_perm = perm, np.asarray(perm)
+    batches = self._host_perm.shape[0] // self._batch_size
+    for ahead in range(index, min(index + 1 + self._prefetch, batches)):
+      if ahead not in self._pending:
+        self._pending[ahead] = self._executor.submit(
+            self._load, self._host_perm, ahead)
+    return self._finish(self._pending.pop(index).result(), base_key, step)
+
+  def close(self) -> None:
+    self._cancel_pending()
+    self._executor.shutdown(wait=True)
+
+
+def _row_reader(train_data: Dataset | StreamingDataset,
+                targets: np.ndarray | None) -> RowReader:
+  """Reads examples of ``train_data``, their labels replaced by
+  ``targets`` when given."""
+  if targets is None:
+    return train_data.read
+  return lambda rows: (train_data.read(rows)[0], targets[rows])
 
 
 def checkpoint_identity(identity: Mapping[str, Any] | None,
-                        train_data: Dataset, labels: np.ndarray,
-                        batch_size: int) -> dict[str, Any]:
+                        train_data: Dataset | StreamingDataset,
+                        labels: np.ndarray | None,
+                        batch_size: int,
+                        members: np.ndarray | None = None) -> dict[str, Any]:
   """The identity record :func:`fit` keeps in its checkpoints.
 
   ``identity`` (what the caller knows determines the run), the code
   versions, the batch size and the identity of the training data actually
-  given: its images and ``labels`` (the dataset's or the targets), by
-  SHA-256.
+  given: its images and ``labels`` (the targets; None: the dataset's), by
+  SHA-256 (of a streaming dataset, its source, overlay and targets, see
+  :meth:`StreamingDataset.identity`), and an ensemble's ``members``.
   """
+  if isinstance(train_data, StreamingDataset):
+    data = train_data.identity(labels)
+  else:
+    data = identity_lib.dataset_identity(train_data, labels)
   return identity_lib.canonical({
       **identity_lib.code_versions(), "batch_size": batch_size,
-      "train_data": identity_lib.dataset_identity(train_data, labels),
+      "train_data": data,
+      **({} if members is None else {"members": array_digest(members)}),
       **(identity or {})})
 
 
@@ -275,7 +346,39 @@ def _resume(checkpointer: Checkpointer, state: TrainState,
   return state, epoch
 
 
-def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
+def _feed(feed: str, streaming: bool, members: np.ndarray | None) -> str:
+  """The feed ``"auto"`` stands for, after checking ``feed``."""
+  if feed == "auto":
+    feed = "device" if jax.process_count() == 1 and not streaming else "host"
+  if feed not in ("device", "host"):
+    raise ValueError(f"feed must be 'device', 'host' or 'auto', got {feed!r}.")
+  if feed == "device" and streaming:
+    raise ValueError("a StreamingDataset is read on the host; use "
+                     "feed='host' or feed='auto'.")
+  if members is not None and feed != "device":
+    raise ValueError(
+        f"an ensemble trains on an in-memory Dataset fed from the devices; "
+        f"got feed={feed!r} on {jax.process_count()} process(es): use "
+        "feed='device' on one process.")
+  return feed
+
+
+def _member_rows(members: np.ndarray | None, num_examples: int) -> np.ndarray:
+  """int32 [M] (one model: every example) or [E, M] rows of each member."""
+  if members is None:
+    return np.arange(num_examples, dtype=np.int32)
+  members = np.asarray(members)
+  if (members.ndim != 2 or not np.issubdtype(members.dtype, np.integer) or
+      (members.size and (members.min() < 0 or
+                         members.max() >= num_examples))):
+    raise ValueError(
+        f"members must be int [E, M] indices into the {num_examples} "
+        f"training examples, got {members.dtype} {members.shape}.")
+  return members.astype(np.int32)
+
+
+def fit(step_fn: StepFn, state: TrainState,
+        train_data: Dataset | StreamingDataset, *,
         batch_size: int, num_epochs: int, data_rng: jax.Array,
         targets: np.ndarray | None = None,
         mesh: Mesh | None = None,
@@ -288,6 +391,8 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
         on_epoch_end: Callable[[int, TrainState], Any] | None = None,
         progress_bar: bool | None = None,
         learning_rate: LearningRate | None = None,
+        members: np.ndarray | None = None,
+        prefetch: int = 2,
         saved_with: Mapping[str, Any] | None = None,
         name: str | None = None) -> TrainState:
   """Trains ``state`` for ``num_epochs`` epochs over ``train_data``.
@@ -296,11 +401,13 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
     step_fn: from :func:`jaxwm.train.make_train_step` (same ``mesh``).
     state: the initial state; replaced by the last checkpoint in ``workdir``
       when one exists and was made by this run (resumption).
-    train_data: the training set; the last partial batch of an epoch is
-      dropped.
+    train_data: the training set, in memory or streamed from a source
+      (:class:`jaxwm.data.streaming.StreamingDataset`); the last partial
+      batch of an epoch is dropped.
     batch_size: the global batch size, a multiple of the mesh's devices.
     num_epochs: total epochs (including those already done when resuming).
-    data_rng: uint32 [2] key for the epoch permutations; the step keys are
+    data_rng: uint32 [2] key for the epoch permutations ([E, 2], one per
+      member, for an ensemble); the step keys are
       ``fold_in(state.rng, step)``.
     targets: optional labels replacing ``train_data.labels``: int [N] or soft
       float [N, K] (distillation, label- and logit-query stealing).
@@ -317,13 +424,21 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
     checkpoint_every_epochs: save every this many epochs and at the end.
     log_every_steps: progress line interval (the only host synchronisation).
     feed: ``"device"`` (dataset in device memory), ``"host"`` (per-process
-      batches, for multi-host jobs) or ``"auto"`` (device on one process).
+      batches read on the host, for multi-host jobs and streaming data) or
+      ``"auto"`` (device for in-memory data on one process).
     batch_fn: optional on-device transform of each gathered batch.
     on_epoch_end: called as ``on_epoch_end(epoch, state)`` after each epoch.
     progress_bar: show a tqdm bar; default: when stderr is a terminal or in
       a notebook.
     learning_rate: the optimizer's learning rate (a number or a schedule of
       the 0-based step), named in the error of a diverged run.
+    members: trains an ensemble (a ``step_fn`` built with ``ensemble``, a
+      stacked ``state``, see :mod:`jaxwm.train.ensemble`): int [E, M], the
+      rows of ``train_data`` that each member trains on (each has its own
+      permutation of its own M rows each epoch, exactly as alone on
+      ``train_data.take(members[e])``). None: one model on every row.
+    prefetch: with the host feed, how many batches are read and sent to the
+      devices ahead of the step that uses them.
     saved_with: JSON metadata each checkpoint keeps beside the identity,
       not compared on resume (e.g. the model's
       :class:`jaxwm.train.trained_model.ModelSpec`, which
@@ -341,43 +456,82 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
   sharding.check_batch_size(batch_size, mesh)
+  streaming = isinstance(train_data, StreamingDataset)
+  feed = _feed(feed, streaming, members)
   num_examples = len(train_data)
-  steps_per_epoch = num_examples // batch_size
+  rows = _member_rows(members, num_examples)
+  steps_per_epoch = rows.shape[-1] // batch_size
   if steps_per_epoch == 0:
     raise ValueError(
-        f"batch size {batch_size} exceeds the {num_examples} training "
+        f"batch size {batch_size} exceeds the {rows.shape[-1]} training "
         "examples; use a smaller batch size.")
-  labels = train_data.labels if targets is None else np.asarray(targets)
-  if labels.shape[0] != num_examples:
-    raise ValueError(f"targets have {labels.shape[0]} rows, expected "
-                     f"{num_examples} (one per training example).")
-  if feed == "auto":
-    feed = "device" if jax.process_count() == 1 else "host"
-  make_batcher = {"device": _device_batcher, "host": _host_batcher}.get(feed)
-  if make_batcher is None:
-    raise ValueError(f"feed must be 'device', 'host' or 'auto', got {feed!r}.")
-  batcher = make_batcher(train_data.images, labels, batch_size, mesh,
-                         batch_fn)
+  if targets is not None:
+    targets = np.asarray(targets)
+    if targets.shape[0] != num_examples:
+      raise ValueError(f"targets have {targets.shape[0]} rows, expected "
+                       f"{num_examples} (one per training example).")
+  if feed == "device":
+    batcher = _device_batcher(
+        train_data.images, train_data.labels if targets is None else targets,
+        batch_size, mesh, batch_fn, None if members is None else rows.shape[0])
+  else:
+    batcher = _HostBatcher(_row_reader(train_data, targets), batch_size, mesh,
+                           batch_fn, prefetch)
+  try:
+    return _train(step_fn, state, batcher, rows, mesh=mesh,
+                  batch_size=batch_size, num_epochs=num_epochs,
+                  data_rng=data_rng, workdir=workdir,
+                  checkpoint_every_epochs=checkpoint_every_epochs,
+                  log_every_steps=log_every_steps, on_epoch_end=on_epoch_end,
+                  progress_bar=progress_bar, learning_rate=learning_rate,
+                  saved_with=saved_with, name=name,
+                  identity=None if workdir is None else checkpoint_identity(
+                      identity, train_data, targets, batch_size, members))
+  finally:
+    if isinstance(batcher, _HostBatcher):
+      batcher.close()
 
-  state = sharding.replicate(state, mesh)
+
+def _train(step_fn: StepFn, state: TrainState, batcher, rows: np.ndarray, *,
+           mesh: Mesh, batch_size: int, num_epochs: int, data_rng: jax.Array,
+           workdir: str | None, identity: dict[str, Any] | None,
+           checkpoint_every_epochs: int, log_every_steps: int,
+           on_epoch_end, progress_bar: bool | None,
+           learning_rate: LearningRate | None,
+           saved_with: Mapping[str, Any] | None,
+           name: str | None) -> TrainState:
+  """The loop of :func:`fit` over ``batcher``'s batches: ``rows`` is int
+  [M] or, for an ensemble, [E, M]; ``identity`` the checkpoint record."""
+  members = rows.shape[0] if rows.ndim == 2 else None
+  steps_per_epoch = rows.shape[-1] // batch_size
+  if members is None:
+    state_sharding = sharding.replicated(mesh)
+  else:
+    state_sharding = ensemble.shardings(members, mesh)[0]
+  state = jax.device_put(state, state_sharding)
   checkpointer = Checkpointer(workdir) if workdir else None
   start_epoch, run_info = 0, {}
   if checkpointer is not None:
-    run_info = {**(saved_with or {}),
-                "identity": checkpoint_identity(identity, train_data, labels,
-                                                batch_size)}
-    state, start_epoch = _resume(checkpointer, state, run_info["identity"],
-                                 num_epochs, workdir)
+    run_info = {**(saved_with or {}), "identity": identity}
+    state, start_epoch = _resume(checkpointer, state, identity, num_epochs,
+                                 workdir)
 
   base_key = jnp.array(state.rng)  # a separate buffer: state is donated.
-  permute = jax.jit(lambda key, epoch: jax.random.permutation(
-      jax.random.fold_in(key, epoch), num_examples),
-                    out_shardings=sharding.replicated(mesh))
+
+  def permutation(key, epoch, rows):
+    return rows[jax.random.permutation(jax.random.fold_in(key, epoch),
+                                       rows.shape[0])]
+
+  if members is not None:
+    permutation = jax.vmap(permutation, in_axes=(0, None, 0))
+  permute = jax.jit(permutation, out_shardings=sharding.replicated(mesh))
+  rows = sharding.replicate(rows, mesh)
   total_steps = steps_per_epoch * num_epochs
   first_step = start_epoch * steps_per_epoch
   log = run_log.current()
   progress = _Progress(
-      total_steps, first_step, batch_size, log_every_steps, progress_bar,
+      total_steps, first_step, batch_size * (members or 1), log_every_steps,
+      progress_bar,
       None if log is None else log.track_model(
           name or (os.path.basename(os.path.normpath(workdir))
                    if workdir else None),
@@ -385,7 +539,7 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
   guard = _DivergenceGuard(steps_per_epoch, learning_rate)
   try:
     for epoch in range(start_epoch, num_epochs):
-      perm = permute(data_rng, epoch)
+      perm = permute(data_rng, epoch, rows)
       for index in range(steps_per_epoch):
         global_step = epoch * steps_per_epoch + index
         batch, key = batcher(perm, index, base_key, global_step)

@@ -1,7 +1,8 @@
 """Config-driven training: data, model, optimizer and engine from a ConfigDict.
 
 Every launcher trains its models (benign, watermarked, surrogate, stolen,
-fine-tuned) through :func:`train_model`.
+fine-tuned) through :func:`train_model`; :func:`train_ensemble` trains many
+models of one config at once, each as :func:`train_model` would.
 
 The config fields used are those of ``configs/train.py``: ``seed``,
 ``dataset``, ``data_dir``, ``model``, ``model_kwargs``, ``train_fraction``,
@@ -29,7 +30,8 @@ from jaxwm.config_checks.training import training
 from jaxwm.data import augment
 from jaxwm.fingerprint import callable_identity, tree_digest
 from jaxwm.models import get_model
-from jaxwm.train import loop, losses, optim, sharding, step as step_lib
+from jaxwm.train import ensemble, loop, losses, optim, sharding
+from jaxwm.train import step as step_lib
 from jaxwm.train.saved_model import MODEL_SPEC, export_model, load_model
 from jaxwm.train.state import TrainState, create_train_state
 from jaxwm.train.trained_model import ModelSpec, TrainedModel
@@ -184,10 +186,8 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
   recipe = config.train
   spec = model_spec(config, train_data)
   model = spec.build()
-  steps_per_epoch = len(train_data) // recipe.batch_size
-  optimizer = optim.make_optimizer(recipe, max(1, steps_per_epoch),
-                                   recipe.num_epochs)
-  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), stream)
+  optimizer, schedule = _optimizer(recipe, len(train_data))
+  key = _model_key(config.seed, stream)
   state = create_train_state(model, optimizer, train_data.image_shape,
                              jax.random.fold_in(key, 0))
   identity = run_identity(
@@ -211,12 +211,83 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
       targets=targets, mesh=mesh, workdir=workdir, identity=identity,
       checkpoint_every_epochs=recipe.checkpoint_every_epochs,
       log_every_steps=recipe.log_every_steps, batch_fn=batch_fn,
-      on_epoch_end=on_epoch_end,
-      learning_rate=optim.schedule_from_config(
-          recipe, max(1, steps_per_epoch), recipe.num_epochs),
+      on_epoch_end=on_epoch_end, learning_rate=schedule,
       saved_with={MODEL_SPEC: spec.to_json()})
   return TrainedModel(model, state, mesh, step_lib.make_predict_fn(model, mesh),
                       config.eval_batch_size, spec)
+
+
+def _optimizer(recipe, num_examples: int):
+  """(optimizer, learning-rate schedule) of ``recipe`` for a model trained
+  on ``num_examples`` examples."""
+  steps_per_epoch = max(1, num_examples // recipe.batch_size)
+  return (optim.make_optimizer(recipe, steps_per_epoch, recipe.num_epochs),
+          optim.schedule_from_config(recipe, steps_per_epoch,
+                                     recipe.num_epochs))
+
+
+def _model_key(seed: int, stream: int) -> jax.Array:
+  """The key of a model: ``fold_in(PRNGKey(seed), stream)``; its
+  ``fold_in(., 0)`` initialises the state, ``fold_in(., 1)`` orders the
+  data."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), stream)
+
+
+def train_ensemble(config, train_data: jaxwm_data.Dataset,
+                   member_rows: np.ndarray, seeds: Sequence[int], *,
+                   strategy: str = ensemble.AUTO,
+                   mesh: Mesh | None = None) -> list[TrainedModel]:
+  """Trains E models of ``config`` at once, in one program.
+
+  Member e is the model that :func:`train_model` trains, with
+  ``config.seed = seeds[e]`` and stream 0, on
+  ``train_data.take(member_rows[e])``: the same initialisation, data order
+  and augmentation keys (:mod:`jaxwm.train.ensemble`).
+
+  Args:
+    config: a config with the fields of ``configs/train.py``.
+    train_data: the examples every member draws its rows from.
+    member_rows: int [E, M], the rows of each member.
+    seeds: E seeds, one per member.
+    strategy: ``"vmap"``, ``"map"``, ``"unroll"`` or ``"auto"`` (the
+      backend's, see
+      :func:`jaxwm.train.ensemble.choose_strategy`).
+    mesh: device mesh; default all devices.
+
+  Returns:
+    The E trained models.
+
+  Raises:
+    ConfigError: every bad setting of the model and the recipe.
+    ValueError: ``seeds`` and ``member_rows`` disagree in E.
+  """
+  raise_problems(training(config))
+  member_rows = np.asarray(member_rows)
+  if member_rows.ndim != 2 or member_rows.shape[0] != len(seeds):
+    raise ValueError(
+        f"member_rows must be [E, M] with E = len(seeds) = {len(seeds)}, "
+        f"got shape {member_rows.shape}.")
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  recipe = config.train
+  spec = model_spec(config, train_data)
+  model = spec.build()
+  optimizer, schedule = _optimizer(recipe, member_rows.shape[1])
+  keys = [_model_key(seed, 0) for seed in seeds]
+  states = [create_train_state(model, optimizer, train_data.image_shape,
+                               jax.random.fold_in(key, 0)) for key in keys]
+  step_fn = step_lib.make_train_step(
+      model, optimizer, mesh=mesh, ensemble=strategy, members=len(seeds),
+      input_transform=input_transform_from_config(recipe.augment))
+  state = loop.fit(
+      step_fn, ensemble.stack(states), train_data,
+      batch_size=recipe.batch_size, num_epochs=recipe.num_epochs,
+      data_rng=ensemble.stack([jax.random.fold_in(key, 1) for key in keys]),
+      mesh=mesh, log_every_steps=recipe.log_every_steps,
+      learning_rate=schedule, members=member_rows)
+  predict_fn = step_lib.make_predict_fn(model, mesh)
+  return [TrainedModel(model, ensemble.member(state, index), mesh, predict_fn,
+                       config.eval_batch_size, spec)
+          for index in range(len(seeds))]
 
 
 def _start_from(state: TrainState, variables: dict[str, Any],

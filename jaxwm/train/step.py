@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 
 from jaxwm.models import common as model_common
 from jaxwm.train import compiler, losses, sharding
+from jaxwm.train import ensemble as ensemble_lib
 from jaxwm.train.state import TrainState
 
 Batch = Mapping[str, jax.Array]
@@ -33,29 +34,10 @@ def to_float_images(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32)
 
 
-def make_train_step(model, optimizer: optax.GradientTransformation, *,
-                    loss_fn: losses.LossFn = losses.cross_entropy_loss,
-                    input_transform: InputTransform | None = None,
-                    mesh: Mesh | None = None,
-                    donate: bool = True) -> StepFn:
-  """Builds ``step(state, batch, rng) -> (state, metrics)``, jit-compiled.
-
-  Args:
-    model: a jaxwm model.
-    optimizer: the optax transformation the state was created with.
-    loss_fn: ``(logits [B, K], batch, activations) -> scalar``.
-    input_transform: applied to the float images inside the step, keyed by
-      the step's rng (augmentation, additive-noise defences).
-    mesh: device mesh; the state is replicated and the batch split along
-      ``"data"``. Defaults to all devices.
-    donate: donate the incoming state's buffers to the output.
-
-  Returns:
-    The compiled step. ``batch`` holds ``"image"`` (uint8 or float
-    [B, H, W, C]) and ``"label"`` (int [B] or float [B, K]); ``metrics`` has
-    ``"loss"`` and ``"accuracy"`` (scalars, on device).
-  """
-  mesh = sharding.make_mesh() if mesh is None else mesh
+def _single_step(model, optimizer: optax.GradientTransformation,
+                 loss_fn: losses.LossFn,
+                 input_transform: InputTransform | None) -> StepFn:
+  """The pure, unjitted step of one model (see :func:`make_train_step`)."""
 
   def step(state: TrainState, batch: Batch, rng: jax.Array):
     images = to_float_images(batch["image"])
@@ -80,6 +62,48 @@ def make_train_step(model, optimizer: optax.GradientTransformation, *,
                "accuracy": losses.accuracy(logits, batch["label"])}
     return new_state, metrics
 
+  return step
+
+
+def make_train_step(model, optimizer: optax.GradientTransformation, *,
+                    loss_fn: losses.LossFn = losses.cross_entropy_loss,
+                    input_transform: InputTransform | None = None,
+                    mesh: Mesh | None = None,
+                    donate: bool = True,
+                    ensemble: str | None = None,
+                    members: int | None = None) -> StepFn:
+  """Builds ``step(state, batch, rng) -> (state, metrics)``, jit-compiled.
+
+  Args:
+    model: a jaxwm model.
+    optimizer: the optax transformation the state was created with.
+    loss_fn: ``(logits [B, K], batch, activations) -> scalar``.
+    input_transform: applied to the float images inside the step, keyed by
+      the step's rng (augmentation, additive-noise defences).
+    mesh: device mesh; the state is replicated and the batch split along
+      ``"data"``. Defaults to all devices.
+    donate: donate the incoming state's buffers to the output.
+    ensemble: None trains one model. Otherwise the step trains E
+      independent models at once (:mod:`jaxwm.train.ensemble`): every leaf
+      of the state, the batch and the rng gains a leading member axis of
+      size E, and each member takes the step it would take alone. The
+      strategy: ``"vmap"`` (one batched program), ``"map"`` (a loop over
+      the members inside one program), ``"unroll"`` (the members' steps
+      one after another in one program) or ``"auto"``
+      (:func:`jaxwm.train.ensemble.choose_strategy`).
+    members: E, required with ``ensemble``.
+
+  Returns:
+    The compiled step. ``batch`` holds ``"image"`` (uint8 or float
+    [B, H, W, C]; [E, B, H, W, C] for an ensemble) and ``"label"`` (int
+    [B] or float [B, K], with the same leading E); ``metrics`` has
+    ``"loss"`` and ``"accuracy"`` (scalars, on device; [E] for an ensemble).
+  """
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  step = _single_step(model, optimizer, loss_fn, input_transform)
+  if ensemble is not None:
+    return ensemble_lib.jit_ensemble_step(step, ensemble, members, mesh,
+                                          donate)
   rep = sharding.replicated(mesh)
   return compiler.jit(step,
                       in_shardings=(rep, sharding.batch_sharded(mesh), rep),

@@ -1,8 +1,10 @@
 """The false-acceptance experiment: the exact size of the binomial test."""
 
+import numpy as np
 import pytest
 from scipy import stats
 
+from configs import model_watermark as model_configs
 from jaxwm.recipes import false_acceptance
 
 
@@ -27,3 +29,34 @@ def test_exact_size_of_the_paper_rule_hand_worked():
       pytest.approx(stats.binom.sf(89, 100, 0.1), rel=1e-12))
   assert false_acceptance.exact_size_threshold(100, 0.1, 0.0) == (
       pytest.approx(1e-100, rel=1e-9))
+
+
+def _rates_agree(first: dict, second: dict, rule: str) -> bool:
+  """Whether two acceptance rates differ by at most three standard errors
+  of their difference (pooled binomial; 0 when both accept none)."""
+  accepted = first[f"accepted_{rule}"] + second[f"accepted_{rule}"]
+  models = first["models"] + second["models"]
+  pooled = accepted / models
+  error = np.sqrt(pooled * (1 - pooled) *
+                  (1 / first["models"] + 1 / second["models"]))
+  return abs(first[f"false_acceptance_rate_{rule}"] -
+             second[f"false_acceptance_rate_{rule}"]) <= 3 * error
+
+
+def test_ensemble_mode_trains_the_same_models(tmp_path):
+  config = model_configs.get_config("false_acceptance,digits,runlocal")
+  config.false_acceptance.num_models = 4
+  config.train.num_epochs = 2
+  config.model_kwargs.width = 4
+  sequential = false_acceptance.run_experiment(config, str(tmp_path / "seq"))
+  config.false_acceptance.ensemble_size = 4
+  ensembled = false_acceptance.run_experiment(config, str(tmp_path / "ens"))
+  seq, ens = sequential["metrics"], ensembled["metrics"]
+  assert seq["models"] == ens["models"] == 4
+  # The members are the sequential models: the same test accuracy (359
+  # test images, 4 models: one changed prediction moves it by 7e-4).
+  assert ens["benign_accuracy"] == pytest.approx(seq["benign_accuracy"],
+                                                 abs=1e-3)
+  assert ens["benign_accuracy"] > 0.2  # they learnt something
+  for rule in ("binomial", "threshold"):
+    assert _rates_agree(seq, ens, rule)

@@ -1,0 +1,333 @@
+"""Datasets read example by example, for data that does not fit in memory.
+
+A :class:`StreamingDataset` wraps a random-access source (``len(source)``,
+``source[i] -> {"image", "label"}``), typically ``tfds.data_source`` over
+the ArrayRecord files of a prepared TFDS dataset, which needs no
+TensorFlow. :func:`jaxwm.train.fit` trains on it by reading, on each
+process, only its share of each global batch (the rows of
+:func:`jaxwm.train.sharding.process_batch_rows`) at the positions of the
+epoch's index permutation, and prefetches the next batches to the devices
+while the current step runs. The in-memory :class:`~jaxwm.data.Dataset`
+stays the default for data that fits.
+
+Watermarks that change a fraction of a dataset change a streaming dataset
+through an index-keyed overlay (:meth:`StreamingDataset.with_examples`):
+only the changed examples are stored, and reads at their indices return
+them instead of the source's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from jaxwm.data.dataset import Dataset
+from jaxwm.fingerprint import array_digest
+
+
+class Source(Protocol):
+  """A random-access example source, e.g. ``tfds.data_source(...)``."""
+
+  def __len__(self) -> int: ...
+
+  def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Overlay:
+  """Examples that replace those of a source at some indices.
+
+  Attributes:
+    indices: int64 [M], sorted, distinct.
+    images: uint8 [M, H, W, C], the replacing images.
+    labels: int32 [M], the replacing labels.
+  """
+
+  indices: np.ndarray
+  images: np.ndarray
+  labels: np.ndarray
+
+  def merged(self, indices: np.ndarray, images: np.ndarray,
+             labels: np.ndarray) -> "Overlay":
+    """This overlay with the given examples added (they win on overlap)."""
+    keep = ~np.isin(self.indices, indices)
+    order = np.argsort(np.concatenate([self.indices[keep], indices]),
+                       kind="stable")
+    return Overlay(
+        np.concatenate([self.indices[keep], indices])[order],
+        np.concatenate([self.images[keep], images])[order],
+        np.concatenate([self.labels[keep], labels])[order])
+
+  def apply(self, rows: np.ndarray, images: np.ndarray,
+            labels: np.ndarray) -> None:
+    """Replaces, in place, the examples read at ``rows`` that it holds."""
+    if not self.indices.size:
+      return
+    positions = np.minimum(np.searchsorted(self.indices, rows),
+                           self.indices.size - 1)
+    hit = self.indices[positions] == rows
+    images[hit] = self.images[positions[hit]]
+    labels[hit] = self.labels[positions[hit]]
+
+
+def _as_nhwc(image: Any) -> np.ndarray:
+  image = np.asarray(image)
+  return image[..., None] if image.ndim == 2 else image
+
+
+def read_examples(source: Source, indices: Sequence[int] | np.ndarray,
+                  description: str) -> tuple[np.ndarray, np.ndarray]:
+  """(uint8 [n, H, W, C] images, int32 [n] labels) at ``indices``.
+
+  Raises:
+    ValueError: the images differ in shape or are not uint8 (the message
+      names the example and ``description``).
+  """
+  indices = np.asarray(indices, np.int64)
+  images, labels = None, np.empty(indices.size, np.int32)
+  for row, index in enumerate(indices):
+    example = source[int(index)]
+    image = _as_nhwc(example["image"])
+    if images is None:
+      images = np.empty((indices.size,) + image.shape, np.uint8)
+    if image.shape != images.shape[1:] or image.dtype != np.uint8:
+      raise ValueError(
+          f"{description}: example {index} has a {image.dtype} image of "
+          f"shape {image.shape}, expected uint8 {images.shape[1:]}; use a "
+          "variant with equal sizes (e.g. imagenet_resized/32x32).")
+    images[row] = image
+    labels[row] = example["label"]
+  return images, labels
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamingDataset:
+  """An image classification dataset read from a source on demand.
+
+  Attributes:
+    source: the random-access source (:class:`Source`).
+    num_classes: K.
+    class_names: K names, one per class.
+    name: a short identifier.
+    source_identity: what identifies the source's content (e.g. the TFDS
+      name, version and split), kept in checkpoint identity records; the
+      examples themselves are not hashed.
+    overlay: examples replacing the source's at some indices, or None.
+  """
+
+  source: Source
+  num_classes: int
+  class_names: tuple[str, ...] = ()
+  name: str = "dataset"
+  source_identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  overlay: Overlay | None = None
+
+  def __post_init__(self):
+    if len(self.source) == 0:
+      raise ValueError(f"{self.name}: the source holds no example.")
+    names = tuple(str(n) for n in self.class_names) or tuple(
+        str(k) for k in range(int(self.num_classes)))
+    if len(names) != int(self.num_classes) or len(names) < 2:
+      raise ValueError(
+          f"{self.name}: {len(names)} class names for num_classes="
+          f"{self.num_classes}; give at least two classes, one name each.")
+    object.__setattr__(self, "class_names", names)
+    object.__setattr__(self, "num_classes", int(self.num_classes))
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  @functools.cached_property
+  def image_shape(self) -> tuple[int, int, int]:
+    """(H, W, C), from the first example."""
+    return tuple(self.read(np.zeros(1, np.int64))[0].shape[1:])
+
+  @functools.cached_property
+  def labels(self) -> np.ndarray:
+    """int32 [N], every label; the first use reads the whole source once
+    (the images are dropped as they are read)."""
+    chunks = np.array_split(np.arange(len(self)),
+                            max(1, len(self) // 1024))
+    return np.concatenate([self.read(chunk)[1] for chunk in chunks])
+
+  def read(self, indices: Sequence[int] | np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [n, H, W, C] images, int32 [n] labels) at ``indices``.
+
+    Raises:
+      IndexError: an index outside [0, N).
+      ValueError: a label outside [0, K) or images of another shape.
+    """
+    indices = np.asarray(indices, np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+      raise IndexError(
+          f"{self.name}: indices must be in [0, {len(self)}), got "
+          f"{int(indices.min())}..{int(indices.max())}.")
+    images, labels = read_examples(self.source, indices, self.name)
+    if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+      raise ValueError(
+          f"{self.name}: a label is outside [0, {self.num_classes}); pass "
+          "the source's number of classes.")
+    if self.overlay is not None:
+      self.overlay.apply(indices, images, labels)
+    return images, labels
+
+  def with_examples(self, indices: np.ndarray, images: np.ndarray,
+                    labels: np.ndarray) -> "StreamingDataset":
+    """This dataset with the examples at ``indices`` replaced.
+
+    Only the given examples are stored (an :class:`Overlay`); the source is
+    read as before everywhere else.
+
+    Args:
+      indices: int [M], distinct, in [0, N).
+      images: uint8 [M, H, W, C].
+      labels: int [M] in [0, K).
+    """
+    indices = np.asarray(indices, np.int64)
+    images, labels = np.asarray(images), np.asarray(labels, np.int32)
+    if (np.unique(indices).size != indices.size or
+        images.shape != (indices.size,) + self.image_shape or
+        images.dtype != np.uint8 or labels.shape != indices.shape):
+      raise ValueError(
+          f"{self.name}: with_examples takes M distinct indices, uint8 "
+          f"images [M, *{self.image_shape}] and labels [M]; got "
+          f"{indices.size} indices ({np.unique(indices).size} distinct), "
+          f"{images.dtype} images {images.shape}, labels {labels.shape}.")
+    order = np.argsort(indices)
+    empty = Overlay(np.zeros(0, np.int64),
+                    np.zeros((0,) + self.image_shape, np.uint8),
+                    np.zeros(0, np.int32))
+    overlay = (self.overlay or empty).merged(indices[order], images[order],
+                                             labels[order])
+    return dataclasses.replace(self, overlay=overlay)
+
+  def identity(self, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """``{"examples", "num_classes", "source", "overlay", "labels"}``: what
+    identifies the data (the overlay and ``labels``, training targets
+    replacing the source's, by SHA-256; None when absent)."""
+    overlay = None if self.overlay is None else {
+        name: array_digest(getattr(self.overlay, name))
+        for name in ("indices", "images", "labels")}
+    return {"examples": len(self), "num_classes": self.num_classes,
+            "source": dict(self.source_identity), "overlay": overlay,
+            "labels": None if labels is None else array_digest(labels)}
+
+  def materialize(self) -> Dataset:
+    """The whole dataset in memory, as a :class:`Dataset`."""
+    images, labels = self.read(np.arange(len(self)))
+    return Dataset(images=images, labels=labels,
+                   num_classes=self.num_classes,
+                   class_names=self.class_names, name=self.name)
+
+
+def _tfds():
+  """The tensorflow_datasets module, or an ImportError saying what to
+  install."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "reading and writing TFDS datasets needs tensorflow-datasets and "
+        "array_record; install them with `pip install jaxwm[tfds]`.") from e
+  return tfds
+
+
+def write_array_record(splits: Mapping[str, Dataset], name: str,
+                       data_dir: str | os.PathLike,
+                       version: str = "1.0.0") -> None:
+  """Stores in-memory splits as a TFDS dataset of ArrayRecord files.
+
+  :func:`from_tfds` (``name``, a split, ``data_dir``) then streams them, in
+  their order here. Images are stored raw (a uint8 tensor feature), so
+  neither writing nor reading needs TensorFlow or an image codec.
+
+  Args:
+    splits: split name -> Dataset; all of one image shape and classes.
+    name: the TFDS name to store them under, e.g. ``"fashion_mnist_ar"``.
+    data_dir: the TFDS data directory to write into.
+    version: the dataset version.
+
+  Raises:
+    ValueError: no split, or splits of different shapes or classes.
+  """
+  tfds = _tfds()
+  datasets = list(splits.values())
+  if not datasets or any(
+      d.image_shape != datasets[0].image_shape or
+      d.class_names != datasets[0].class_names for d in datasets):
+    shapes = {split: (d.image_shape, d.num_classes)
+              for split, d in splits.items()}
+    raise ValueError(
+        "write_array_record needs at least one split, all of one image "
+        f"shape and classes; got (shape, classes) {shapes}.")
+  first = datasets[0]
+
+  class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version(version)
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self, disable_shuffling=True,
+          features=tfds.features.FeaturesDict({
+              "image": tfds.features.Tensor(shape=first.image_shape,
+                                            dtype=np.uint8),
+              "label": tfds.features.ClassLabel(
+                  names=list(first.class_names))}))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {split: self._generate_examples(dataset)
+              for split, dataset in splits.items()}
+
+    def _generate_examples(self, dataset):
+      for index in range(len(dataset)):
+        yield index, {"image": dataset.images[index],
+                      "label": int(dataset.labels[index])}
+
+  Builder.name = name
+  Builder(data_dir=os.fspath(data_dir),
+          file_format="array_record").download_and_prepare()
+
+
+def from_tfds(name: str, split: str,
+              data_dir: str | os.PathLike | None = None) -> StreamingDataset:
+  """A TFDS image classification dataset, read with ``tfds.data_source``.
+
+  ``tfds.data_source`` reads the prepared ArrayRecord files without
+  TensorFlow (preparing them first when needed and network access allows).
+
+  Args:
+    name: the TFDS name, e.g. ``"cifar10"`` or ``"imagenet2012"``; it
+      needs features ``image`` (uint8, equal shapes) and ``label`` (a
+      ClassLabel).
+    split: any TFDS split string, e.g. ``"train"`` or ``"train[:10%]"``.
+    data_dir: the TFDS data directory; None uses TFDS's default.
+
+  Raises:
+    ImportError: tensorflow-datasets is not installed.
+    ValueError: the dataset lacks those features or the split is empty.
+  """
+  source = _tfds().data_source(
+      name, split=split,
+      data_dir=None if data_dir is None else os.fspath(data_dir))
+  info = source.dataset_info
+  features = info.features
+  missing = {"image", "label"} - set(features.keys())
+  if missing:
+    raise ValueError(
+        f"tfds:{name} lacks the features {sorted(missing)} (it has "
+        f"{sorted(features.keys())}); only image classification datasets "
+        "with 'image' and 'label' features can be read.")
+  if not len(source):
+    raise ValueError(f"tfds:{name} split {split!r} is empty.")
+  label_feature = features["label"]
+  return StreamingDataset(
+      source, num_classes=label_feature.num_classes,
+      class_names=tuple(label_feature.names), name=name,
+      source_identity={"tfds": info.full_name, "split": split,
+                       "examples": len(source)})

@@ -1,0 +1,116 @@
+"""Streaming datasets: ArrayRecord and mock TFDS sources, the host feed,
+and watermarks kept as an index-keyed overlay."""
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxwm import train
+from jaxwm.data import load, streaming
+from jaxwm.models import get_model
+from jaxwm.poison import poisoned_label
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+NAME = "fashion_mnist_array_record"
+OPTIMIZER = ml_collections.ConfigDict(dict(
+    optimizer="sgd", learning_rate=0.05, schedule="constant", momentum=0.9,
+    nesterov=False, weight_decay=0.0))
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+  """(in-memory train split, the same examples streamed from ArrayRecord)."""
+  memory = load("fashion_mnist", "train").take(np.arange(192))
+  test = load("fashion_mnist", "test").take(np.arange(16))
+  data_dir = tmp_path_factory.mktemp("tfds")
+  streaming.write_array_record({"train": memory, "test": test}, NAME,
+                               data_dir)
+  return memory, streaming.from_tfds(NAME, "train", data_dir)
+
+
+def _fit(data, epochs=2, **kw):
+  model = get_model("cnn", 10, width=4, dense_width=16)
+  optimizer = train.make_optimizer(OPTIMIZER, len(data) // 32, epochs)
+  state = train.create_train_state(model, optimizer, (28, 28, 1),
+                                   jax.random.PRNGKey(0))
+  initial = jax.device_get(state.params)
+  trained = train.fit(train.make_train_step(model, optimizer), state, data,
+                      batch_size=32, num_epochs=epochs,
+                      data_rng=jax.random.PRNGKey(1), progress_bar=False,
+                      **kw)
+  return initial, jax.device_get(trained.params)
+
+
+def _max_abs_diff(a, b):
+  return max(jax.tree.leaves(jax.tree.map(
+      lambda x, y: float(np.max(np.abs(x - y))), a, b)))
+
+
+def test_array_record_reads_back_the_examples(fashion):
+  memory, stream = fashion
+  assert len(stream) == 192 and stream.image_shape == (28, 28, 1)
+  assert stream.class_names == memory.class_names
+  rows = np.array([191, 0, 77, 77, 5])
+  images, labels = stream.read(rows)
+  np.testing.assert_array_equal(images, memory.images[rows])
+  np.testing.assert_array_equal(labels, memory.labels[rows])
+  np.testing.assert_array_equal(stream.labels, memory.labels)
+  assert stream.identity()["source"] == {
+      "tfds": f"{NAME}/1.0.0", "split": "train", "examples": 192}
+  with pytest.raises(IndexError, match=r"in \[0, 192\), got 0..192"):
+    stream.read([0, 192])
+
+
+def test_streaming_fit_equals_the_in_memory_fit(fashion):
+  memory, stream = fashion
+  initial, in_memory = _fit(memory)
+  _, streamed = _fit(stream, prefetch=3)
+  assert _max_abs_diff(in_memory, streamed) <= 1e-6
+  assert _max_abs_diff(in_memory, initial) > 1e-3
+  with pytest.raises(ValueError, match="read on the host"):
+    _fit(stream, feed="device")
+
+
+def test_mock_tfds_data_streams_like_its_copy_in_memory():
+  with tfds.testing.mock_data(num_examples=64):
+    stream = streaming.from_tfds("mnist", "train")
+    memory = stream.materialize()
+    assert memory.images.shape == (64, 28, 28, 1)
+    _, in_memory = _fit(memory, epochs=1)
+    _, streamed = _fit(stream, epochs=1, prefetch=0)
+  assert _max_abs_diff(in_memory, streamed) <= 1e-6
+
+
+def test_overlay_replaces_only_its_examples(fashion):
+  memory, stream = fashion
+  white = np.full((2, 28, 28, 1), 255, np.uint8)
+  changed = stream.with_examples(np.array([9, 3]), white, np.array([1, 2]))
+  changed = changed.with_examples(np.array([3]), white[:1] * 0, np.array([7]))
+  assert changed.overlay.indices.tolist() == [3, 9]
+  images, labels = changed.read(np.array([3, 4, 9]))
+  assert labels.tolist() == [7, memory.labels[4], 1]
+  assert images[0].max() == 0 and images[2].min() == 255
+  np.testing.assert_array_equal(images[1], memory.images[4])
+  assert stream.overlay is None  # the original is unchanged
+  assert changed.identity()["overlay"] != stream.identity()["overlay"]
+  with pytest.raises(ValueError, match="M distinct indices"):
+    stream.with_examples(np.array([1, 1]), white, np.array([0, 0]))
+
+
+@pytest.mark.parametrize("method", ["ubw_p", "wanet"])
+def test_mark_keeps_only_the_marked_examples(fashion, method):
+  memory, stream = fashion
+  config = {"method": method, "poison_rate": 0.05}
+  key = jax.random.PRNGKey(3)
+  marked, memory_key = poisoned_label.mark(memory, config, key)
+  streamed, stream_key = poisoned_label.mark(stream, config, key)
+  np.testing.assert_array_equal(memory_key.poisoned_indices,
+                                stream_key.poisoned_indices)
+  changed = np.union1d(stream_key.poisoned_indices, stream_key.noise_indices)
+  assert streamed.overlay.indices.tolist() == changed.tolist()
+  assert streamed.source is stream.source
+  images, labels = streamed.read(np.arange(len(stream)))
+  np.testing.assert_array_equal(images, marked.images)
+  np.testing.assert_array_equal(labels, marked.labels)
