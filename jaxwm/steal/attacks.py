@@ -20,23 +20,26 @@ logit_query    queries (probs)    a student trained on the victim's
 Every stolen model is trained by the training engine
 (:func:`jaxwm.train.recipe.train_model`, or its step for zero-shot); the
 attacks differ in their starting weights, targets and loss only.
-``victim_queries`` counts the images the victim answered: each attacker
+``StolenModel.queries`` counts the images the victim answered: each attacker
 image once (the victim's answers are fixed targets, and the engine's
 augmentation of ``config.train`` then applies to the images as in any
 training), none for direct copy, every generated image for zero-shot.
 
-The paper's settings (CIFAR-10, WideResNets, 200 victim epochs) and the
+The paper's settings (CIFAR-10, WideResNets, 200 victim epochs; it follows
+Dataset Inference's, whose substitute data are 500,000 TinyImages) and the
 defaults here (scaled to the Fashion-MNIST ``cnn`` recipe of
 ``configs/train.py``, 12 epochs): distillation, label- and logit-query
 train for the victim's number of epochs on the attacker's data (the
-paper's 20 query epochs over 500,000 substitute images are as many image
-visits as the victim's 200 epochs over 50,000); fine-tuning runs 3 epochs
-at a tenth of the cnn's learning rate (the paper: 5 epochs over 500,000
-images, a quarter of the victim's image visits, at 0.01); the paper does
-not give its distillation temperature (its code takes it as an argument;
-Dataset Inference, whose settings it follows, uses T = 1), T = 4 here.
-The students have the victim's architecture unless their settings name
-another (the paper's are smaller WideResNets).
+paper's 20 query epochs over 500,000 images are as many image visits as
+the victim's 200 epochs over 50,000); fine-tuning runs 3 epochs at a tenth
+of the cnn's learning rate (the paper: 5 epochs over 500,000 images, a
+quarter of the victim's image visits; Dataset Inference's code: 0.01, a
+tenth of its victim's rate); the paper does not give its distillation
+temperature (Dataset Inference uses T = 1), T = 4 here. The students have
+the victim's architecture unless their settings name another (the
+paper's are smaller WideResNets). MOVE's distillation thief holds the
+victim's training data; here it distils on whatever ``attacker_data`` the
+caller passes.
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ class FineTuningConfig:
       ``"ftal"`` (all layers, the paper's) or ``"ftll"``, ``"rtll"``,
       ``"rtal"``.
     num_epochs: epochs over the attacker's data (paper: 5).
-    learning_rate: constant learning rate (paper: 0.01).
+    learning_rate: constant learning rate (Dataset Inference's code: 0.01,
+      a tenth of its victim's; 0.005 is a tenth of the cnn recipe's).
   """
 
   variant: str = "ftal"
@@ -150,12 +154,12 @@ class StolenModel:
   Attributes:
     name: the attack (one of :data:`ATTACKS`).
     model: the stolen model.
-    victim_queries: images the victim answered for the attack.
+    queries: images the victim answered for the attack.
   """
 
   name: str
   model: recipe.TrainedModel
-  victim_queries: int
+  queries: int
 
 
 def check_attack(name: str) -> str:

@@ -15,12 +15,13 @@ are needed for it: the attack is white-box).
 Both updates use the training engine's parts. The student's is the
 engine's own step (:func:`jaxwm.train.make_train_step`) with the L1 loss
 :func:`jaxwm.steal.losses.l1_to_victim_logits` on batches whose
-``"label"`` is the victim's logits. The generator's (:func:`make_generator_step`)
-differentiates through two networks it does not train, which the engine's
-step (a model trained on its own inputs) cannot express; it is built here
-from the engine's :class:`~jaxwm.train.state.TrainState`, optimizer and
-sharding, data-parallel like the engine's step. The outer loop alternates
-the two; there is no dataset for :func:`jaxwm.train.fit` to iterate.
+``"label"`` is the victim's logits. The generator's
+(:func:`make_generator_step`) differentiates through two networks it does
+not train, which the engine's step (a model trained on its own inputs)
+cannot express; it is built here from the engine's
+:class:`~jaxwm.train.state.TrainState`, optimizer and sharding,
+data-parallel like the engine's step. The outer loop alternates the two;
+there is no dataset for :func:`jaxwm.train.fit` to iterate.
 
 Victim queries: every generated image the victim answers, ``iterations x
 (student_steps + 1) x batch_size`` in all.

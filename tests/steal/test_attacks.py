@@ -81,7 +81,7 @@ def test_each_attack_copies_the_victims_decisions(name, task, victim,
 
 def test_direct_copy_is_the_victims_weights(task, victim, stolen):
   copy = stolen[attacks.DIRECT_COPY]
-  assert copy.victim_queries == 0
+  assert copy.queries == 0
   assert _agreement(copy.model, victim, task[2].images) == 1.0
   np.testing.assert_array_equal(copy.model.logits(task[2].images),
                                 victim.logits(task[2].images))
@@ -90,11 +90,11 @@ def test_direct_copy_is_the_victims_weights(task, victim, stolen):
 @pytest.mark.parametrize("name", [attacks.FINE_TUNING, attacks.DISTILLATION,
                                   attacks.LABEL_QUERY, attacks.LOGIT_QUERY])
 def test_query_attacks_query_each_attacker_image_once(name, task, stolen):
-  assert stolen[name].victim_queries == len(task[1])
+  assert stolen[name].queries == len(task[1])
 
 
 def test_zero_shot_counts_every_generated_image(stolen):
-  assert stolen[attacks.ZERO_SHOT].victim_queries == (
+  assert stolen[attacks.ZERO_SHOT].queries == (
       ZERO_SHOT.iterations * (ZERO_SHOT.student_steps + 1) *
       ZERO_SHOT.batch_size)
 
