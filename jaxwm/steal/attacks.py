@@ -50,11 +50,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxwm.data.dataset import Dataset
-from jaxwm.models.common import HEAD
 from jaxwm.steal import finetune
 from jaxwm.steal import losses as steal_losses
 from jaxwm.steal import zero_shot
-from jaxwm.steal.student import check_positive, StudentRecipe
+from jaxwm.steal.student import check_positive, num_classes, StudentRecipe
 from jaxwm.train import recipe
 
 DIRECT_COPY = "direct_copy"
@@ -168,11 +167,6 @@ def check_attack(name: str) -> str:
     raise ValueError(f"unknown model-stealing attack {name!r}; use one of "
                      f"{', '.join(ATTACKS)}.")
   return name
-
-
-def num_classes(model: recipe.TrainedModel) -> int:
-  """K, the width of a jaxwm model's output layer."""
-  return int(model.state.params[HEAD]["bias"].shape[-1])
 
 
 def victim_labelled(data: Dataset, labels: np.ndarray,

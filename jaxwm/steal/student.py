@@ -13,6 +13,14 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from jaxwm.models.common import HEAD
+
+
+def num_classes(model) -> int:
+  """K, the width of a jaxwm model's output layer (a TrainedModel's), which
+  every student of it shares."""
+  return int(model.state.params[HEAD]["bias"].shape[-1])
+
 
 def check_positive(name: str, value: float | None, *,
                    integer: bool = False) -> None:

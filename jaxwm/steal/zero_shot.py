@@ -50,7 +50,7 @@ from jaxwm import identity as identity_lib
 from jaxwm.fingerprint import tree_digest
 from jaxwm.models import common
 from jaxwm.steal import losses as steal_losses
-from jaxwm.steal.student import check_positive, StudentRecipe
+from jaxwm.steal.student import check_positive, num_classes, StudentRecipe
 from jaxwm.train import loop, optim, recipe, sharding
 from jaxwm.train import step as step_lib
 from jaxwm.train.checkpoint import Checkpointer
@@ -390,8 +390,7 @@ def steal_data_free(config, victim: recipe.TrainedModel,
   mesh = victim.mesh
   sharding.check_batch_size(settings.batch_size, mesh)
   student_config = settings.student_config(config)
-  num_classes = int(victim.state.params[common.HEAD]["bias"].shape[-1])
-  student_model = recipe.build_model(student_config, num_classes)
+  student_model = recipe.build_model(student_config, num_classes(victim))
   student_optimizer = optim.make_optimizer(
       student_config.train, settings.student_steps, settings.iterations)
   generator = Generator(image_shape, settings.generator_width)
