@@ -5,7 +5,7 @@ of the training loss on aug(x + delta) with respect to all parameters,
 the alignment objective 1 - cos(T, g) against a fixed target gradient T,
 and its derivative in delta (a double backward), then a signed-Adam update
 and the projection (Fowl et al., Eq. 3 and Algorithm 1). The jaxwm side
-times the real :func:`jaxwm.poison.crafting.make_craft_step` with the data
+times the real :func:`jaxwm.alignment.crafting.make_craft_step` with the data
 on the device and, on the same batch, the engine's training step
 (:func:`jaxwm.train.make_train_step`, same augmentation), so each row also
 gives the cost of crafting relative to training, and the same objective's
@@ -35,10 +35,10 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
+from jaxwm import alignment
 from jaxwm import train
 from jaxwm.data.augment import AugmentConfig
 from jaxwm.models import get_model
-from jaxwm.poison import alignment, crafting
 
 _MODEL = flags.DEFINE_string("model", "resnet18", "jaxwm model name.")
 _SHAPE = flags.DEFINE_list("image_shape", ["32", "32", "3"], "H,W,C.")
@@ -90,21 +90,21 @@ def jax_seconds_per_step(model_name: str, shape: tuple[int, int, int],
                                  alignment.reverse_cross_entropy,
                                  batch_size=batch_size, mesh=mesh)
   target_grad = target(variables["params"], state.model_state)
-  config = crafting.CraftConfig(epsilon=EPSILON, steps=steps + warmup,
+  config = alignment.CraftConfig(epsilon=EPSILON, steps=steps + warmup,
                                 restarts=1, batch_size=batch_size,
                                 augment=AUGMENT)
-  craft_step = crafting.make_craft_step(model, config, mesh)
+  craft_step = alignment.make_craft_step(model, config, mesh)
   spread = alignment.stacked_batch_sharding(mesh)
   batched = jax.device_put((images[None], labels[None],
                             np.ones((1, batch_size), np.float32)), spread)
-  holder = {"carry": tuple(jax.device_put(jnp.zeros(batched[0].shape), spread)
-                          for _ in range(3))}
+  delta = jax.device_put(jnp.zeros(batched[0].shape), spread)
+  holder = {"carry": (delta, alignment.initial_optimizer_state(delta))}
   key = jax.random.PRNGKey(1)
-  index, count, learning_rate = jnp.int32(0), jnp.int32(1), jnp.float32(0.025)
+  index, learning_rate = jnp.int32(0), jnp.float32(0.025)
 
   def craft_once():
     holder["carry"], objective = craft_step(
-        holder["carry"], index, count, learning_rate, variables, target_grad,
+        holder["carry"], index, learning_rate, variables, target_grad,
         *batched, key)
     return objective
 

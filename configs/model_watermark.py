@@ -14,6 +14,17 @@ The training recipe is that of ``configs/train.py`` with the paper's step
 schedule (Section 4.6: the learning rate divided by ten after each third of
 training) so that "the last learning rate that was used during training",
 which every fine-tuning run uses, is well defined.
+
+The removal attacker's budget is the paper's (Section 4.4: "the adversary
+can fine-tune the models using the same amount of training instances and
+epochs as in training the model"): the training set is split into two
+disjoint halves (``attack.held_out_fraction=0.5``), the owner trains on one,
+the attacker fine-tunes on the other for as many epochs
+(``attack.num_epochs=None``), so both see as many distinct images, as
+many times, in as many optimizer steps. The attacker never holds the
+owner's images. ``--config.attack.held_out_fraction=0.2`` gives the
+earlier, weaker attacker: a quarter of the owner's images, hence a quarter
+of the steps.
 """
 
 from __future__ import annotations
@@ -54,9 +65,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eps=0.1,
   ))
   config.attack = ml_collections.ConfigDict(dict(
-      held_out_fraction=0.2,        # the attacker's share of the training set.
+      # The attacker's share of the training set: as many images as the
+      # owner's (Section 4.4).
+      held_out_fraction=0.5,
       names=("ftll", "ftal", "rtll", "rtal"),
-      num_epochs=epochs,            # as many as training (Section 4.4).
+      # None: as many as training (Section 4.4).
+      num_epochs=ml_collections.config_dict.placeholder(int),
       # None: the last learning rate of config.train (Section 4.6).
       learning_rate=ml_collections.config_dict.placeholder(float),
   ))
@@ -90,8 +104,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.false_acceptance.num_models = 3
     config.train.batch_size = 32
     config.watermark.num_triggers = 20
-    config.attack.held_out_fraction = 0.5
-    config.attack.num_epochs = 1
     config.piracy.num_triggers = 20
     config.transfer.num_epochs = 1
   return config

@@ -8,71 +8,24 @@ r"""UBW-P dispersibility D_p against training epochs, model and label draw.
 For each arm of ``config.ablation`` (a CNN width and a way of drawing the
 random labels) trains the UBW-P experiment's watermarked model and
 measures D_p, ASR-A, benign accuracy and the share of poisoned training
-samples fitted after each epoch count (see :mod:`jaxwm.poison.ablation`).
+samples fitted after each epoch count; the job is
+:func:`jaxwm.recipes.ablate_ubw_p.run_ablation`.
 Writes the curves to the results JSON and, with ``--plot``, a PNG.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from jaxwm import launch
 from jaxwm.config_checks import Problem, launchers, paths
-from jaxwm.poison import ablation
-from jaxwm.poison import experiment
-from jaxwm.train import recipe
+from jaxwm.recipes import ablate_ubw_p
 
 _PLOT = flags.DEFINE_string("plot", None, "Write the curves as a PNG here.")
-
-
-def arm_config(config, arm: dict[str, Any]):
-  """The experiment's config with the arm's CNN width and label draw."""
-  result = copy.deepcopy(config)
-  result.unlock()
-  result.model_kwargs.width = arm["width"]
-  result.watermark.label_draw = arm["label_draw"]
-  return result
-
-
-def run_ablation(config, workdir: str,
-                 metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-  """Every arm's curve, into ``metrics["curves"]`` arm by arm (``metrics``
-  default a new dict); the launcher's ``outcome`` mapping.
-
-  An arm's model is the experiment's watermarked model for its config and
-  lives in the same folder, so ``experiments/dataset_watermark.py`` with
-  the same ``--workdir`` reuses it (and the other way round).
-  """
-  arms = config.ablation.arms.to_dict()
-  only = [name for name in config.ablation.only.split(",") if name]
-  unknown = sorted(set(only) - set(arms))
-  if unknown:
-    raise ValueError(f"ablation.only names unknown arms {unknown}; the arms "
-                     f"are {sorted(arms)}.")
-  metrics = {} if metrics is None else metrics
-  curves = metrics.setdefault("curves", {})
-  for name, arm in arms.items():
-    if only and name not in only:
-      continue
-    arm_settings = arm_config(config, arm)
-    train, test = recipe.load_datasets(arm_settings)
-    watermark = arm_settings.watermark.to_dict()
-    marked, key = experiment.mark_dataset(
-        train, watermark, experiment.watermark_rng(config, "watermarked"))
-    logging.info("arm %s: %d training images, %d poisoned", name, len(train),
-                 key.poisoned_indices.size)
-    curves[name] = ablation.dispersibility_curve(
-        arm_settings, marked, key, test, config.ablation.epochs,
-        experiment.marked_model_dir(workdir, arm_settings, watermark,
-                                    "watermarked"))
-  return {"dataset": config.dataset, "model": config.model,
-          "metrics": metrics}
 
 
 def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str,
@@ -110,7 +63,8 @@ def check_ablation(config) -> list[Problem]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  outcome = launch.run("ablate_ubw_p", run_ablation, check=check_ablation)
+  outcome = launch.run("ablate_ubw_p", ablate_ubw_p.run_ablation,
+                       check=check_ablation)
   if _PLOT.value:
     config = flags.FLAGS.config
     plot_curves(outcome["metrics"]["curves"], _PLOT.value,

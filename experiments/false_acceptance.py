@@ -4,7 +4,7 @@ r"""How often Verify accepts a model that was never marked.
       --config=configs/model_watermark.py:false_acceptance,fashion_mnist \
       --workdir=/tmp/fa --output_json=/tmp/false_acceptance.json
 
-The job is :func:`jaxwm.watermark.false_acceptance.run_experiment`: it
+The job is :func:`jaxwm.recipes.false_acceptance.run_experiment`: it
 trains ``false_acceptance.num_models`` non-marked models, verifies each
 with a fresh secret key and reports the acceptance rate against the
 binomial test's exact size. An interrupted run resumes.
@@ -14,7 +14,7 @@ from absl import app
 
 from jaxwm import launch
 from jaxwm.config_checks import launchers
-from jaxwm.watermark import false_acceptance
+from jaxwm.recipes import false_acceptance
 
 
 def main(argv):

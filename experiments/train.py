@@ -8,13 +8,13 @@ from absl import app
 
 from jaxwm import launch
 from jaxwm.config_checks import launchers
-from jaxwm.train import recipe
+from jaxwm.recipes import train
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  launch.run("train", recipe.train_and_evaluate, check=launchers.train)
+  launch.run("train", train.train_and_evaluate, check=launchers.train)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ import tempfile
 import time
 from typing import Any, Callable, Mapping
 
+import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
 from jaxwm import results
 from jaxwm.config_checks import launchers as config_checks
+from jaxwm.config_checks.core import Problem, raise_problems
 from jaxwm.train import sharding
 
 # The flags that define_flags declares belong to the launcher calling it, so
@@ -48,7 +50,77 @@ def define_flags(config_example: str) -> None:
                       "same workdir resumes. Default: a new temporary folder.")
   flags.DEFINE_string("output_json", None, "Write the results JSON here.")
   flags.DEFINE_bool("distributed", False,
-                    "Call jax.distributed.initialize() (multi-host jobs).")
+                    "Join a multi-process job (TPU pod slice, multi-node "
+                    "GPU) with jax.distributed.initialize before any work; "
+                    "needs --workdir on a file system all processes share.")
+  flags.DEFINE_string("coordinator_address", None,
+                      "With --distributed: HOST:PORT of process 0, the same "
+                      "on every process. Default: $JAX_COORDINATOR_ADDRESS "
+                      "or the TPU, SLURM or Open MPI cluster's.")
+  flags.DEFINE_integer("num_processes", None,
+                       "With --distributed: the number of processes. "
+                       "Default: the cluster's.")
+  flags.DEFINE_integer("process_id", None,
+                       "With --distributed: this process's index, 0 to "
+                       "num_processes - 1. Default: the cluster's.")
+  flags.DEFINE_integer("heartbeat_timeout_s", 100,
+                       "With --distributed: seconds without a heartbeat "
+                       "after which a process counts as lost and the others "
+                       "stop with an error naming it.")
+
+
+# The flags that only a --distributed job reads.
+_DISTRIBUTED_FLAGS = ("coordinator_address", "num_processes", "process_id",
+                      "heartbeat_timeout_s")
+
+
+def _distributed_only(values) -> list[Problem]:
+  """The flags of a multi-process job given without ``--distributed``."""
+  return [Problem(f"--{name}", values[name].value,
+                  "is only read with --distributed; add --distributed to "
+                  "join a multi-process job, or leave it out.")
+          for name in _DISTRIBUTED_FLAGS if values[name].present]
+
+
+def _distributed_problems(values) -> list[Problem]:
+  """The bad flags of a ``--distributed`` job."""
+  problems = []
+  if values.workdir is None:
+    problems.append(Problem(
+        "--workdir", None, "a multi-process job needs one folder that every "
+        "process reaches (a shared file system), the same on every process, "
+        "e.g. --workdir=/shared/run1."))
+  count, index = values.num_processes, values.process_id
+  if count is not None and count < 1:
+    problems.append(Problem("--num_processes", count, "must be >= 1."))
+  if index is not None and (index < 0 or
+                            (count is not None and index >= count)):
+    bound = "num_processes - 1" if count is None else f"{count - 1}"
+    problems.append(Problem("--process_id", index,
+                            f"must be in [0, {bound}]."))
+  if values.heartbeat_timeout_s < 1:
+    problems.append(Problem("--heartbeat_timeout_s",
+                            values.heartbeat_timeout_s, "must be >= 1."))
+  return problems
+
+
+def join_distributed_job(values: flags.FlagValues) -> None:
+  """What ``--distributed`` does: checks the flags of a multi-process job
+  and joins it (:func:`jaxwm.train.sharding.initialize_distributed`).
+
+  Args:
+    values: the parsed flags (``absl.flags.FLAGS``).
+
+  Raises:
+    ConfigError: a bad flag, before anything is joined.
+  """
+  raise_problems(_distributed_problems(values))
+  sharding.initialize_distributed(
+      values.coordinator_address, values.num_processes, values.process_id,
+      heartbeat_timeout_s=values.heartbeat_timeout_s)
+  logging.info("process %d of %d, %d local and %d global devices",
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
 
 
 def run_job(experiment: str, run_fn: RunFn, config, *,
@@ -63,7 +135,8 @@ def run_job(experiment: str, run_fn: RunFn, config, *,
     run_fn: the job (module docstring).
     config: the resolved config.
     workdir: where the job keeps its models; default a new temporary folder.
-    output_json: where to write the results JSON; None writes nothing.
+    output_json: where to write the results JSON; None writes nothing. In
+      a multi-process job, process 0 writes it.
     command: the command line recorded; default ``sys.argv``.
     check: one of :mod:`jaxwm.config_checks.launchers`; it checks the config
       before anything is made (the paths are checked in any case).
@@ -101,7 +174,7 @@ def run_job(experiment: str, run_fn: RunFn, config, *,
       command=command, started=started)
   logging.info("%s: %s, metrics %s (%.1f s)", experiment, written["status"],
                written["metrics"], wall_s)
-  if output_json:
+  if output_json and jax.process_index() == 0:
     results.save_results(output_json, written)
   if isinstance(error, KeyboardInterrupt):
     raise error
@@ -118,7 +191,9 @@ def run(experiment: str, run_fn: RunFn,
   """
   values = flags.FLAGS
   if values.distributed:
-    sharding.initialize_distributed()
+    join_distributed_job(values)
+  else:
+    raise_problems(_distributed_only(values))
   written = run_job(experiment, run_fn, values.config,
                     workdir=values.workdir, output_json=values.output_json,
                     check=check)

@@ -1,5 +1,7 @@
 """The results contract: one JSON object per launcher run.
 
+``docs/results_contract.md`` lists every field and metric name.
+
 Besides what was run and measured (``experiment``, ``config``, ``dataset``,
 ``model``, ``seed``, ``metrics``, ``wall_s``, ``device``, ``jax_version``)
 every results JSON records

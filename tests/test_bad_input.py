@@ -25,15 +25,17 @@ import pytest
 from absl import flags
 
 from configs import train as train_configs
+from jaxwm import alignment
 from jaxwm import defenses
 from jaxwm import launch
+from configs import dataset_watermark as dataset_watermark_configs
 from jaxwm.config_checks import ConfigError
+from jaxwm.config_checks import dataset_watermarks
 from jaxwm.data import loaders
-from jaxwm.poison import crafting
 from jaxwm.poison import poisoned_label
 from jaxwm.train import loop
 from jaxwm.train import recipe
-from jaxwm.verify import dataset_ownership
+from jaxwm.poison import ownership
 from jaxwm.watermark import adi
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,6 +105,12 @@ CASES = {
                                     "--workdir", "{file}"),
     "train_output_is_a_folder": Case("train", ("--output_json={folder}",),
                                      "--output_json", "{folder}"),
+    # Multi-process flags, refused before joining a job.
+    "train_process_id_without_distributed": Case(
+        "train", ("--process_id=1",), "--process_id", 1),
+    "train_process_id_past_the_processes": Case(
+        "train", ("--distributed", "--num_processes=2", "--process_id=2"),
+        "--process_id", 2),
     # Verification settings, refused before any model is trained.
     "dataset_watermark_tau_above_one": Case(
         "dataset_watermark", ("verify.tau=1.5",), "verify.tau", 1.5),
@@ -116,6 +124,12 @@ CASES = {
     "dataset_watermark_target_out_of_range": Case(
         "dataset_watermark", ("watermark.target_label=10",),
         "watermark.target_label", 10),
+    "dataset_watermark_source_class_is_the_target": Case(
+        "dataset_watermark", ("verify.source_classes=(1,)",),
+        "verify.source_classes", (1,)),
+    "dataset_watermark_source_class_out_of_range": Case(
+        "dataset_watermark", ("verify.source_classes=(10,)",),
+        "verify.source_classes", (10,)),
     "dataset_watermark_patch_too_large": Case(
         "dataset_watermark", ("watermark.patch_size=9",),
         "watermark.patch_size", 9),
@@ -148,6 +162,8 @@ CASES = {
     "model_watermark_held_out_fraction": Case(
         "model_watermark", ("attack.held_out_fraction=1.0",),
         "attack.held_out_fraction", 1.0),
+    "model_watermark_attack_epochs": Case(
+        "model_watermark", ("attack.num_epochs=0",), "attack.num_epochs", 0),
     "model_watermark_triggers_per_batch": Case(
         "model_watermark", ("watermark.triggers_per_batch=40",),
         "watermark.triggers_per_batch", 40),
@@ -210,7 +226,7 @@ def work_spies(monkeypatch):
 
   monkeypatch.setattr(recipe, "train_model", spy("recipe.train_model"))
   monkeypatch.setattr(loop, "fit", spy("loop.fit"))
-  monkeypatch.setattr(crafting, "craft", spy("crafting.craft"))
+  monkeypatch.setattr(alignment, "craft", spy("alignment.craft"))
   monkeypatch.setattr(defenses, "train_model_dp_sgd", spy("dp_sgd"))
   return calls
 
@@ -316,6 +332,17 @@ def test_every_problem_is_reported_at_once(places, work_spies, monkeypatch):
   assert not work_spies
 
 
+def test_evaluated_classes_must_be_poisoned_classes():
+  config = dataset_watermark_configs.get_config("ubw_p,digits,runlocal")
+  config.watermark.source_classes = (2, 3)
+  problems = dataset_watermarks.verification(config)
+  assert [problem.field for problem in problems] == ["verify.source_classes"]
+  assert "holds classes [0] that watermark.source_classes=(2, 3) does not " \
+      "poison" in problems[0].fix
+  config.verify.source_classes = (3,)
+  assert not dataset_watermarks.verification(config)
+
+
 def test_train_model_checks_its_recipe_before_building(work_spies):
   """Library users get the check too: batch size 0 was a ZeroDivisionError."""
   config = train_configs.get_config("digits,runlocal")
@@ -362,7 +389,7 @@ def test_dataset_ownership_refuses_before_querying(ownership_key, arguments,
   key, test = ownership_key
   suspect = _Suspect(test.num_classes)
   with pytest.raises(ConfigError) as caught:
-    dataset_ownership.verify_dataset_ownership(suspect, key, test,
+    ownership.verify_dataset_ownership(suspect, key, test,
                                                **arguments)
   (problem,) = caught.value.problems
   assert problem.field == field and _same(problem.value, value)

@@ -23,7 +23,7 @@ from experiments import dataset_watermark as launcher
 from jaxwm import launch
 from jaxwm.models import common
 from jaxwm.models import registry
-from jaxwm.poison import experiment
+from jaxwm.recipes import dataset_watermark
 from jaxwm.poison.watermark_key import WatermarkKey
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +65,7 @@ def _config():
 def finished_run(tmp_path_factory):
   registry.register(LINEAR, _linear)
   workdir = str(tmp_path_factory.mktemp("dataset_watermark"))
-  return workdir, experiment.run_experiment(_config(), workdir)
+  return workdir, dataset_watermark.run_experiment(_config(), workdir)
 
 
 def test_badnets_on_digits_is_learned_and_verified(finished_run):
@@ -77,22 +77,30 @@ def test_badnets_on_digits_is_learned_and_verified(finished_run):
           values["benign_accuracy_no_watermark"] - 0.1)
   assert values["asr_a"] > 0.9 and values["asr_c"] > 0.9
   assert values["d_p"] < 0.3 and values["top_class_share"] > 0.9
-  assert values["p_value"]["malicious"] < 1e-3
-  assert values["delta_p"]["malicious"] > 0.5
-  for scenario in ("independent_t", "independent_m"):
-    assert values["p_value"][scenario] > 0.05
-    assert values["verification"][scenario]["m"] == 20
-    assert values["verification"][scenario]["decision"] == "fail_to_reject_h0"
-  assert values["verification"]["malicious"]["decision"] == "reject_h0"
+  # The paper's evaluation: source class 0 (target 1); beside it, every
+  # class but the target.
+  assert values["source_classes"] == [0]
+  assert values["all_classes"]["source_classes"] == [0, *range(2, 10)]
+  assert values["all_classes"]["asr_a"] > 0.9
+  for block in (values, values["all_classes"]):
+    assert block["p_value"]["malicious"] < 1e-3
+    assert block["delta_p"]["malicious"] > 0.5
+    assert block["verification"]["malicious"]["decision"] == "reject_h0"
+    for scenario in ("independent_t", "independent_m",
+                     "independent_trigger_model"):
+      assert block["p_value"][scenario] > 0.05
+      assert block["verification"][scenario]["m"] == 20
+      assert block["verification"][scenario]["decision"] == (
+          "fail_to_reject_h0")
   folders = sorted(os.listdir(workdir))
   assert [f.split("-")[0] for f in folders] == [
       f"badnets_independent_digits_{LINEAR}_seed0",
       f"badnets_watermarked_digits_{LINEAR}_seed0",
       f"benign_digits_{LINEAR}_seed0"]
   key = WatermarkKey.load(
-      os.path.join(workdir, folders[1], experiment.KEY_FILE),
+      os.path.join(workdir, folders[1], dataset_watermark.KEY_FILE),
       values["watermark_key_digest"])
-  assert key.method == "badnets" and key.target_label == 0
+  assert key.method == "badnets" and key.target_label == 1
   assert values["poison_rate"] == pytest.approx(key.poison_rate)
 
 
@@ -126,17 +134,24 @@ def test_launcher_reuses_the_models_and_writes_the_results(
   assert len(os.listdir(workdir)) == 3
   assert (result["status"], result["error"], result["incomplete"]) == (
       "ok", None, {})
-  # The summary, then the tables: Table 1's row and Table 3's block.
+  # The summary, then the tables: Table 1's row and Table 3's block, for
+  # the paper's source class, then for every class.
   lines = capsys.readouterr().out.splitlines()
   assert lines[0].startswith("dataset_watermark: ok")
   assert f"results: {output}" in lines
   lines = lines[lines.index(f"results: {output}") + 1:]
-  assert lines[0].split()[-1] == "D_p"
-  assert float(lines[1].split()[2]) == pytest.approx(
-      result["metrics"]["asr_a"], abs=1e-4)
-  assert lines[3].split() == ["independent_t", "independent_m", "malicious"]
-  assert float(lines[5].split()[-1]) == pytest.approx(
-      result["metrics"]["p_value"]["malicious"], rel=1e-2)
+  assert lines[0].startswith("BA ")
+  paper, every = lines[2:8], lines[9:15]
+  for block, values in ((paper, result["metrics"]),
+                        (every, result["metrics"]["all_classes"])):
+    assert block[1].split()[-1] == "D_p"
+    assert float(block[2].split()[0]) == pytest.approx(values["asr_a"],
+                                                       abs=1e-4)
+    assert block[3].split() == ["independent_t", "independent_m",
+                                "malicious", "independent_trigger_model"]
+    assert float(block[5].split()[3]) == pytest.approx(
+        values["p_value"]["malicious"], rel=1e-2)
+  assert paper[0].endswith("classes [0]")
 
 
 @pytest.mark.parametrize("variant, method, dataset, model", [

@@ -30,23 +30,26 @@ from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dataset_configs
 from configs import model_watermark as model_configs
 from configs import train as train_configs
-from experiments import ablate_ubw_p
-from experiments import alignment_transfer
 from experiments import train as train_launcher
 from jaxwm import launch
 from jaxwm.models import common
 from jaxwm.models import registry
-from jaxwm.poison import craft_experiment
-from jaxwm.poison import experiment as dataset_experiment
+from jaxwm.recipes import ablate_ubw_p
+from jaxwm.recipes import alignment_transfer
+from jaxwm.recipes import craft_poison
+from jaxwm.recipes import dataset_watermark
+from jaxwm.recipes import false_acceptance
+from jaxwm.recipes import model_watermark
+from jaxwm.recipes import train as train_recipe
 from jaxwm.train import recipe
 from jaxwm.train.checkpoint import Checkpointer
-from jaxwm.watermark import experiment as model_experiment
-from jaxwm.watermark import false_acceptance
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "runlocal_tests_mlp"
 # What a one-epoch digits model may honestly leave uncomputed.
-UNDEFINED_ON_DIGITS = ("metrics.verification.", "metrics.asr_c")
+UNDEFINED_ON_DIGITS = ("metrics.verification.", "metrics.asr_c",
+                       "metrics.all_classes.verification.",
+                       "metrics.all_classes.asr_c")
 VERDICT = {"watermark_accuracy", "p_value", "log10_p_value",
            "accepted_binomial", "accepted_threshold"}
 
@@ -67,14 +70,15 @@ class _Mlp(nn.Module):
 
 
 def _check_verification(metrics: dict[str, Any], config,
-                        incomplete: dict[str, str]) -> None:
+                        incomplete: dict[str, str], prefix: str = "metrics",
+                        extra: tuple[str, ...] = ()) -> None:
   """Each scenario has a decided test result or its stated reason."""
   alpha = config.verify.alpha
   assert set(metrics["verification"]) == {
-      "independent_t", "independent_m", "malicious"}
+      "independent_t", "independent_m", "malicious", *extra}
   for name, entry in metrics["verification"].items():
     if "error" in entry:
-      assert incomplete[f"metrics.verification.{name}"] == entry["error"]
+      assert incomplete[f"{prefix}.verification.{name}"] == entry["error"]
       assert name not in metrics["p_value"]
       continue
     assert entry["alpha"] == alpha and entry["m"] >= 2
@@ -82,6 +86,19 @@ def _check_verification(metrics: dict[str, Any], config,
     assert entry["decision"] == ("reject_h0" if entry["p_value"] < alpha
                                  else "fail_to_reject_h0")
     assert metrics["p_value"][name] == entry["p_value"]
+
+
+def _check_dataset_watermark(metrics: dict[str, Any], config,
+                             incomplete: dict[str, str]) -> None:
+  """The paper's evaluation (source class 0) and every class, each with
+  the three scenarios and the independent-trigger model."""
+  extra = ("independent_trigger_model",)
+  _check_verification(metrics, config, incomplete, extra=extra)
+  _check_verification(metrics["all_classes"], config, incomplete,
+                      "metrics.all_classes", extra)
+  assert metrics["source_classes"] == [0]
+  assert 0 in metrics["all_classes"]["source_classes"]
+  assert len(metrics["all_classes"]["source_classes"]) >= 9
 
 
 def _check_curves(metrics: dict[str, Any], config, incomplete) -> None:
@@ -103,6 +120,13 @@ def _check_model_watermark(metrics: dict[str, Any], config,
   for value in (metrics["benign_accuracy"], metrics["watermark_accuracy"],
                 metrics["benign_accuracy_unmarked"]):
     assert 0.0 <= value <= 1.0
+  # The paper's attacker: as many images, epochs and steps as the owner.
+  budget = metrics["attack_budget"]
+  assert abs(budget["attacker_images"] - budget["owner_images"]) <= 10
+  assert budget["attacker_epochs"] == budget["owner_epochs"] == (
+      config.train.num_epochs)
+  assert budget["attacker_steps"] == budget["attacker_images"] // (
+      config.train.batch_size) * config.train.num_epochs
   assert set(metrics["removal"]) == set(config.attack.names)
   for attack in metrics["removal"].values():
     assert {"test_accuracy"} | VERDICT == set(attack)
@@ -139,7 +163,8 @@ class Case:
 DATASET_METRICS = frozenset({
     "benign_accuracy", "asr_a", "asr_c", "d_p", "d_s", "d_c",
     "top_class_share", "benign_accuracy_no_watermark", "verification",
-    "p_value", "delta_p", "poison_rate", "watermark_key_digest"})
+    "p_value", "delta_p", "poison_rate", "watermark_key_digest",
+    "source_classes", "all_classes"})
 POISON_METRICS = frozenset({"poison_key_digest", "poisoned_samples",
                             "test_accuracy", "clean_test_accuracy"})
 CRAFTED_WATERMARK_METRICS = frozenset({
@@ -149,26 +174,26 @@ CRAFTED_WATERMARK_METRICS = frozenset({
     "verification", "p_value", "delta_p"})
 MODEL_METRICS = frozenset({
     "benign_accuracy", "benign_accuracy_unmarked", "accuracy_drop",
-    "unmarked", "removal", "verification_key_digest", "alpha", "eps"}
-) | VERDICT
+    "unmarked", "removal", "verification_key_digest", "alpha", "eps",
+    "attack_budget"}) | VERDICT
 
 CASES = [
-    Case("train", recipe.train_and_evaluate, train_configs.get_config,
+    Case("train", train_recipe.train_and_evaluate, train_configs.get_config,
          "digits,runlocal", "train",
          frozenset({"benign_accuracy", "test_loss", "train_examples"})),
-    *(Case("dataset_watermark", dataset_experiment.run_experiment,
+    *(Case("dataset_watermark", dataset_watermark.run_experiment,
            dataset_configs.get_config, f"{method},digits,runlocal",
            "dataset_watermark", DATASET_METRICS, UNDEFINED_ON_DIGITS,
-           _check_verification)
+           _check_dataset_watermark)
       for method in dataset_configs.METHODS),
     Case("ablate_ubw_p", ablate_ubw_p.run_ablation,
          dataset_configs.get_config, "ubw_p,digits,runlocal",
          "dataset_watermark", frozenset({"curves"}), check=_check_curves),
-    *(Case("craft_poison", craft_experiment.run_experiment,
+    *(Case("craft_poison", craft_poison.run_experiment,
            craft_configs.get_config, f"{method},digits,runlocal",
            "craft_poison", POISON_METRICS)
       for method in craft_configs.AVAILABILITY),
-    *(Case("craft_poison", craft_experiment.run_experiment,
+    *(Case("craft_poison", craft_poison.run_experiment,
            craft_configs.get_config, f"{method},digits,runlocal",
            "craft_poison", CRAFTED_WATERMARK_METRICS, UNDEFINED_ON_DIGITS,
            _check_verification)
@@ -176,7 +201,7 @@ CASES = [
     Case("alignment_transfer", alignment_transfer.run_transfer,
          craft_configs.get_config, "availability,digits,runlocal",
          "craft_poison", frozenset({"surrogate", "curve"})),
-    *(Case("model_watermark", model_experiment.run_experiment,
+    *(Case("model_watermark", model_watermark.run_experiment,
            model_configs.get_config, f"{mode},digits,runlocal",
            "model_watermark", MODEL_METRICS, check=_check_model_watermark)
       for mode in ("adi_fromscratch", "adi_pretrained")),
@@ -216,7 +241,9 @@ def test_every_launcher_variant_is_covered():
   launchers = {name[:-3] for name in os.listdir(os.path.join(REPO,
                                                              "experiments"))
                if name.endswith(".py") and name != "__init__.py"}
-  assert {case.experiment for case in CASES} == launchers
+  # The report runs no config: it rebuilds the docs' tables from JSONs
+  # (tests/recipes/test_report.py).
+  assert {case.experiment for case in CASES} == launchers - {"report"}
 
 
 @pytest.mark.parametrize("case", [case.param() for case in CASES])

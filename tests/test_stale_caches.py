@@ -21,16 +21,17 @@ from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dw_configs
 from configs import model_watermark as mw_configs
 from configs import train as train_configs
-from experiments import ablate_ubw_p
-from experiments import alignment_transfer
 from jaxwm import identity
 from jaxwm.models import common
 from jaxwm.models import registry
-from jaxwm.poison import craft_experiment
-from jaxwm.poison import experiment as dataset_watermark
+from jaxwm.recipes import ablate_ubw_p
+from jaxwm.recipes import alignment_transfer
+from jaxwm.recipes import craft_poison
+from jaxwm.recipes import dataset_watermark
+from jaxwm.recipes import false_acceptance
+from jaxwm.recipes import model_watermark
+from jaxwm.recipes import train as train_recipe
 from jaxwm.train import checkpoint, loop, recipe
-from jaxwm.watermark import experiment as model_watermark
-from jaxwm.watermark import false_acceptance
 
 TINY = "stale_cache_tests_mlp"
 
@@ -109,15 +110,15 @@ def _folders(workdir: str) -> set[str]:
 def test_train_refuses_a_changed_config(tmp_path, spy):
   config = _config(train_configs, "digits,runlocal")
   workdir = str(tmp_path)
-  first = recipe.train_and_evaluate(config, workdir)
+  first = train_recipe.train_and_evaluate(config, workdir)
   spy.reset()
-  assert recipe.train_and_evaluate(config, workdir) == first
+  assert train_recipe.train_and_evaluate(config, workdir) == first
   assert spy.restored == [os.path.join(workdir, "model")]
   config.seed = 5
   config.train.learning_rate = 0.5
   spy.reset()
   with pytest.raises(identity.StaleRunError) as error:
-    recipe.train_and_evaluate(config, workdir)
+    train_recipe.train_and_evaluate(config, workdir)
   assert "  seed: 0 (on disk) != 5 (this run)" in str(error.value)
   assert "  train.learning_rate: 0.05 (on disk) != 0.5 (this run)" in str(
       error.value)
@@ -166,11 +167,11 @@ def test_a_clean_model_is_not_restored_from_a_suspects_folder(watermark_run):
 def test_craft_poison_crafts_again_for_another_epsilon(tmp_path, spy):
   config = _config(craft_configs, "random_noise,digits,runlocal")
   workdir = str(tmp_path)
-  first = craft_experiment.run_experiment(config, workdir)["metrics"]
+  first = craft_poison.run_experiment(config, workdir)["metrics"]
   (clean_victim,) = [f for f in _folders(workdir) if "clean_victim_" in f]
   config.poison.epsilon = 4
   spy.reset()
-  second = craft_experiment.run_experiment(config, workdir)["metrics"]
+  second = craft_poison.run_experiment(config, workdir)["metrics"]
   # The clean victim does not depend on the poison; the poisoned one does.
   assert spy.restored == [clean_victim]
   assert len(spy.fitted) == 2

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 
+from jaxwm import alignment
 from jaxwm.config_checks import dataset_watermarks
 from jaxwm.config_checks.core import Fields, MISSING, Problem
 from jaxwm.config_checks.training import DataShape, augment
-from jaxwm.poison import alignment_selection
 from jaxwm.poison import alignment_watermark
 from jaxwm.poison import availability
-from jaxwm.poison import craft_experiment
-from jaxwm.poison.alignment_regularizers import Regularizers
+from jaxwm.poison.methods import ALIGNMENT_WATERMARKS
 
-WATERMARKS = tuple(craft_experiment.WATERMARKS)
+WATERMARKS = tuple(ALIGNMENT_WATERMARKS)
 METHODS = availability.METHODS + WATERMARKS
 DEFENSES = ("none", "gaussian_smoothing", "additive_noise", "dp_sgd")
 VICTIM_INITS = ("own", "surrogate")
@@ -50,7 +49,7 @@ def poison(config) -> list[Problem]:
   augment(fields.block_of("augment"))
   fields.boolean("independent")
   weights = fields.block_of("regularizers")
-  names = tuple(f.name for f in dataclasses.fields(Regularizers))
+  names = tuple(f.name for f in dataclasses.fields(alignment.Regularizers))
   weights.known(names, "Regularizers")
   for name in names:
     weights.number(name, 0, optional=True, example=0.1)
@@ -93,7 +92,7 @@ def watermark(config, shape: DataShape | None) -> list[Problem]:
   dataset_watermarks.label(fields, "source_class", shape)
   dataset_watermarks.label(fields, "target_label", shape)
   fields.number("lam", 0, example=2)
-  fields.choice("selection", alignment_selection.SELECTIONS)
+  fields.choice("selection", alignment.SELECTIONS)
   fields.integer("selection_batch_size", 1, example=64)
   fields.choice("craft_patch_positions",
                 alignment_watermark.CRAFT_PATCH_POSITIONS)

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 from jaxwm.config_checks.core import Fields, MISSING, Problem
 from jaxwm.config_checks.training import DataShape
-from jaxwm.poison import experiment
 from jaxwm.poison import label_consistent
+from jaxwm.poison import methods
 from jaxwm.poison import poisoned_label
 from jaxwm.poison import triggers
 from jaxwm.train import recipe
@@ -83,7 +83,7 @@ def watermark(config, shape: DataShape | None) -> list[Problem]:
   poisoned-label watermark or Label-Consistent."""
   problems: list[Problem] = []
   fields = Fields(config, "", problems).block_of("watermark")
-  if not fields.choice("method", experiment.METHODS):
+  if not fields.choice("method", methods.METHODS):
     return problems
   method = fields.block["method"]
   if method == label_consistent.METHOD:
@@ -135,16 +135,52 @@ def independent_trigger(config, shape: DataShape | None) -> list[Problem]:
   return problems
 
 
-def verification(config) -> list[Problem]:
-  """The ``verify`` block of black-box dataset ownership verification."""
+def verification(config, shape: DataShape | None = None) -> list[Problem]:
+  """The ``verify`` block of black-box dataset ownership verification, and,
+  where given, its evaluation classes (``source_classes``) and
+  ``independent_trigger_model`` (``experiments/dataset_watermark.py``)."""
   problems: list[Problem] = []
-  fields = Fields(config, "", problems).block_of("verify")
+  root = Fields(config, "", problems)
+  fields = root.block_of("verify")
   fields.integer("m", 2, example=100)
   fields.number("tau", 0, 1, example=0.25)
   fields.integer("seed", 0, example=0)
   fields.number("alpha", 0, 1, low_open=True, high_open=True, optional=True,
                 example=0.01)
+  high = shape.num_classes - 1 if shape else None
+  if fields.sequence("source_classes", 0, high, nonempty=True,
+                     optional=True, example='"(0,)"') and fields.has(
+                         "source_classes"):
+    _evaluated_classes(root, fields)
+  fields.boolean("independent_trigger_model", optional=True)
   return problems
+
+
+def _evaluated_classes(root: Fields, fields: Fields) -> None:
+  """``verify.source_classes`` are classes the watermark poisons, and not
+  the target of a targeted watermark (the UBW paper measures its targeted
+  baselines, target y_t = 1, on source class 0)."""
+  classes = {int(c) for c in fields.block["source_classes"]}
+  block = root.get("watermark", optional=True)  # reported by watermark()
+  marks = Fields(None if block is MISSING else block, "watermark", [])
+  target = marks.get("target_label", optional=True)
+  targeted = marks.get("method", optional=True) in (
+      poisoned_label.TARGETED_METHODS + (label_consistent.METHOD,))
+  if targeted and target in classes:
+    fields.fail("source_classes", fields.block["source_classes"],
+                f"holds the target label {target} of the "
+                f"{marks.block['method']} watermark, whose triggered "
+                "images of the target class say nothing; measure on other "
+                "classes (the UBW paper: source class 0, target 1), e.g. "
+                '--config.verify.source_classes="(0,)" with '
+                "--config.watermark.target_label=1.")
+  poisoned = marks.get("source_classes", optional=True)
+  if isinstance(poisoned, (list, tuple)) and not classes <= set(poisoned):
+    fields.fail("source_classes", fields.block["source_classes"],
+                f"holds classes {sorted(classes - set(poisoned))} that "
+                f"watermark.source_classes={tuple(poisoned)} does not "
+                "poison; measure on poisoned classes, e.g. "
+                f'--config.verify.source_classes="({poisoned[0]},)".')
 
 
 def ablation(config) -> list[Problem]:

@@ -31,12 +31,13 @@ def train(config) -> list[Problem]:
 
 def dataset_watermark(config) -> list[Problem]:
   """``experiments/dataset_watermark.py``: the data, the recipe, the
-  watermark, the Independent-T trigger and the verification."""
+  watermark, the Independent-T trigger and the verification (its
+  evaluation classes included)."""
   problems, shape = data(config)
   return (problems + training(config) +
           dataset_watermarks.watermark(config, shape) +
           dataset_watermarks.independent_trigger(config, shape) +
-          dataset_watermarks.verification(config))
+          dataset_watermarks.verification(config, shape))
 
 
 def ablate_ubw_p(config) -> list[Problem]:

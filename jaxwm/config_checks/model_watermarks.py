@@ -90,7 +90,7 @@ def attacks(config) -> list[Problem]:
   attack.number("held_out_fraction", 0, 1, low_open=True, high_open=True,
                 example=0.2)
   attack.names("names", tuple(finetune.ATTACKS), nonempty=False)
-  attack.integer("num_epochs", 1, example=12)
+  attack.integer("num_epochs", 1, allow_none=True, example=12)
   _learning_rate(attack, config)
   piracy = root.block_of("piracy")
   if piracy.boolean("enabled") and piracy.block["enabled"]:

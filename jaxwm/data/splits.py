@@ -1,7 +1,9 @@
-"""Seeded, stratified subsets and disjoint splits of a Dataset."""
+"""Seeded, stratified subsets, disjoint splits and uniform draws of
+indices."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from jaxwm.data.dataset import Dataset
@@ -47,3 +49,24 @@ def disjoint_split(dataset: Dataset, fraction: float,
   first = stratified_indices(dataset.labels, fraction, seed)
   rest = np.setdiff1d(np.arange(len(dataset)), first, assume_unique=True)
   return dataset.take(first), dataset.take(rest)
+
+
+def select_indices(candidates: np.ndarray, count: int,
+                   key: jax.Array) -> np.ndarray:
+  """``count`` distinct entries of ``candidates``, uniformly, sorted.
+
+  Args:
+    candidates: int [P], the indices that may be chosen.
+    count: how many to choose, 0 <= count <= P.
+    key: jax.random key.
+
+  Returns:
+    int64 [count], sorted.
+  """
+  candidates = np.asarray(candidates, np.int64)
+  if not 0 <= count <= candidates.size:
+    raise ValueError(
+        f"cannot choose {count} samples from {candidates.size} candidates; "
+        "lower the poisoning rate or widen the source classes.")
+  order = np.asarray(jax.random.permutation(key, candidates.size))
+  return np.sort(candidates[order[:count]])

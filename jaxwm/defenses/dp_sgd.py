@@ -12,7 +12,7 @@ The engine's step differentiates the batch-mean loss once, so it never
 sees per-example gradients; :func:`make_dp_sgd_step` is therefore a step of
 the same shape (``step(state, batch, rng) -> (state, metrics)``, jitted,
 sharded, state donated) that takes them with ``jax.vmap`` over each
-device's rows (:func:`jaxwm.poison.alignment.per_device_rows`), and
+device's rows (:func:`jaxwm.alignment.objective.per_device_rows`), and
 :func:`train_model` runs it through the engine's own ``fit``. Each example
 passes through BatchNorm alone (statistics over its own pixels), and the
 running statistics move by the mean of the per-example updates.
@@ -25,11 +25,11 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from jaxwm import alignment
 from jaxwm.config_checks import raise_problems
 from jaxwm.config_checks.training import training
 from jaxwm.data.dataset import Dataset
 from jaxwm.models import common as model_common
-from jaxwm.poison import alignment
 from jaxwm.train import losses, loop, optim, recipe, sharding
 from jaxwm.train import step as step_lib
 from jaxwm.train.state import create_train_state

@@ -1,7 +1,8 @@
 """Dataset watermarks: triggers, poisoned-label and Label-Consistent marking,
-watermark keys."""
+watermark keys and ownership verification with them."""
 
 from jaxwm.poison.label_consistent import LabelConsistentConfig
+from jaxwm.poison.ownership import verify_dataset_ownership
 from jaxwm.poison.poisoned_label import mark
 from jaxwm.poison.poisoned_label import PoisonedLabelConfig
 from jaxwm.poison.triggers import badnets_trigger

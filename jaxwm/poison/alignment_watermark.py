@@ -21,7 +21,7 @@ perturbed), and :func:`mark` does the rest:
 
 The owner's :class:`~jaxwm.poison.watermark_key.WatermarkKey` records the
 inference trigger, the source class, the (optional) target label and the
-perturbed indices, so :func:`jaxwm.verify.verify_dataset_ownership` tests
+perturbed indices, so :func:`jaxwm.poison.verify_dataset_ownership` tests
 suspects exactly as for the poisoned-label watermarks.
 """
 
@@ -36,8 +36,9 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
+from jaxwm import alignment
 from jaxwm.data.dataset import Dataset
-from jaxwm.poison import alignment, alignment_selection, crafting, triggers
+from jaxwm.poison import triggers
 from jaxwm.poison.watermark_key import WatermarkKey
 
 CRAFT_PATCH_POSITIONS = ("fixed", "random")
@@ -53,7 +54,7 @@ class AlignmentWatermarkConfig:
     target_label: y_t of Sleeper Agent; unused by UBW-C.
     lam: lambda of UBW-C's target (Eq. 9); unused by Sleeper Agent.
     selection: how the perturbed samples are chosen
-      (:data:`jaxwm.poison.alignment_selection.SELECTIONS`).
+      (:data:`jaxwm.alignment.selection.SELECTIONS`).
     selection_batch_size: per-example gradients per compiled batch.
     patch_size: side of the BadNets inference trigger; None scales 3 px at
       32x32 with the image.
@@ -137,9 +138,9 @@ def triggered_target_images(config: AlignmentWatermarkConfig,
 
 
 def mark(dataset: Dataset, method: Method, config: AlignmentWatermarkConfig,
-         craft_config: crafting.CraftConfig, key: jax.Array, *, model,
+         craft_config: alignment.CraftConfig, key: jax.Array, *, model,
          variables: Any,
-         retrain_surrogate: crafting.RetrainSurrogate | None = None,
+         retrain_surrogate: alignment.RetrainSurrogate | None = None,
          workdir: str | None = None, mesh: Mesh | None = None
          ) -> tuple[Dataset, WatermarkKey, float]:
   """Watermarks ``dataset`` with clean-label alignment poisons.
@@ -186,7 +187,7 @@ def mark(dataset: Dataset, method: Method, config: AlignmentWatermarkConfig,
   target = alignment.make_target(model, target_images, target_labels,
                                  method.target_loss(config),
                                  batch_size=craft_config.batch_size, mesh=mesh)
-  pool = alignment_selection.candidates(dataset, candidate_classes)
+  pool = alignment.candidates(dataset, candidate_classes)
   count = int(round(config.poison_rate * len(dataset)))
   if count > pool.size:
     logging.warning("%s: poison_rate %.3f asks for %d samples but only %d are "
@@ -194,20 +195,20 @@ def mark(dataset: Dataset, method: Method, config: AlignmentWatermarkConfig,
                     config.poison_rate, count, pool.size)
     count = pool.size
   select_key, craft_key = jax.random.split(key)
-  indices = alignment_selection.select_samples(
+  indices = alignment.select_samples(
       dataset, by=config.selection, classes=candidate_classes, count=count,
       key=select_key, model=model, variables=variables,
       batch_size=config.selection_batch_size, mesh=mesh)
 
-  result = crafting.craft(
+  result = alignment.craft(
       model, variables, dataset.images[indices], dataset.labels[indices],
       target, craft_config, craft_key,
       workdir=None if workdir is None else os.path.join(workdir, "crafting"),
-      retrain=crafting.retrain_on_dataset(dataset, indices,
+      retrain=alignment.retrain_on_dataset(dataset, indices,
                                           retrain_surrogate),
       mesh=mesh)
   images = dataset.images.copy()
-  images[indices] = crafting.quantize(images[indices], result.delta,
+  images[indices] = alignment.quantize(images[indices], result.delta,
                                       craft_config.epsilon)
   watermark_key = WatermarkKey(
       method=method.name, trigger=trigger, target_label=target_label,

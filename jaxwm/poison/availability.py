@@ -27,11 +27,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxwm import alignment
 from jaxwm import fields
 from jaxwm import secure_files
 from jaxwm.data.dataset import Dataset
 from jaxwm.data.splits import stratified_indices
-from jaxwm.poison import alignment, crafting
 
 # The methods that craft against a surrogate; random_noise needs none.
 CRAFTED_METHODS = ("availability", "tensorclog")
@@ -173,13 +173,13 @@ def random_sign_noise(images: np.ndarray, epsilon: float,
     uint8 [M, H, W, C], clipped to [0, 255].
   """
   signs = np.asarray(jax.random.rademacher(key, images.shape, np.float32))
-  return crafting.quantize(images, epsilon * signs, epsilon)
+  return alignment.quantize(images, epsilon * signs, epsilon)
 
 
-def poison(dataset: Dataset, method: str, config: crafting.CraftConfig,
+def poison(dataset: Dataset, method: str, config: alignment.CraftConfig,
            key: jax.Array, *, model=None, variables: Any = None,
            target_fraction: float = 1.0, workdir: str | None = None,
-           retrain_surrogate: crafting.RetrainSurrogate | None = None,
+           retrain_surrogate: alignment.RetrainSurrogate | None = None,
            mesh: Mesh | None = None) -> tuple[Dataset, AvailabilityKey]:
   """Perturbs every sample of ``dataset`` with an availability poison.
 
@@ -191,7 +191,7 @@ def poison(dataset: Dataset, method: str, config: crafting.CraftConfig,
     key: jax.random key.
     model, variables: the surrogate F trained on ``dataset`` (unused by
       ``random_noise``); ``variables`` may be a list of surrogates to align
-      against in turn (:func:`jaxwm.poison.crafting.craft`).
+      against in turn (:func:`jaxwm.alignment.crafting.craft`).
     target_fraction: share of S (stratified) on which the target gradient
       is estimated (Fowl et al., Appendix A.7: 10% works as well as 100%).
     workdir: crafting checkpoints (resumable).
@@ -228,12 +228,12 @@ def poison(dataset: Dataset, method: str, config: crafting.CraftConfig,
     config = dataclasses.replace(
         config,
         objective="alignment" if method == "availability" else "gradient_norm")
-    result = crafting.craft(
+    result = alignment.craft(
         model, variables, dataset.images, dataset.labels, target, config, key,
         workdir=workdir, mesh=mesh,
-        retrain=crafting.retrain_on_dataset(dataset, indices,
+        retrain=alignment.retrain_on_dataset(dataset, indices,
                                             retrain_surrogate))
-    released = crafting.quantize(dataset.images, result.delta, config.epsilon)
+    released = alignment.quantize(dataset.images, result.delta, config.epsilon)
     objective = result.loss
   perturbation = released.astype(np.int16) - dataset.images.astype(np.int16)
   poison_key = AvailabilityKey(method=method, epsilon=config.epsilon,

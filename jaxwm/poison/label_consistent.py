@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxwm.data.dataset import Dataset
+from jaxwm.data.splits import select_indices
 from jaxwm.poison import poisoned_label
 from jaxwm.poison import triggers
 from jaxwm.poison.watermark_key import WatermarkKey
@@ -155,6 +156,20 @@ def perturb(pgd: PGDFn, variables: Any, images: np.ndarray,
   return np.concatenate(outputs)
 
 
+def watermark_trigger(config: Any,
+                      image_shape: tuple[int, ...]) -> triggers.Trigger:
+  """The patch :func:`mark` stamps for ``config`` (no randomness in it).
+
+  Args:
+    config: a :class:`LabelConsistentConfig` or a mapping of its fields.
+    image_shape: (H, W, C) of the images.
+  """
+  config = poisoned_label.dataclass_config(LabelConsistentConfig, config)
+  return triggers.badnets_trigger(
+      image_shape, size=config.patch_size, position=config.patch_position,
+      pattern=config.patch_pattern)
+
+
 def mark(dataset: Dataset, config: Any, key: jax.Array, surrogate_model,
          surrogate_variables: Any) -> tuple[Dataset, WatermarkKey]:
   """Watermarks ``dataset`` with the Label-Consistent backdoor.
@@ -190,10 +205,8 @@ def mark(dataset: Dataset, config: Any, key: jax.Array, surrogate_model,
         f"but the label-consistent watermark can only poison the "
         f"{candidates.size} samples of the target class {target}; use a "
         f"rate in (0, {candidates.size / num_samples:.4f}].")
-  poisoned = poisoned_label.select_indices(candidates, count, key)
-  trigger = triggers.badnets_trigger(
-      dataset.image_shape, size=config.patch_size,
-      position=config.patch_position, pattern=config.patch_pattern)
+  poisoned = select_indices(candidates, count, key)
+  trigger = watermark_trigger(config, dataset.image_shape)
   pgd = make_pgd(surrogate_model, float(config.epsilon),
                  float(config.step_size), int(config.steps))
   adversarial = perturb(pgd, surrogate_variables, dataset.images[poisoned],

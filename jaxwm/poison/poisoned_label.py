@@ -18,9 +18,9 @@ Triggers are applied to the stored uint8 images (rounded back to uint8), so
 they precede any augmentation, as in the paper (Appendix C.1).
 
 Clean-label watermarks (Label-Consistent, UBW-C, Sleeper Agent) reuse the
-same pieces: :func:`select_indices` on their own candidate pool,
-:func:`build_trigger`, and a :class:`~jaxwm.poison.watermark_key.
-WatermarkKey` with their method name.
+same pieces: :func:`jaxwm.data.splits.select_indices` on their own
+candidate pool, :func:`build_trigger`, and a
+:class:`~jaxwm.poison.watermark_key.WatermarkKey` with their method name.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from jaxwm.data.dataset import Dataset
+from jaxwm.data.splits import select_indices
 from jaxwm.poison import triggers
 from jaxwm.poison.watermark_key import WatermarkKey
 
@@ -168,25 +169,23 @@ def build_trigger(config: PoisonedLabelConfig, image_shape: tuple[int, ...],
                                 s=config.wanet_s)
 
 
-def select_indices(candidates: np.ndarray, count: int,
-                   key: jax.Array) -> np.ndarray:
-  """``count`` distinct entries of ``candidates``, uniformly, sorted.
+def watermark_trigger(config: Any, image_shape: tuple[int, ...],
+                      key: jax.Array) -> triggers.Trigger:
+  """The trigger G that :func:`mark` draws for ``config`` with ``key``.
 
   Args:
-    candidates: int [P], the indices that may be chosen.
-    count: how many to choose, 0 <= count <= P.
-    key: jax.random key.
-
-  Returns:
-    int64 [count], sorted.
+    config: a :class:`PoisonedLabelConfig` or a mapping of its fields.
+    image_shape: (H, W, C) of the images.
+    key: the jax.random key :func:`mark` is given.
   """
-  candidates = np.asarray(candidates, np.int64)
-  if not 0 <= count <= candidates.size:
-    raise ValueError(
-        f"cannot choose {count} samples from {candidates.size} candidates; "
-        "lower the poisoning rate or widen the source classes.")
-  order = np.asarray(jax.random.permutation(key, candidates.size))
-  return np.sort(candidates[order[:count]])
+  config = as_config(config)
+  return build_trigger(config, image_shape, _split_key(key)[2])
+
+
+def _split_key(key: jax.Array) -> jax.Array:
+  """Keys of the samples, the labels, the trigger, WaNet's noise samples
+  and WaNet's noise, in this order."""
+  return jax.random.split(key, 5)
 
 
 def random_labels(key: jax.Array, true_labels: np.ndarray, num_classes: int,
@@ -261,7 +260,7 @@ def mark(dataset: Dataset, config: Any,
         "of this dataset.")
   sources = _source_classes(config, num_classes)
   (key_select, key_labels, key_trigger, key_noise_select,
-   key_noise) = jax.random.split(key, 5)
+   key_noise) = _split_key(key)
   trigger = build_trigger(config, dataset.image_shape, key_trigger)
 
   candidates = np.flatnonzero(np.isin(dataset.labels, sources))

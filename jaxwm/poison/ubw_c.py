@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 
-from jaxwm.poison import alignment
+from jaxwm import alignment
 from jaxwm.poison.alignment_watermark import Method
 
 METHOD = Method(

@@ -7,6 +7,11 @@ checked first: a truncated or modified checkpoint raises
 :class:`CorruptedCheckpointError` instead of resuming from bad data. A step
 without a manifest (the process died between the two writes) is incomplete
 and is skipped in favour of the previous one.
+
+In a multi-process job every process takes part in each save and restore
+(Orbax writes each process's shards, in one folder that all of them
+reach), process 0 alone writes and prunes the manifests, and no process
+returns from :meth:`Checkpointer.save` before the manifest is written.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 
 def _quiet_orbax(record: std_logging.LogRecord) -> bool:
@@ -72,11 +78,18 @@ class Checkpointer:
         metadata=ocp.args.JsonSave(metadata)))
     self._manager.wait_until_finished()
     if jax.process_index() == 0:
-      digests = _hash_tree(os.path.join(self._directory, str(step)))
-      tmp = self._manifest_path(step) + ".tmp"
-      with open(tmp, "w") as f:
-        json.dump(digests, f, sort_keys=True)
-      os.replace(tmp, self._manifest_path(step))
+      self._write_manifest(step)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"jaxwm checkpoint {step}")
+
+  def _write_manifest(self, step: int) -> None:
+    """Hashes the files of ``step`` and drops the manifests of the steps
+    Orbax has deleted."""
+    digests = _hash_tree(os.path.join(self._directory, str(step)))
+    tmp = self._manifest_path(step) + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(digests, f, sort_keys=True)
+    os.replace(tmp, self._manifest_path(step))
     for name in os.listdir(self._manifests):
       if name.endswith(".json") and int(name[:-5]) not in self._steps():
         os.remove(os.path.join(self._manifests, name))

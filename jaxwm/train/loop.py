@@ -185,8 +185,7 @@ def _host_batcher(images, labels, batch_size: int, mesh: Mesh,
                   batch_fn: BatchFn | None):
   """Like :func:`_device_batcher`, for multi-host jobs: each process feeds
   its share of every global batch with ``make_array_from_process_local_data``."""
-  per_process = batch_size // jax.process_count()
-  offset = jax.process_index() * per_process
+  rows_fed = sharding.process_batch_rows(mesh, batch_size)
 
   def finish(batch, base_key, step):
     key = jax.random.fold_in(base_key, step)
@@ -201,8 +200,7 @@ def _host_batcher(images, labels, batch_size: int, mesh: Mesh,
   def batcher(perm, index, base_key, step):
     if state.get("perm") is not perm:
       state["perm"], state["host_perm"] = perm, np.asarray(perm)
-    start = index * batch_size + offset
-    rows = state["host_perm"][start:start + per_process]
+    rows = state["host_perm"][index * batch_size + rows_fed]
     local = {"image": images[rows], "label": labels[rows]}
     return finish(sharding.host_local_batch(local, mesh), base_key, step)
 

@@ -1,10 +1,10 @@
 """Black-box dataset ownership verification (UBW paper, Section 4.2).
 
 Given only a suspect model's predicted probabilities, the owner samples m
-test images from the watermark's source classes (excluding the target class
-of a targeted watermark) that the suspect classifies correctly, queries the
-model on each image x and on its watermarked version G(x), and runs the
-one-sided paired t-test of :func:`jaxwm.verify.ttest.paired_ttest`.
+of the candidate test images (the images the watermark acts on) that the
+suspect classifies correctly, queries the model on each image x and on its
+watermarked version G(x), and runs the one-sided paired t-test of
+:func:`jaxwm.verify.ttest.paired_ttest`.
 
 * Untargeted watermarks (UBW): P = the probability of the true label y;
   the watermark lowers it, H1: P_b > P_m + tau (Proposition 1).
@@ -13,6 +13,10 @@ one-sided paired t-test of :func:`jaxwm.verify.ttest.paired_ttest`.
   probability of *not* predicting it, P = 1 - f(.)_{y_t}; H1 then reads
   f(G(x))_{y_t} > f(x)_{y_t} + tau, and Delta P is the rise of the target
   probability.
+
+The watermark enters only as the candidates, the function G and the target
+label: :func:`jaxwm.poison.verify_dataset_ownership` derives them from a
+``WatermarkKey``.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ import numpy as np
 
 from jaxwm.config_checks import Fields, Problem, raise_problems
 from jaxwm.data.dataset import Dataset
-from jaxwm.poison import triggers
-from jaxwm.poison.watermark_key import WatermarkKey
 from jaxwm.verify.ttest import paired_ttest
 from jaxwm.verify.ttest import PairedTTestResult
 
+# Float images [B, H, W, C] in [0, 1] -> probabilities [B, K].
 PredictProba = Callable[[np.ndarray], np.ndarray]
+# uint8 images [B, H, W, C] -> their watermarked versions G(x), same shape.
+MarkImages = Callable[[np.ndarray], np.ndarray]
 
 
 class TooFewCorrectError(ValueError):
@@ -58,14 +63,6 @@ def query_probabilities(predict_proba: PredictProba, images: np.ndarray,
         "predict_proba returned values outside [0, 1] or NaN; it must return "
         "probabilities (apply softmax to logits).")
   return np.clip(probabilities, 0.0, 1.0)
-
-
-def _eligible_indices(key: WatermarkKey, labels: np.ndarray) -> np.ndarray:
-  """Test samples from the source classes whose label is not the target."""
-  eligible = np.isin(labels, key.source_classes)
-  if key.targeted:
-    eligible &= labels != key.target_label
-  return np.flatnonzero(eligible)
 
 
 def _correctly_classified_sample(
@@ -113,24 +110,31 @@ def _check_arguments(m: int, tau: float, seed: int, batch_size: int) -> None:
   raise_problems(problems)
 
 
-def verify_dataset_ownership(predict_proba: PredictProba, key: WatermarkKey,
-                             test_dataset: Dataset, m: int = 100,
-                             tau: float = 0.25, seed: int = 0,
-                             batch_size: int = 256) -> PairedTTestResult:
-  """Tests whether a suspect model was trained on the watermarked dataset.
+def verify_ownership(predict_proba: PredictProba, test_dataset: Dataset,
+                     candidates: np.ndarray, mark: MarkImages, *,
+                     target_label: int | None = None, m: int = 100,
+                     tau: float = 0.25, seed: int = 0, batch_size: int = 256,
+                     candidates_name: str = "candidate test images"
+                     ) -> PairedTTestResult:
+  """Tests whether a suspect model was trained on a watermarked dataset.
 
   Args:
     predict_proba: the black-box suspect: float images [B, H, W, C] in
       [0, 1] -> probabilities [B, K].
-    key: the owner's WatermarkKey.
     test_dataset: held-out images with true labels, same classes as the
       watermarked training set.
-    m: how many images to test (100 in Appendix C.2); if fewer eligible
-      images are classified correctly, all of them are used (a warning is
-      logged) and the result's ``m`` says how many.
+    candidates: int [P], the rows of ``test_dataset`` the watermark acts
+      on (e.g. its source classes without the target class).
+    mark: the watermark's G on uint8 images [B, H, W, C].
+    target_label: the target class of a targeted watermark; None for an
+      untargeted one.
+    m: how many images to test (100 in Appendix C.2); if fewer candidates
+      are classified correctly, all of them are used (a warning is logged)
+      and the result's ``m`` says how many.
     tau: the margin of H0 (Section 5.3 uses 0.25).
     seed: seeds the random choice of test images.
     batch_size: images per call of ``predict_proba``.
+    candidates_name: what the candidates are, for the error message.
 
   Returns:
     The PairedTTestResult; the model is judged trained on the dataset when
@@ -139,39 +143,41 @@ def verify_dataset_ownership(predict_proba: PredictProba, key: WatermarkKey,
   Raises:
     ConfigError: before any query, for every bad m, tau, seed or
       batch_size.
-    TooFewCorrectError: fewer than 2 eligible, correctly classified test
-      images.
-    ValueError: inputs that do not match the key.
+    TooFewCorrectError: fewer than 2 candidates classified correctly.
+    ValueError: a ``target_label`` that is no class of the test set, or a
+      ``predict_proba`` that does not return probabilities over its
+      classes.
   """
   _check_arguments(m, tau, seed, batch_size)
-  if test_dataset.num_classes != key.num_classes:
+  num_classes = test_dataset.num_classes
+  if target_label is not None and not 0 <= target_label < num_classes:
     raise ValueError(
-        f"the test set has {test_dataset.num_classes} classes but the key "
-        f"was made for {key.num_classes}; use a test set of the same task.")
-  triggers.check_trigger_fits(key.trigger, test_dataset.image_shape)
-  candidates = _eligible_indices(key, test_dataset.labels)
+        f"target_label={target_label} is not a class of the test set "
+        f"(0..{num_classes - 1}); pass the watermark's target class, or "
+        "None for an untargeted watermark.")
+  candidates = np.asarray(candidates, np.int64)
   indices, benign = _correctly_classified_sample(
       predict_proba, test_dataset, candidates, int(m), int(seed),
       int(batch_size))
   if indices.size < 2:
     raise TooFewCorrectError(
-        f"only {indices.size} of the {candidates.size} test images from the "
-        f"source classes {key.source_classes} (target {key.target_label} "
-        "excluded) are classified correctly by the suspect model; the test "
-        "needs at least 2. Use a larger test set, or a suspect trained "
-        "long enough to beat chance on those classes.")
+        f"only {indices.size} of the {candidates.size} {candidates_name} "
+        "are classified correctly by the suspect model; the test needs at "
+        "least 2. Use a larger test set, or a suspect trained long enough "
+        "to beat chance on those classes.")
   if indices.size < m:
     logging.warning("Only %d eligible, correctly classified test images; "
                     "testing with m=%d instead of %d.", indices.size,
                     indices.size, m)
   marked = np.concatenate([
-      query_probabilities(predict_proba, key.apply_trigger_uint8(
-          test_dataset.images[indices[start:start + batch_size]]),
-                          key.num_classes)
+      query_probabilities(
+          predict_proba,
+          mark(test_dataset.images[indices[start:start + batch_size]]),
+          num_classes)
       for start in range(0, indices.size, batch_size)])
-  if key.targeted:
-    p_benign = 1.0 - benign[:, key.target_label]
-    p_marked = 1.0 - marked[:, key.target_label]
+  if target_label is not None:
+    p_benign = 1.0 - benign[:, target_label]
+    p_marked = 1.0 - marked[:, target_label]
   else:
     rows = np.arange(indices.size)
     true_labels = test_dataset.labels[indices]

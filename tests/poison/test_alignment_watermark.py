@@ -9,13 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxwm import alignment
+from jaxwm.alignment.crafting import CraftConfig
 from jaxwm.data.augment import AugmentConfig
 from jaxwm.data.dataset import Dataset
 from jaxwm.models import get_model
-from jaxwm.poison import (alignment, alignment_watermark, sleeper_agent,
-                          triggers, ubw_c)
+from jaxwm.poison import alignment_watermark, sleeper_agent, triggers, ubw_c
 from jaxwm.poison.alignment_watermark import AlignmentWatermarkConfig
-from jaxwm.poison.crafting import CraftConfig
 from jaxwm.train import make_mesh
 
 ONE_DEVICE = make_mesh(jax.devices()[:1])

@@ -10,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxwm import alignment
 from jaxwm import secure_files
 from jaxwm.data.augment import AugmentConfig
 from jaxwm.data.dataset import Dataset
 from jaxwm.models import get_model
-from jaxwm.poison import availability, crafting
+from jaxwm.poison import availability
 from jaxwm.train import make_mesh
 
 ONE_DEVICE = make_mesh(jax.devices()[:1])
@@ -31,7 +32,7 @@ def _dataset(n=32):
 def test_random_noise_moves_every_pixel_by_eps_unless_clipped():
   data = _dataset()
   released, key = availability.poison(
-      data, "random_noise", crafting.CraftConfig(epsilon=8 / 255),
+      data, "random_noise", alignment.CraftConfig(epsilon=8 / 255),
       jax.random.PRNGKey(0))
   moved = released.images.astype(int) - data.images.astype(int)
   inside = (data.images >= 8) & (data.images <= 247)
@@ -59,7 +60,7 @@ def test_crafted_poisons_stay_within_eps_and_the_key_restores_the_data(
   model = get_model("cnn", 4, width=4, dense_width=16)
   variables = dict(jax.jit(model.init, static_argnames="train")(
       jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)), train=False))
-  config = crafting.CraftConfig(epsilon=8 / 255, steps=2, restarts=1,
+  config = alignment.CraftConfig(epsilon=8 / 255, steps=2, restarts=1,
                                 batch_size=16, augment=AugmentConfig())
   for method in ("availability", "tensorclog"):
     released, key = availability.poison(
@@ -85,7 +86,7 @@ def test_crafted_poisons_stay_within_eps_and_the_key_restores_the_data(
 
 def test_bad_inputs_name_the_fix():
   data = _dataset()
-  config = crafting.CraftConfig(epsilon=8 / 255)
+  config = alignment.CraftConfig(epsilon=8 / 255)
   with pytest.raises(ValueError, match="unknown"):
     availability.poison(data, "fowl", config, jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="surrogate"):
@@ -112,7 +113,7 @@ def test_bilevel_rounds_retrain_on_the_current_poison():
     return retrained
 
   def released_with(retrain_every, retrain_surrogate=None):
-    config = crafting.CraftConfig(epsilon=8 / 255, steps=3, restarts=1,
+    config = alignment.CraftConfig(epsilon=8 / 255, steps=3, restarts=1,
                                   batch_size=16, augment=AugmentConfig(),
                                   retrain_every=retrain_every)
     return availability.poison(

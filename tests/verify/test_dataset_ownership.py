@@ -1,124 +1,80 @@
-"""Tests of black-box dataset ownership verification with hand-made models.
+"""The key-free ownership test: candidates, a marking function, a suspect.
 
-The toy images carry their class in the top-left 4x4 block (grey level
-40 * (class + 1)); the hand-made suspect models read it from there, and a
-"watermarked" one also notices the BadNets patch of the key.
+The toy images carry their class in the top-left pixel (grey level
+40 * (class + 1)); the mark sets the bottom-right pixel to 255, and the
+hand-made suspects read both.
 """
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
 
 from jaxwm.data.dataset import Dataset
-from jaxwm.poison import poisoned_label
-from jaxwm.verify.dataset_ownership import verify_dataset_ownership
+from jaxwm.verify import TooFewCorrectError, verify_ownership
 
 K = 4
 
 
-def _dataset(n=120, seed=0):
-  rng = np.random.default_rng(seed)
-  images = rng.integers(0, 100, (n, 16, 16, 1), dtype=np.uint8)
+def _dataset(n=80):
+  images = np.zeros((n, 8, 8, 1), np.uint8)
   labels = np.arange(n) % K
-  images[:, :4, :4, 0] = (40 * (labels + 1))[:, None, None]
+  images[:, 0, 0, 0] = 40 * (labels + 1)
   return Dataset(images, labels, K)
 
 
-def _key(method, **settings):
-  config = poisoned_label.PoisonedLabelConfig(method=method, **settings)
-  return poisoned_label.mark(_dataset(seed=1), config, jax.random.key(0))[1]
+def _mark(images):
+  marked = images.copy()
+  marked[:, -1, -1, 0] = 255
+  return marked
 
 
-class Suspect:
-  """A black-box model; records the classes of the images it was shown."""
+def _suspect(target=None):
+  """Reads the class; a marked image goes to ``target`` (None: ignored)."""
 
-  def __init__(self, key, reacts, misread=None):
-    self.key, self.reacts, self.misread = key, reacts, misread or {}
-    self.seen = []
-
-  def __call__(self, images):
-    images = np.asarray(images)
+  def predict_proba(images):
     classes = np.rint(images[:, 0, 0, 0] * 255 / 40).astype(int) - 1
-    predicted = np.array([self.misread.get(c, c) for c in classes])
-    patch = self.key.trigger.alpha > 0
-    triggered = np.all(
-        np.abs(images - self.key.trigger.pattern)[:, patch] < 0.5 / 255,
-        axis=1)
-    self.seen.append((classes, triggered))
-    logits = 4.0 * np.eye(K)[predicted]
-    logits += images.mean(axis=(1, 2, 3))[:, None] * np.arange(K)
-    if self.reacts:
-      if self.key.targeted:
-        logits[triggered] = 8.0 * np.eye(K)[self.key.target_label]
-      else:
-        logits[triggered] -= 12.0 * np.eye(K)[classes[triggered]]
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    marked = images[:, -1, -1, 0] > 0.5
+    if target is not None:
+      classes = np.where(marked, target, classes)
+    probabilities = np.full((len(images), K), 0.1 / (K - 1))
+    probabilities[np.arange(len(images)), classes] = 0.9
+    return probabilities
 
-  def triggered_classes(self):
-    return np.concatenate([c[t] for c, t in self.seen])
+  return predict_proba
 
 
-@pytest.mark.parametrize("method", ["badnets", "ubw_p"])
-def test_watermarked_model_is_caught_and_clean_model_is_not(method):
-  key = _key(method)
-  caught = verify_dataset_ownership(Suspect(key, reacts=True), key,
-                                    _dataset(), m=30)
-  assert caught.m == 30 and caught.p_value < 1e-3 and caught.delta_p > 0.5
-  clean = verify_dataset_ownership(Suspect(key, reacts=False), key,
-                                   _dataset(), m=30)
-  assert clean.m == 30 and clean.p_value > 0.05
-  assert abs(clean.delta_p) < 0.01  # the patch only nudges the image mean
+def test_targeted_rise_is_detected_and_absent_rise_is_not():
+  data = _dataset()
+  candidates = np.flatnonzero(data.labels != 0)
+  caught = verify_ownership(_suspect(target=0), data, candidates, _mark,
+                            target_label=0, m=20)
+  assert caught.m == 20 and caught.p_value < 1e-3
+  assert caught.delta_p == pytest.approx(0.9 - 0.1 / 3)
+  innocent = verify_ownership(_suspect(), data, candidates, _mark,
+                              target_label=0, m=20)
+  assert innocent.p_value > 0.5 and innocent.delta_p == pytest.approx(0.0)
 
 
-def test_samples_only_correct_images_from_source_classes():
-  key = _key("badnets", target_label=0, source_classes=(0, 1, 3))
-  suspect = Suspect(key, reacts=True, misread={3: 2})
-  result = verify_dataset_ownership(suspect, key, _dataset(), m=25,
-                                    batch_size=7)
-  # Class 0 is the target, class 2 no source, class 3 always misclassified.
-  np.testing.assert_array_equal(suspect.triggered_classes(), np.ones(25))
-  assert result.m == 25
-  queried = np.concatenate([c for c, _ in suspect.seen])
-  assert set(queried) == {1, 3}  # benign queries stop once 25 are found
+def test_untargeted_test_reads_the_true_label():
+  data = _dataset()
+  result = verify_ownership(_suspect(target=3), data,
+                            np.flatnonzero(data.labels < 3), _mark, m=15)
+  # The true label's probability falls from 0.9 to 0.1/3 on every image.
+  assert result.delta_p == pytest.approx(0.9 - 0.1 / 3)
+  assert result.p_value < 1e-3
 
 
-def test_uses_every_eligible_image_when_fewer_than_m():
-  key = _key("badnets", source_classes=(1,))
-  result = verify_dataset_ownership(Suspect(key, reacts=True), key,
-                                    _dataset(n=40), m=100)
-  assert result.m == 10
+def test_too_few_correct_names_the_candidates():
+  data = _dataset()
+  wrong = lambda images: _suspect(target=1)(_mark(
+      (images * 255).astype(np.uint8)) / 255)
+  with pytest.raises(TooFewCorrectError, match="only 0 of the 20 my images"):
+    verify_ownership(wrong, data, np.flatnonzero(data.labels == 0), _mark,
+                     candidates_name="my images")
 
 
-def test_seed_decides_the_sample():
-  key = _key("ubw_p")
-  results = [verify_dataset_ownership(Suspect(key, reacts=True), key,
-                                      _dataset(), m=10, seed=seed)
-             for seed in (0, 0, 1)]
-  assert results[0] == results[1]
-  assert results[0].statistic != results[2].statistic
-
-
-def test_fewer_than_two_eligible_images_is_an_error():
-  key = _key("badnets", source_classes=(1,))
-  with pytest.raises(ValueError, match="at least 2"):
-    verify_dataset_ownership(Suspect(key, reacts=True, misread={1: 2}), key,
-                             _dataset(), m=10)
-
-
-def test_rejects_inputs_that_do_not_match():
-  key = _key("badnets")
-  with pytest.raises(ValueError, match="probabilities"):
-    verify_dataset_ownership(lambda x: np.full((len(x), K), 3.0), key,
-                             _dataset())
-  with pytest.raises(ValueError, match="expected"):
-    verify_dataset_ownership(lambda x: np.ones((len(x), K + 1)) / 5, key,
-                             _dataset())
-  other = Dataset(np.zeros((4, 16, 16, 1), np.uint8), np.arange(4) % 2, 2)
-  with pytest.raises(ValueError, match="classes"):
-    verify_dataset_ownership(Suspect(key, True), key, other)
-  small = Dataset(np.zeros((4, 8, 8, 1), np.uint8), np.arange(4), K)
-  with pytest.raises(ValueError, match="rebuild it"):
-    verify_dataset_ownership(Suspect(key, True), key, small)
+def test_rejects_a_target_outside_the_classes():
+  data = _dataset()
+  with pytest.raises(ValueError, match="target_label=4"):
+    verify_ownership(_suspect(), data, np.arange(10), _mark, target_label=4)

@@ -12,8 +12,9 @@ from configs import craft_poison as craft_configs
 from configs import train as train_configs
 from jaxwm import identity
 from jaxwm.poison import availability
-from jaxwm.poison import craft_experiment
 from jaxwm.poison.watermark_key import WatermarkKey
+from jaxwm.recipes import common
+from jaxwm.recipes import craft_poison
 from jaxwm.train import recipe
 
 
@@ -32,7 +33,7 @@ def _saved_key(workdir: str, method: str) -> str:
 def test_availability_poison_end_to_end(tmp_path):
   config = _config("availability,digits,runlocal")
   workdir = str(tmp_path / "work")
-  outcome = craft_experiment.run_experiment(config, workdir)
+  outcome = craft_poison.run_experiment(config, workdir)
   metrics = outcome["metrics"]
   assert (outcome["dataset"], outcome["model"]) == ("digits", "cnn")
   assert 0.0 <= metrics["test_accuracy"] <= 1.0
@@ -46,7 +47,7 @@ def test_availability_poison_end_to_end(tmp_path):
   assert np.abs(key.perturbation.astype(np.int32)).max() <= (
       config.poison.epsilon)
   # A rerun with the same workdir reuses the poison and both victims.
-  assert craft_experiment.run_experiment(config, workdir) == outcome
+  assert craft_poison.run_experiment(config, workdir) == outcome
 
 
 def test_ubw_c_end_to_end_reports_the_three_scenarios(tmp_path):
@@ -56,7 +57,7 @@ def test_ubw_c_end_to_end_reports_the_three_scenarios(tmp_path):
   config.train_fraction = 1.0
   config.train.num_epochs = 5
   workdir = str(tmp_path / "work")
-  metrics = craft_experiment.run_experiment(config, workdir)["metrics"]
+  metrics = craft_poison.run_experiment(config, workdir)["metrics"]
   for name in ("benign_accuracy", "asr_a", "asr_c",
                "benign_accuracy_clean_model", "asr_a_clean_model"):
     assert 0.0 <= metrics[name] <= 1.0, name
@@ -80,14 +81,14 @@ def test_unknown_defense_is_refused(tmp_path):
   config = _config("random_noise,digits,runlocal")
   config.defense.name = "median_filter"
   with pytest.raises(ValueError, match="median_filter"):
-    craft_experiment.run_experiment(config, str(tmp_path / "work"))
+    craft_poison.run_experiment(config, str(tmp_path / "work"))
 
 
 def test_victim_recipe_replaces_only_the_fields_set():
   config = _config("availability,digits,runlocal")
   config.victim.num_epochs = 3
   config.victim.augment.shift = 0
-  victims = craft_experiment.victim_config(config)
+  victims = craft_poison.victim_config(config)
   assert victims.train.num_epochs == 3
   assert victims.train.augment.shift == 0
   assert victims.train.augment.flip == config.train.augment.flip
@@ -114,9 +115,9 @@ def test_availability_recipes_train_the_papers_forty_epochs():
 def test_a_new_victim_recipe_reuses_the_poison(tmp_path):
   config = _config("random_noise,digits,runlocal")
   workdir = str(tmp_path / "work")
-  first = craft_experiment.run_experiment(config, workdir)["metrics"]
+  first = craft_poison.run_experiment(config, workdir)["metrics"]
   config.victim.augment.shift = 0
-  second = craft_experiment.run_experiment(config, workdir)["metrics"]
+  second = craft_poison.run_experiment(config, workdir)["metrics"]
   (poison_folder,) = glob.glob(os.path.join(workdir, "random_noise_poison_*"))
   assert first["poison_key_digest"] == second["poison_key_digest"]
   assert len(glob.glob(os.path.join(poison_folder, "victim_*"))) == 2
@@ -127,17 +128,17 @@ def test_victims_can_start_where_the_surrogate_started(tmp_path):
   config = _config("availability,digits,runlocal")
   config.victim.init = "surrogate"
   workdir = str(tmp_path / "work")
-  metrics = craft_experiment.run_experiment(config, workdir)["metrics"]
+  metrics = craft_poison.run_experiment(config, workdir)["metrics"]
   # The clean victim then is the surrogate: same stream, recipe and data.
   train, test = recipe.load_datasets(config)
-  surrogate = craft_experiment.train_surrogate(config, train, workdir)
+  surrogate = craft_poison.train_surrogate(config, train, workdir)
   assert metrics["clean_test_accuracy"] == surrogate.evaluate(test)["accuracy"]
   (poison_folder,) = glob.glob(os.path.join(workdir, "availability_poison_*"))
   assert glob.glob(os.path.join(poison_folder, "victim_surrogate_init_*"))
   assert glob.glob(os.path.join(workdir, "clean_victim_surrogate_init_*"))
   config.victim.init = "random"
   with pytest.raises(ValueError, match="victim.init='random'"):
-    craft_experiment.run_experiment(config, workdir)
+    craft_poison.run_experiment(config, workdir)
 
 
 def test_availability_can_align_against_the_surrogates_checkpoints(tmp_path):
@@ -145,10 +146,10 @@ def test_availability_can_align_against_the_surrogates_checkpoints(tmp_path):
   config.train.num_epochs = 2
   config.poison.surrogate_epochs = (1, 2)
   workdir = str(tmp_path / "work")
-  ensemble = craft_experiment.run_experiment(config, workdir)["metrics"]
+  ensemble = craft_poison.run_experiment(config, workdir)["metrics"]
   assert 0.0 <= ensemble["crafting_objective"] <= 2.0
   train, _ = recipe.load_datasets(config)
-  surrogate, members = craft_experiment.train_surrogate_keeping_epochs(
+  surrogate, members = craft_poison.train_surrogate_keeping_epochs(
       config, train, workdir, (1, 2))
   # The last member is the trained surrogate, the first an earlier state.
   same = jax.tree.map(np.array_equal, members[1], surrogate.variables)
@@ -158,23 +159,23 @@ def test_availability_can_align_against_the_surrogates_checkpoints(tmp_path):
   # Checkpoints kept by another surrogate are refused before any training.
   other = config.copy_and_resolve_references()
   other.train.learning_rate = 0.5
-  kept = [os.path.join(craft_experiment.model_dir(
+  kept = [os.path.join(common.model_dir(
       workdir, "surrogate", settings, {"kept_epochs": [1, 2]}), "kept_epochs")
           for settings in (config, other)]
   shutil.copytree(*kept)
   with pytest.raises(identity.StaleRunError,
                      match=r"(?s)after epoch 1 in .*train\.learning_rate: "):
-    craft_experiment.train_surrogate_keeping_epochs(other, train, workdir,
+    craft_poison.train_surrogate_keeping_epochs(other, train, workdir,
                                                     (1, 2))
   # The ensemble's poison is not the trained surrogate's alone.
   config.poison.surrogate_epochs = ()
-  single = craft_experiment.run_experiment(config, workdir)["metrics"]
+  single = craft_poison.run_experiment(config, workdir)["metrics"]
   assert single["poison_key_digest"] != ensemble["poison_key_digest"]
   for epochs in ((2, 1), (0, 2), (3,)):
     config.poison.surrogate_epochs = epochs
     with pytest.raises(ValueError, match="must be increasing epochs"):
-      craft_experiment.run_experiment(config, workdir)
+      craft_poison.run_experiment(config, workdir)
   config = _config("ubw_c,digits,runlocal")
   config.poison.surrogate_epochs = (1,)
   with pytest.raises(ValueError, match="applies to availability"):
-    craft_experiment.run_experiment(config, workdir)
+    craft_poison.run_experiment(config, workdir)

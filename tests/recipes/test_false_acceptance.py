@@ -3,7 +3,7 @@
 import pytest
 from scipy import stats
 
-from jaxwm.watermark import false_acceptance
+from jaxwm.recipes import false_acceptance
 
 
 def test_exact_size_hand_worked():

@@ -42,35 +42,33 @@ from typing import Any
 import jax
 from absl import logging
 
+from jaxwm import alignment
 from jaxwm import defenses
 from jaxwm import identity
 from jaxwm.data.augment import AugmentConfig
 from jaxwm.data.dataset import Dataset
-from jaxwm.poison import (alignment_watermark, availability, crafting,
-                          sleeper_agent, triggers, ubw_c)
-from jaxwm.poison.alignment_regularizers import Regularizers
-from jaxwm.poison.experiment import model_dir, watermark_metrics
+from jaxwm.poison import alignment_watermark, availability, triggers
+from jaxwm.poison.methods import ALIGNMENT_WATERMARKS
+from jaxwm.recipes import scenarios
+from jaxwm.recipes.common import model_dir, watermark_metrics
 from jaxwm.train import loop, recipe
 from jaxwm.train.checkpoint import Checkpointer
-from jaxwm.verify import scenarios
 
 # Key streams: the engine's models, and the poison's own key.
 STREAMS = {"surrogate": 0, "victim": 1}
 POISON_STREAM = 2000
-WATERMARKS = {method.name: method
-              for method in (ubw_c.METHOD, sleeper_agent.METHOD)}
 
 
-def craft_config(poison) -> crafting.CraftConfig:
+def craft_config(poison) -> alignment.CraftConfig:
   """The crafting loop's settings from the ``poison`` block (eps in 1/255)."""
-  return crafting.CraftConfig(
+  return alignment.CraftConfig(
       epsilon=poison.epsilon / 255, steps=poison.steps,
       restarts=poison.restarts, learning_rate=poison.learning_rate,
       milestones=tuple(poison.milestones), gamma=poison.gamma,
       batch_size=poison.batch_size,
       augment=AugmentConfig(**poison.augment.to_dict()),
       independent=poison.independent,
-      regularizers=Regularizers(**poison.regularizers.to_dict()),
+      regularizers=alignment.Regularizers(**poison.regularizers.to_dict()),
       retrain_every=poison.retrain_every,
       checkpoint_every=poison.checkpoint_every, log_every=poison.log_every)
 
@@ -168,7 +166,7 @@ def _poison(config, train: Dataset, surrogate: recipe.TrainedModel | None,
     objective = poison_key.objective
   else:
     poisoned, poison_key, objective = alignment_watermark.mark(
-        train, WATERMARKS[config.method],
+        train, ALIGNMENT_WATERMARKS[config.method],
         alignment_watermark.AlignmentWatermarkConfig(
             **config.watermark.to_dict()),
         crafting_config, key, model=model, variables=variables,

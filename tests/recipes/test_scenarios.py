@@ -11,7 +11,7 @@ import pytest
 from jaxwm.data.dataset import Dataset
 from jaxwm.poison import poisoned_label
 from jaxwm import results
-from jaxwm.verify import scenarios
+from jaxwm.recipes import scenarios
 from jaxwm.verify import ttest
 
 K = 4
@@ -132,6 +132,30 @@ def test_every_scenario_needs_a_suspect():
   with pytest.raises(ValueError, match="exactly one predict_proba"):
     scenarios.verify_scenarios({"malicious": _suspect()}, _key((9, 9)),
                                _dataset())
+  with pytest.raises(ValueError, match="exactly one predict_proba"):
+    scenarios.verify_scenarios(
+        {"malicious": _suspect(), "independent_m": _suspect(),
+         "independent_t": _suspect(), "independent_model": _suspect()},
+        _key((9, 9)), _dataset())
+
+
+def test_the_independent_trigger_model_is_reported_beside_the_three():
+  ours, other = _key((9, 9)), _key((0, 9))
+  watermarked = _suspect(ours)
+  outcome = scenarios.verify_scenarios(
+      {"independent_trigger_model": _suspect(other),
+       "malicious": watermarked, "independent_m": _suspect(),
+       "independent_t": watermarked}, ours, _dataset(n=120), m=50,
+      keys={"independent_t": other}, source_classes=(1,))
+  assert list(outcome) == [*scenarios.SCENARIOS, "independent_trigger_model"]
+  # 30 test images of class 1: every scenario samples from them alone.
+  assert {result.m for result in outcome.values()} == {30}
+  assert outcome["malicious"].delta_p == pytest.approx(0.92)
+  for name in ("independent_t", "independent_trigger_model"):
+    assert outcome[name].delta_p == pytest.approx(0.0, abs=1e-12)
+  table = scenarios.scenario_metrics(outcome, alpha=0.01)
+  assert table["verification"]["independent_trigger_model"]["decision"] == (
+      scenarios.RETAIN)
 
 
 def test_a_scenario_can_use_its_own_key():

@@ -52,7 +52,8 @@ Target = Callable[[Any, Any], Any]
 
 
 def tree_vdot(a: Any, b: Any) -> jax.Array:
-  """<a, b> over all leaves of two pytrees of equal structure (float32 scalar)."""
+  """<a, b> over all leaves of two pytrees of equal structure (float32
+  scalar)."""
   return sum(jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 

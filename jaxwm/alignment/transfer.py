@@ -37,7 +37,7 @@ from jax.sharding import Mesh
 
 from jaxwm import identity
 from jaxwm.data.dataset import Dataset
-from jaxwm.poison import alignment
+from jaxwm.alignment import objective
 from jaxwm.train import loop, losses, recipe, sharding
 from jaxwm.train import step as step_lib
 
@@ -53,7 +53,7 @@ def alignment_probe(model, released: Dataset, clean: Dataset, *,
   The three full-set gradients (released data under cross-entropy, clean
   data under reverse cross-entropy and under cross-entropy) are
   accumulated on the devices by the targets of
-  :mod:`jaxwm.poison.alignment`; each set is uploaded once and stays there
+  :mod:`jaxwm.alignment.objective`; each set is uploaded once and stays there
   between calls.
 
   Args:
@@ -66,21 +66,21 @@ def alignment_probe(model, released: Dataset, clean: Dataset, *,
   mesh = sharding.make_mesh() if mesh is None else mesh
 
   def upload(data: Dataset):
-    return alignment.upload_target_set(data.images, data.labels,
+    return objective.upload_target_set(data.images, data.labels,
                                        batch_size=batch_size, mesh=mesh)
 
   released_batches, clean_batches = upload(released), upload(clean)
-  released_gradient = alignment.target_on_batches(
+  released_gradient = objective.target_on_batches(
       model, released_batches, losses.cross_entropy, mesh)
-  reverse_gradient = alignment.target_on_batches(
-      model, clean_batches, alignment.reverse_cross_entropy, mesh)
-  clean_gradient = alignment.target_on_batches(
+  reverse_gradient = objective.target_on_batches(
+      model, clean_batches, objective.reverse_cross_entropy, mesh)
+  clean_gradient = objective.target_on_batches(
       model, clean_batches, losses.cross_entropy, mesh)
 
   @jax.jit
   def alignments(gradient, reverse, clean_grad):
-    return (alignment.alignment_loss(gradient, reverse),
-            alignment.alignment_loss(gradient, clean_grad))
+    return (objective.alignment_loss(gradient, reverse),
+            objective.alignment_loss(gradient, clean_grad))
 
   def probe(variables: Any) -> dict[str, float]:
     params = variables["params"]

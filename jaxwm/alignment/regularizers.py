@@ -28,7 +28,8 @@ def l2_penalty(delta: jax.Array) -> jax.Array:
 
 
 def total_variation(delta: jax.Array) -> jax.Array:
-  """Anisotropic total variation: mean |vertical| + mean |horizontal| difference."""
+  """Anisotropic total variation: mean |vertical| + mean |horizontal|
+  difference."""
   delta = delta.astype(jnp.float32)
   vertical = jnp.abs(delta[:, 1:] - delta[:, :-1])
   horizontal = jnp.abs(delta[:, :, 1:] - delta[:, :, :-1])

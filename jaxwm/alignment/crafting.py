@@ -7,13 +7,13 @@ Appendix B):
 
 1. For each of ``restarts`` trials, draw delta ~ U[-eps, eps] (projected).
 2. For ``steps`` steps: for every batch of perturbed samples, evaluate the
-   objective (:mod:`jaxwm.poison.alignment`) on aug(x + delta) at the
+   objective (:mod:`jaxwm.alignment.objective`) on aug(x + delta) at the
    surrogate and its derivative in delta (with an ensemble of K surrogates,
    step s uses surrogate s mod K and its own target gradient); then take
-   one Adam step on sign(d objective / d delta) for all samples at once,
-   the learning rate divided by ``gamma`` at each milestone (fractions of
-   ``steps``), and project delta onto the l_inf ball of radius eps and onto
-   the image box, x + delta in [0, 1].
+   one Adam step on sign(d objective / d delta) for all samples at once
+   (:func:`signed_adam`), the learning rate multiplied by ``gamma`` at each
+   milestone (fractions of ``steps``), and project delta onto the l_inf
+   ball of radius eps and onto the image box, x + delta in [0, 1].
 3. Every ``retrain_every`` steps (bi-level rounds), retrain the surrogate
    from scratch on the current poisoned set and recompute the target
    gradient.
@@ -32,9 +32,10 @@ signed-Adam update and the projection) is one jit-compiled function
 (:func:`make_craft_step`); a step over all perturbed samples dispatches it
 once per batch, without waiting for the device. The perturbed samples, their
 deltas and Adam moments live on the devices as [num_batches, B, H, W, C]
-arrays split along ``"data"`` like training batches and updated in place;
-the surrogate and the target gradient are replicated. With a
-``workdir`` the loop state (delta, Adam moments, best trial, surrogate) is
+arrays split along ``"data"`` like training batches and updated in place
+(each batch has its own Optax state: :func:`initial_optimizer_state`); the
+surrogate and the target gradient are replicated. With a
+``workdir`` the loop state (delta, Adam state, best trial, surrogate) is
 checkpointed with :class:`jaxwm.train.Checkpointer`, and a killed run
 resumes where it stopped and ends with the same poisons; the folder keeps
 the run's identity (:func:`run_identity`), checked before a resume.
@@ -58,20 +59,20 @@ from absl import logging
 from jax.sharding import Mesh
 
 from jaxwm import identity
+from jaxwm.alignment import objective
+from jaxwm.alignment.regularizers import Regularizers
 from jaxwm.data import augment as augment_lib
 from jaxwm.data.dataset import Dataset
 from jaxwm.fingerprint import array_digest, callable_identity, tree_digest
-from jaxwm.poison import alignment
-from jaxwm.poison.alignment_regularizers import Regularizers
 from jaxwm.train import sharding
 from jaxwm.train.checkpoint import Checkpointer
 from jaxwm.train.step import to_float_images
 
 OBJECTIVES = ("alignment", "gradient_norm")
 # Adam's constants (the defaults of Kingma & Ba, and of the reference code).
-_ADAM_B1 = 0.9
-_ADAM_B2 = 0.999
-_ADAM_EPS = 1e-8
+ADAM_B1 = 0.9
+ADAM_B2 = 0.999
+ADAM_EPS = 1e-8
 # (restart, round, poisoned uint8 images [M, H, W, C]) -> surrogate variables.
 RetrainFn = Callable[[int, int, np.ndarray], Any]
 # (the poisoned training set, a tag naming the round) -> surrogate variables.
@@ -164,8 +165,8 @@ class CraftState:
     step: int32 scalar, steps done in the current trial.
     round: int32 scalar, the bi-level round the surrogate belongs to.
     delta: float32 [num_batches, B, H, W, C], the current perturbations.
-    adam_mu: float32 like delta, Adam's first moment of sign(gradient).
-    adam_nu: float32 like delta, its second moment.
+    opt_state: the :func:`signed_adam` state of every batch of delta
+      (:func:`initial_optimizer_state`).
     loss: float32 scalar, the objective at the trial's last step.
     best_delta: float32 like delta, the best finished trial so far.
     best_loss: float32 scalar, its objective (+inf before any).
@@ -176,8 +177,7 @@ class CraftState:
   step: jax.Array
   round: jax.Array
   delta: jax.Array
-  adam_mu: jax.Array
-  adam_nu: jax.Array
+  opt_state: Any
   loss: jax.Array
   best_delta: jax.Array
   best_loss: jax.Array
@@ -196,6 +196,47 @@ class CraftResult:
 
   delta: np.ndarray
   loss: float
+
+
+def signed_adam(learning_rate: float | jax.Array
+                ) -> optax.GradientTransformation:
+  """Adam over the sign of the gradient, the gradient-matching attacks'
+  optimiser: sign(g), then Adam's moments and bias correction with Kingma &
+  Ba's constants (eps outside the square root), then a step of
+  ``-learning_rate``.
+
+  Args:
+    learning_rate: the step size of this step (a float, or a traced scalar
+      from the schedule :meth:`CraftConfig.schedule`); the state does not
+      depend on it.
+  """
+  return optax.chain(
+      optax.scale_by_sign(),
+      optax.scale_by_adam(b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS),
+      optax.scale_by_learning_rate(learning_rate))
+
+
+def initial_optimizer_state(delta: jax.Array) -> Any:
+  """A fresh :func:`signed_adam` state for each batch of ``delta``.
+
+  Args:
+    delta: float32 [num_batches, B, H, W, C].
+
+  Returns:
+    The Optax state stacked over batches: moments like ``delta`` and a step
+    count int32 [num_batches] (each batch takes one step per crafting step).
+  """
+  return jax.vmap(signed_adam(0.0).init)(delta)
+
+
+def _optimizer_state_sharding(mesh: Mesh) -> Any:
+  """The shardings of :func:`initial_optimizer_state`: the moments split
+  like the deltas, the per-batch counts replicated."""
+  shapes = jax.eval_shape(initial_optimizer_state,
+                          jax.ShapeDtypeStruct((1,) * 5, jnp.float32))
+  spread = objective.stacked_batch_sharding(mesh)
+  rep = sharding.replicated(mesh)
+  return jax.tree.map(lambda leaf: spread if leaf.ndim > 1 else rep, shapes)
 
 
 def project(delta: jax.Array, images: jax.Array, epsilon: float) -> jax.Array:
@@ -234,18 +275,19 @@ def make_craft_step(model, config: CraftConfig, mesh: Mesh | None = None):
   """The compiled crafting step on one batch of perturbed samples.
 
   Returns:
-    ``step(carry, index, count, learning_rate, variables, target_grad,
-    images, labels, weights, key) -> (carry, objective)``. ``carry`` is
-    (delta, adam_mu, adam_nu), float32 [num_batches, B, H, W, C] each, and
-    ``images`` (uint8), ``labels`` and ``weights`` are [num_batches, B, ...];
-    all are split along ``"data"``. The step evaluates the objective on
-    batch ``index`` (an int32 scalar), takes one Adam step (``count``: the
-    1-based step number, for Adam's bias correction) on the sign of its
-    derivative, projects, and writes the batch's rows of ``carry`` back in
-    place (``carry`` is donated). ``target_grad`` is the target pytree (None
-    for ``gradient_norm``); ``objective`` is the batch's value before the
-    update. Adam acts element-wise, so updating one batch at a time equals
-    one update of all perturbations at once.
+    ``step(carry, index, learning_rate, variables, target_grad, images,
+    labels, weights, key) -> (carry, objective)``. ``carry`` is (delta,
+    opt_state): delta float32 [num_batches, B, H, W, C] and its
+    :func:`initial_optimizer_state`; ``images`` (uint8), ``labels`` and
+    ``weights`` are [num_batches, B, ...]; all are split along ``"data"``.
+    The step evaluates the objective on batch ``index`` (an int32 scalar),
+    takes one :func:`signed_adam` step of size ``learning_rate`` (a float32
+    scalar) on its derivative, projects, and writes the batch's rows of
+    ``carry`` back in place (``carry`` is donated). ``target_grad`` is the
+    target pytree (None for ``gradient_norm``); ``objective`` is the
+    batch's value before the update. Adam acts element-wise and each batch
+    keeps its own state, so updating one batch at a time equals one update
+    of all perturbations at once.
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
   sharding.check_batch_size(config.batch_size, mesh)
@@ -256,49 +298,44 @@ def make_craft_step(model, config: CraftConfig, mesh: Mesh | None = None):
 
 @functools.lru_cache(maxsize=32)
 def _compiled_step(model, epsilon: float,
-                   augment: augment_lib.AugmentConfig, objective: str,
+                   augment: augment_lib.AugmentConfig, objective_name: str,
                    independent: bool, regularizers: Regularizers, mesh: Mesh):
   """The step of :func:`make_craft_step`, compiled once per setting (the
-  learning rate, step count and batch index are arguments, so trials and
-  runs that differ only in those share it)."""
+  learning rate and batch index are arguments and Adam's step count is in
+  the carried state, so trials and runs that differ only in those share
+  it)."""
   augmented = augment != augment_lib.AugmentConfig()
 
   def objective_of(grad, target_grad):
-    if objective == "alignment":
-      return alignment.alignment_loss(grad, target_grad, independent)
-    return alignment.gradient_norm_loss(grad)
+    if objective_name == "alignment":
+      return objective.alignment_loss(grad, target_grad, independent)
+    return objective.gradient_norm_loss(grad)
 
-  def step(carry, index, count, learning_rate, variables, target_grad,
-           images, labels, weights, key):
-    delta_all, mu_all, nu_all = carry
+  def step(carry, index, learning_rate, variables, target_grad, images,
+           labels, weights, key):
+    delta_all, opt_state_all = carry
     take = lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False)
-    delta, mu, nu = take(delta_all), take(mu_all), take(nu_all)
+    delta, opt_state = take(delta_all), jax.tree.map(take, opt_state_all)
     clean = to_float_images(take(images))
     transform = (lambda x: augment.apply(x, key)) if augmented else None
-    value, grad = alignment.crafting_gradient(
+    value, grad = objective.crafting_gradient(
         model, variables, clean, delta, take(labels), take(weights),
         lambda g: objective_of(g, target_grad), transform)
     grad += jax.grad(lambda d: regularizers(clean, d))(delta)
-    signs = jnp.sign(grad)
-    mu = _ADAM_B1 * mu + (1 - _ADAM_B1) * signs
-    nu = _ADAM_B2 * nu + (1 - _ADAM_B2) * jnp.square(signs)
-    count = count.astype(jnp.float32)
-    mu_hat = mu / (1 - _ADAM_B1 ** count)
-    nu_hat = nu / (1 - _ADAM_B2 ** count)
-    delta = project(delta - learning_rate * mu_hat / (jnp.sqrt(nu_hat) +
-                                                      _ADAM_EPS),
-                    clean, epsilon)
+    updates, opt_state = signed_adam(learning_rate).update(grad, opt_state)
+    delta = project(optax.apply_updates(delta, updates), clean, epsilon)
     put = lambda a, rows: jax.lax.dynamic_update_index_in_dim(a, rows, index,
                                                               0)
-    return (put(delta_all, delta), put(mu_all, mu), put(nu_all, nu)), value
+    return (put(delta_all, delta),
+            jax.tree.map(put, opt_state_all, opt_state)), value
 
-  spread = alignment.stacked_batch_sharding(mesh)
+  spread = objective.stacked_batch_sharding(mesh)
   rep = sharding.replicated(mesh)
+  carry = (spread, _optimizer_state_sharding(mesh))
   return jax.jit(
       step,
-      in_shardings=((spread,) * 3, rep, rep, rep, rep, rep, spread, spread,
-                    spread, rep),
-      out_shardings=((spread,) * 3, rep),
+      in_shardings=(carry, rep, rep, rep, rep, spread, spread, spread, rep),
+      out_shardings=(carry, rep),
       donate_argnums=0)
 
 
@@ -372,7 +409,7 @@ _BOOKKEEPING = ("checkpoint_every", "log_every")
 
 def run_identity(config: CraftConfig, key: jax.Array, images: np.ndarray,
                  labels: np.ndarray, members: list[Any],
-                 target: alignment.Target | None) -> dict[str, Any]:
+                 target: objective.Target | None) -> dict[str, Any]:
   """Everything that determines a :func:`craft` run, as a JSON-able record.
 
   The code versions, the settings of ``config`` (but its checkpoint and log
@@ -413,7 +450,7 @@ def _checkpointer(workdir: str, record: dict[str, Any]) -> Checkpointer:
 
 
 def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
-          target: alignment.Target | None, config: CraftConfig,
+          target: objective.Target | None, config: CraftConfig,
           key: jax.Array, *, workdir: str | None = None,
           retrain: RetrainFn | None = None, mesh: Mesh | None = None,
           on_step: StepCallback | None = None) -> CraftResult:
@@ -474,12 +511,13 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
         f"and no bi-level rounds (retrain_every={config.retrain_every}); "
         "pass one surrogate to retrain, or set retrain_every=0.")
   count = images.shape[0]
-  spread = alignment.stacked_batch_sharding(mesh)
+  spread = objective.stacked_batch_sharding(mesh)
+  opt_state_sharding = _optimizer_state_sharding(mesh)
   batched = jax.device_put(
-      (alignment.pad_to_batches(images, config.batch_size),
-       alignment.pad_to_batches(np.asarray(labels, np.int32),
+      (objective.pad_to_batches(images, config.batch_size),
+       objective.pad_to_batches(np.asarray(labels, np.int32),
                                 config.batch_size),
-       alignment.batch_weights(count, config.batch_size)), spread)
+       objective.batch_weights(count, config.batch_size)), spread)
   step_fn = make_craft_step(model, config, mesh)
   schedule = config.schedule()
   num_batches = batched[0].shape[0]
@@ -492,8 +530,8 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
         config.epsilon), spread)
     return CraftState(
         restart=jnp.int32(restart), step=jnp.int32(0), round=jnp.int32(0),
-        delta=delta, adam_mu=jax.device_put(jnp.zeros(delta.shape), spread),
-        adam_nu=jax.device_put(jnp.zeros(delta.shape), spread),
+        delta=delta, opt_state=jax.device_put(
+            initial_optimizer_state(delta), opt_state_sharding),
         loss=jnp.float32(np.inf),
         best_delta=best_delta, best_loss=best_loss,
         variables=initial_variables)
@@ -560,20 +598,19 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
         if member not in target_grads:
           target_grads[member] = new_target(restart, step, int(state.round),
                                             member, surrogate)
-        carry = (state.delta, state.adam_mu, state.adam_nu)
+        carry = (state.delta, state.opt_state)
         step_key = jax.random.fold_in(trial_key, step + 1)
         learning_rate = jnp.float32(schedule(step))
         objectives = []
         for index in range(num_batches):
-          carry, objective = step_fn(
-              carry, jnp.int32(index), jnp.int32(step + 1), learning_rate,
+          carry, batch_objective = step_fn(
+              carry, jnp.int32(index), learning_rate,
               surrogate, target_grads[member], *batched,
               jax.random.fold_in(step_key, index))
-          objectives.append(objective)
+          objectives.append(batch_objective)
         loss = jnp.mean(jnp.stack(objectives))
-        state = state.replace(delta=carry[0], adam_mu=carry[1],
-                              adam_nu=carry[2], step=jnp.int32(step + 1),
-                              loss=loss)
+        state = state.replace(delta=carry[0], opt_state=carry[1],
+                              step=jnp.int32(step + 1), loss=loss)
         first_bad = _first_bad_step(first_bad, jnp.int32(step + 1), loss,
                                     carry[0])
         logs = (step + 1) % config.log_every == 0

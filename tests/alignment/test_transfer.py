@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from configs import craft_poison as craft_configs
-from experiments import alignment_transfer as transfer_launcher
 from jaxwm import identity
-from jaxwm.poison import alignment, alignment_transfer
+from jaxwm.alignment import objective, transfer
 from jaxwm.train import losses, optim, recipe
 from jaxwm.train.state import create_train_state
 
@@ -37,10 +36,10 @@ def _reference(model, variables, released, clean):
     return jax.grad(mean_loss)(variables["params"])
 
   released_gradient = gradient(released, losses.cross_entropy)
-  return {"alignment": alignment.alignment_loss(
+  return {"alignment": objective.alignment_loss(
               released_gradient,
-              gradient(clean, alignment.reverse_cross_entropy)),
-          "clean_alignment": alignment.alignment_loss(
+              gradient(clean, objective.reverse_cross_entropy)),
+          "clean_alignment": objective.alignment_loss(
               released_gradient, gradient(clean, losses.cross_entropy))}
 
 
@@ -53,14 +52,14 @@ def test_probe_matches_whole_set_gradients():
       jax.random.PRNGKey(0)).variables()
   released = _mislabelled(train)
   # Batches of 64 rows: the last one is padded (runlocal digits: 143 rows).
-  point = alignment_transfer.alignment_probe(model, released, train,
+  point = transfer.alignment_probe(model, released, train,
                                              batch_size=64)(variables)
   reference = _reference(model, variables, released, train)
   for name in ("alignment", "clean_alignment"):
     assert point[name] == pytest.approx(float(reference[name]), abs=1e-4)
   assert point["clean_alignment"] > 1e-2
   # Released data equal to the clean data: the gradient is the clean one.
-  same = alignment_transfer.alignment_probe(model, train, train,
+  same = transfer.alignment_probe(model, train, train,
                                             batch_size=64)(variables)
   assert abs(same["clean_alignment"]) < 1e-5
 
@@ -70,7 +69,7 @@ def test_curve_follows_the_victim_and_is_kept(tmp_path):
   train, test = recipe.load_datasets(config)
   released = _mislabelled(train)
   folder = str(tmp_path / "curve")
-  curve = alignment_transfer.alignment_curve(config, released, train, test,
+  curve = transfer.alignment_curve(config, released, train, test,
                                              stream=1, folder=folder)
   assert [point["epoch"] for point in curve] == [1, 2]
   # The probed victim is the recipe's victim of that stream, and its last
@@ -78,44 +77,23 @@ def test_curve_follows_the_victim_and_is_kept(tmp_path):
   victim = recipe.train_model(config, released, stream=1)
   assert curve[-1]["test_accuracy"] == pytest.approx(
       victim.evaluate(test)["accuracy"])
-  final = alignment_transfer.alignment_probe(
+  final = transfer.alignment_probe(
       victim.model, released, train,
       batch_size=config.train.batch_size)(victim.variables)
   for name in ("alignment", "clean_alignment"):
     assert curve[-1][name] == pytest.approx(final[name], abs=1e-5)
   assert curve[0]["alignment"] != pytest.approx(curve[1]["alignment"])
   # A rerun reads the finished curve back instead of training again.
-  path = os.path.join(folder, alignment_transfer.CURVE_FILE)
+  path = os.path.join(folder, transfer.CURVE_FILE)
   with open(path) as f:
     kept = json.load(f)
   kept["value"][0]["alignment"] = 0.5
   with open(path, "w") as f:
     json.dump(kept, f)
-  assert alignment_transfer.alignment_curve(
+  assert transfer.alignment_curve(
       config, released, train, test, stream=1, folder=folder) == kept["value"]
   # The curve belongs to its victim and data: others are refused by name.
   with pytest.raises(identity.StaleRunError,
                      match=r"released\.labels: .*\n  stream: 1 \(on disk\)"):
-    alignment_transfer.alignment_curve(config, _mislabelled(released), train,
+    transfer.alignment_curve(config, _mislabelled(released), train,
                                        test, stream=2, folder=folder)
-
-
-@pytest.mark.parametrize("method", ["availability", "random_noise"])
-def test_launcher_reports_the_surrogate_and_the_curve(tmp_path, method):
-  config = _config()
-  config.method = method
-  metrics = transfer_launcher.run_transfer(config, str(tmp_path))["metrics"]
-  assert set(metrics["surrogate"]) == {"alignment", "clean_alignment"}
-  assert 0.0 <= metrics["surrogate"]["alignment"] <= 2.0
-  assert [point["epoch"] for point in metrics["curve"]] == [1, 2]
-  assert np.isfinite([p["alignment"] for p in metrics["curve"]]).all()
-
-
-def test_launcher_refuses_watermarks_and_defences(tmp_path):
-  config = craft_configs.get_config("ubw_c,digits,runlocal")
-  with pytest.raises(ValueError, match="ubw_c"):
-    transfer_launcher.run_transfer(config, str(tmp_path))
-  config = _config()
-  config.defense.name = "dp_sgd"
-  with pytest.raises(ValueError, match="dp_sgd"):
-    transfer_launcher.run_transfer(config, str(tmp_path))

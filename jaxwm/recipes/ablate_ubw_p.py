@@ -1,5 +1,10 @@
 """UBW-P dispersibility against training length, model and label draw.
 
+:func:`run_ablation` is the whole ``experiments/ablate_ubw_p.py`` job: for
+each arm of ``config.ablation`` (a CNN width and a way of drawing the random
+labels) it trains the UBW-P experiment's watermarked model and measures the
+watermark after each epoch count (:func:`dispersibility_curve`).
+
 UBW-P (UBW paper, Section 3.3) gives each poisoned sample a random label.
 A model that has not yet fitted these labels can only learn that a
 triggered image's label is unpredictable: its prediction on G(x) is close to
@@ -38,8 +43,10 @@ from absl import logging
 from jaxwm import identity
 from jaxwm.data.dataset import Dataset
 from jaxwm.fingerprint import value_digest
-from jaxwm.poison import experiment
+from jaxwm.poison.methods import mark_dataset
 from jaxwm.poison.watermark_key import WatermarkKey
+from jaxwm.recipes import dataset_watermark
+from jaxwm.recipes.common import watermark_metrics
 from jaxwm.train import recipe
 
 CURVE_FILE = "dispersibility_curve.json"
@@ -61,7 +68,7 @@ def poison_fit(predict, marked: Dataset, key: WatermarkKey) -> float:
 
 def dispersibility_curve(config, marked: Dataset, key: WatermarkKey,
                          test: Dataset, epochs: Sequence[int], workdir: str,
-                         stream: int = experiment.STREAMS["watermarked"]
+                         stream: int = dataset_watermark.STREAMS["watermarked"]
                          ) -> list[dict[str, Any]]:
   """Trains on ``marked`` and measures the watermark after each epoch count.
 
@@ -78,7 +85,7 @@ def dispersibility_curve(config, marked: Dataset, key: WatermarkKey,
 
   Returns:
     One dict per epoch count: ``epochs``, ``poison_fit`` and the
-    :func:`jaxwm.poison.experiment.watermark_metrics`.
+    :func:`jaxwm.recipes.common.watermark_metrics`.
   """
   if config.train.schedule not in recipe.RESUMABLE_SCHEDULES:
     raise ValueError(
@@ -108,9 +115,54 @@ def dispersibility_curve(config, marked: Dataset, key: WatermarkKey,
       measured[count] = {
           "epochs": count,
           "poison_fit": poison_fit(model.predict, marked, key),
-          **experiment.watermark_metrics(model.predict_proba, key, test)}
+          **watermark_metrics(model.predict_proba, key, test)}
       identity.write_json(path, record, sorted(measured.values(),
                                                key=lambda p: p["epochs"]))
       logging.info("%s", measured[count])
     points.append(measured[count])
   return points
+
+
+def arm_config(config, arm: dict[str, Any]):
+  """The experiment's config with the arm's CNN width and label draw."""
+  result = copy.deepcopy(config)
+  result.unlock()
+  result.model_kwargs.width = arm["width"]
+  result.watermark.label_draw = arm["label_draw"]
+  return result
+
+
+def run_ablation(config, workdir: str,
+                 metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Every arm's curve, into ``metrics["curves"]`` arm by arm (``metrics``
+  default a new dict); the launcher's ``outcome`` mapping.
+
+  An arm's model is the experiment's watermarked model for its config and
+  lives in the same folder, so ``experiments/dataset_watermark.py`` with
+  the same ``--workdir`` reuses it (and the other way round).
+  """
+  arms = config.ablation.arms.to_dict()
+  only = [name for name in config.ablation.only.split(",") if name]
+  unknown = sorted(set(only) - set(arms))
+  if unknown:
+    raise ValueError(f"ablation.only names unknown arms {unknown}; the arms "
+                     f"are {sorted(arms)}.")
+  metrics = {} if metrics is None else metrics
+  curves = metrics.setdefault("curves", {})
+  for name, arm in arms.items():
+    if only and name not in only:
+      continue
+    arm_settings = arm_config(config, arm)
+    train, test = recipe.load_datasets(arm_settings)
+    watermark = arm_settings.watermark.to_dict()
+    marked, key = mark_dataset(
+        train, watermark,
+        dataset_watermark.watermark_rng(config, "watermarked"))
+    logging.info("arm %s: %d training images, %d poisoned", name, len(train),
+                 key.poisoned_indices.size)
+    curves[name] = dispersibility_curve(
+        arm_settings, marked, key, test, config.ablation.epochs,
+        dataset_watermark.marked_model_dir(workdir, arm_settings, watermark,
+                                           "watermarked"))
+  return {"dataset": config.dataset, "model": config.model,
+          "metrics": metrics}

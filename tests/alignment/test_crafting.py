@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from jaxwm import identity
+from jaxwm.alignment import crafting, objective
+from jaxwm.alignment.regularizers import Regularizers
 from jaxwm.data.augment import AugmentConfig
 from jaxwm.models import get_model
-from jaxwm.poison import alignment, crafting
-from jaxwm.poison.alignment_regularizers import Regularizers
 from jaxwm.train import make_mesh
 from jaxwm.train.checkpoint import Checkpointer
 
@@ -40,8 +40,8 @@ def _setup(n=32):
 
 
 def _target(model, images, labels, mesh=ONE_DEVICE):
-  return alignment.make_target(model, images, labels,
-                               alignment.reverse_cross_entropy, batch_size=16,
+  return objective.make_target(model, images, labels,
+                               objective.reverse_cross_entropy, batch_size=16,
                                mesh=mesh)
 
 
@@ -60,21 +60,21 @@ def test_every_step_keeps_delta_in_the_ball_and_pixels_in_the_box():
   # A learning rate far beyond eps: without projection delta would leave.
   config = _config(learning_rate=0.5, augment=AUGMENT)
   step = crafting.make_craft_step(model, config, mesh)
-  spread = alignment.stacked_batch_sharding(mesh)
+  spread = objective.stacked_batch_sharding(mesh)
   batched = jax.device_put(
-      (alignment.pad_to_batches(images, 16),
-       alignment.pad_to_batches(labels, 16),
-       alignment.batch_weights(len(images), 16)), spread)
-  carry = tuple(jax.device_put(jnp.zeros(batched[0].shape), spread)
-                for _ in range(3))
+      (objective.pad_to_batches(images, 16),
+       objective.pad_to_batches(labels, 16),
+       objective.batch_weights(len(images), 16)), spread)
+  delta = jax.device_put(jnp.zeros(batched[0].shape), spread)
+  carry = (delta, crafting.initial_optimizer_state(delta))
   clean = batched[0].astype(np.float32) / 255
   for count in range(1, 4):
     for index in range(2):
-      carry, objective = step(carry, jnp.int32(index), jnp.int32(count),
-                              jnp.float32(0.5), variables, target, *batched,
-                              jax.random.PRNGKey(count))
+      carry, value = step(carry, jnp.int32(index), jnp.float32(0.5),
+                          variables, target, *batched,
+                          jax.random.PRNGKey(count))
       delta = np.asarray(carry[0])
-      assert np.isfinite(float(objective))
+      assert np.isfinite(float(value))
       assert np.abs(delta).max() <= EPS + 1e-7
       poisoned = np.asarray(clean) + delta
       assert poisoned.min() >= -1e-7 and poisoned.max() <= 1 + 1e-7
@@ -82,6 +82,51 @@ def test_every_step_keeps_delta_in_the_ball_and_pixels_in_the_box():
   assert np.abs(delta[:, :, 2:-2]).max() == pytest.approx(EPS, rel=1e-6)
   # Saturated rows can only move inwards.
   assert delta[:, :, 0].min() >= 0 and delta[:, :, -1].max() <= 0
+  # Each batch took one Adam step per crafting step.
+  counts = [leaf for leaf in jax.tree.leaves(carry[1]) if leaf.ndim == 1]
+  assert counts and all(np.array_equal(c, [3, 3]) for c in counts)
+
+
+def _hand_written_signed_adam(gradients, learning_rates):
+  """The crafting loop's update as it was written by hand before Optax, in
+  float64: Adam's moments of sign(g), bias-corrected with the 1-based step
+  t, eps outside the square root; returns delta after every step."""
+  mu = nu = delta = np.zeros_like(gradients[0], np.float64)
+  trajectory = []
+  for t, (gradient, learning_rate) in enumerate(
+      zip(gradients, learning_rates), start=1):
+    signs = np.sign(gradient)
+    mu = 0.9 * mu + 0.1 * signs
+    nu = 0.999 * nu + 0.001 * signs ** 2
+    delta = delta - learning_rate * (mu / (1 - 0.9 ** t)) / (
+        np.sqrt(nu / (1 - 0.999 ** t)) + 1e-8)
+    trajectory.append(delta)
+  return trajectory
+
+
+def _signed_adam_step(gradient, state, delta, learning_rate):
+  updates, state = crafting.signed_adam(learning_rate).update(gradient, state)
+  return delta + updates, state
+
+
+def test_optax_signed_adam_follows_the_hand_written_trajectory():
+  config = _config(steps=8, learning_rate=0.03, milestones=(0.25, 0.5))
+  schedule = config.schedule()
+  rates = [float(schedule(step)) for step in range(config.steps)]
+  assert rates[0] == pytest.approx(0.03) and rates[-1] == pytest.approx(3e-4)
+  rng = np.random.default_rng(0)
+  # Gradients with exact zeros: their sign, and so their update, is 0.
+  gradients = [np.where(rng.random((2, 5, 3)) < 0.2, 0.0,
+                        rng.normal(size=(2, 5, 3))).astype(np.float32)
+               for _ in range(config.steps)]
+  delta = jnp.zeros((2, 5, 3), jnp.float32)
+  state = crafting.initial_optimizer_state(delta)
+  # One state per batch (axis 0), as the crafting loop keeps them.
+  step = jax.jit(jax.vmap(_signed_adam_step, in_axes=(0, 0, 0, None)))
+  expected = _hand_written_signed_adam(gradients, rates)
+  for gradient, rate, want in zip(gradients, rates, expected):
+    delta, state = step(jnp.asarray(gradient), state, delta, rate)
+    np.testing.assert_allclose(delta, want, rtol=1e-5, atol=1e-7)
 
 
 def test_crafting_lowers_the_objective():

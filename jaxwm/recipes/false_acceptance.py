@@ -54,9 +54,8 @@ def exact_size_threshold(trials: int, chance: float, eps: float) -> float:
 
 def _upper_95(accepted: int, models: int) -> float:
   """One-sided 95% Clopper-Pearson upper bound of an acceptance rate."""
-  if accepted == models:
-    return 1.0
-  return float(stats.beta.ppf(0.95, accepted + 1, models - accepted))
+  test = stats.binomtest(accepted, models, alternative="less")
+  return float(test.proportion_ci(0.95, method="exact").high)
 
 
 def _one_model(config, train, test, index: int) -> dict[str, Any]:

@@ -8,8 +8,13 @@ The training set is split (stratified, seeded) into the owner's part and
 the attacker's held-out part (``attack.held_out_fraction``). The owner
 trains a non-marked model and a marked one (FROMSCRATCH or PRETRAINED) on
 its part; the attacker fine-tunes the marked model on the held-out part
-(FTLL, FTAL, RTLL, RTAL), embeds its own trigger set into it (ownership
-piracy) and transfers it to another dataset.
+(FTLL, FTAL, RTLL, RTAL) for ``attack.num_epochs`` (None: as many as
+training), embeds its own trigger set into it (ownership piracy) and
+transfers it to another dataset. The paper's attacker (Section 4.4) has
+"the same amount of training instances and epochs as in training the
+model": halves of the training set (``held_out_fraction=0.5``) and as
+many epochs; ``attack_budget`` records the images, epochs and optimizer
+steps of both sides.
 
 Every model is checkpointed under ``--workdir`` in a folder named after its
 role and a SHA-256 fingerprint of everything it depends on, and the keys
@@ -18,7 +23,8 @@ the other mode) reuses the non-marked model and whatever else it shares;
 the engine checks each checkpoint's identity record before restoring it
 (:mod:`jaxwm.identity`).
 
-Metrics: ``benign_accuracy`` (marked) and ``benign_accuracy_unmarked``,
+Metrics: ``attack_budget``, ``benign_accuracy`` (marked) and
+``benign_accuracy_unmarked``,
 the verdict of the marked model and ``unmarked`` (the non-marked model under
 the owner's key), ``removal`` (per attack: ``test_accuracy`` and its
 verdict), ``piracy`` and ``transfer``, with ``alpha`` and ``eps``. A verdict
@@ -106,6 +112,26 @@ class _Run:
             "accepted_threshold": bool(result.accepted_threshold)}
 
 
+def attack_epochs(config) -> int:
+  """The removal attacks' epochs: ``attack.num_epochs``, or as many as
+  training when it is None (Section 4.4)."""
+  epochs = config.attack.num_epochs
+  return config.train.num_epochs if epochs is None else epochs
+
+
+def attack_budget(config, owner_images: int,
+                  attacker_images: int) -> dict[str, int]:
+  """What training and each removal attack spend: images, epochs and
+  optimizer steps (``images // batch_size`` per epoch) of each side."""
+  batch, epochs = config.train.batch_size, attack_epochs(config)
+  return {"owner_images": owner_images,
+          "owner_epochs": config.train.num_epochs,
+          "owner_steps": owner_images // batch * config.train.num_epochs,
+          "attacker_images": attacker_images,
+          "attacker_epochs": epochs,
+          "attacker_steps": attacker_images // batch * epochs}
+
+
 def _attack_config(config, epochs: int, learning_rate: float | None):
   if learning_rate is None:
     learning_rate = finetune.final_learning_rate(config.train)
@@ -138,7 +164,8 @@ def _removal(run: _Run, marked, marked_parts, attacker_data, test,
   """Each attack in ``names`` on ``marked``, verified with every party's
   keys; each attack's entry goes into ``outcome`` as it is measured."""
   attack = run.config.attack
-  config = _attack_config(run.config, attack.num_epochs, attack.learning_rate)
+  config = _attack_config(run.config, attack_epochs(run.config),
+                          attack.learning_rate)
   for name in names:
     logging.info("%s: %s", prefix, name)
     attacked = finetune.fine_tune(
@@ -214,6 +241,8 @@ def run_experiment(config, workdir: str,
       train, config.attack.held_out_fraction, config.seed)
   logging.info("owner: %d images, attacker: %d, test: %d", len(owner_data),
                len(attacker_data), len(test))
+  metrics["attack_budget"] = attack_budget(config, len(owner_data),
+                                           len(attacker_data))
   run = _Run(config, workdir, train)
   owner_keys = run.keys("owner", config.watermark.num_triggers)
   metrics["verification_key_digest"] = owner_keys[1].digest()

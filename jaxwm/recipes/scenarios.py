@@ -1,14 +1,25 @@
-"""The three verification scenarios of the UBW paper (Section 5.3, App. C.2).
+"""The verification scenarios of the UBW paper (Section 5.3, App. C.2).
 
 With the owner's WatermarkKey (our trigger), ownership verification
-(:func:`jaxwm.verify.verify_dataset_ownership`) is run on three suspects:
+(:func:`jaxwm.poison.verify_dataset_ownership`) is run on the paper's three
+scenarios:
 
-* ``independent_t`` (Independent-T): a model trained on a dataset
-  watermarked with a *different* trigger, queried with ours;
+* ``independent_t`` (Independent-T): the watermarked model queried with a
+  trigger *different* from the one it was trained with ("we query the
+  attacked suspicious model using the trigger that is different from the
+  one used for model training"): does the test answer to the owner's
+  trigger only, or to any trigger of the same kind?
 * ``independent_m`` (Independent-M): a model trained on the benign dataset,
-  queried with our trigger;
+  queried with our trigger: does the trigger alone move a clean model?
 * ``malicious``: a model trained on our watermarked dataset, queried with
   our trigger.
+
+and on one more, beside them (:data:`EXTRA_SCENARIOS`), not one of the
+paper's:
+
+* ``independent_trigger_model``: a model trained on the dataset watermarked
+  by someone else, with a different trigger, queried with ours: would
+  another owner's watermark be taken for ours?
 
 A sound verification rejects H0 only for ``malicious`` (Tables 3-4: p-values
 near 1 for the independent scenarios, far below 0.01 for the malicious one).
@@ -17,19 +28,18 @@ near 1 for the independent scenarios, far below 0.01 for the malicious one).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from absl import logging
 
 from jaxwm import results as results_lib
 from jaxwm.data.dataset import Dataset
+from jaxwm.poison.ownership import verify_dataset_ownership
 from jaxwm.poison.watermark_key import WatermarkKey
-from jaxwm.verify.dataset_ownership import PredictProba
-from jaxwm.verify.dataset_ownership import TooFewCorrectError
-from jaxwm.verify.dataset_ownership import verify_dataset_ownership
-from jaxwm.verify.ttest import PairedTTestResult
+from jaxwm.verify import PairedTTestResult, PredictProba, TooFewCorrectError
 
 SCENARIOS = ("independent_t", "independent_m", "malicious")
+EXTRA_SCENARIOS = ("independent_trigger_model",)
 # The decision of a scenario: H0 rejected (the suspect is judged trained on
 # the watermarked dataset) or not.
 REJECT, RETAIN = "reject_h0", "fail_to_reject_h0"
@@ -49,41 +59,48 @@ ScenarioResult = PairedTTestResult | Unverified
 def verify_scenarios(suspects: Mapping[str, PredictProba], key: WatermarkKey,
                      test_dataset: Dataset, m: int = 100, tau: float = 0.25,
                      seed: int = 0,
-                     keys: Mapping[str, WatermarkKey] | None = None
+                     keys: Mapping[str, WatermarkKey] | None = None,
+                     source_classes: Sequence[int] | None = None
                      ) -> dict[str, ScenarioResult]:
   """Verifies each scenario's suspect with the owner's key.
 
   Args:
     suspects: the black-box ``predict_proba`` of each scenario, keyed by
-      the names in :data:`SCENARIOS` (all three).
+      the names in :data:`SCENARIOS` (all three) and, optionally, in
+      :data:`EXTRA_SCENARIOS`.
     key: the owner's WatermarkKey.
     test_dataset: held-out images with true labels.
     m: test images per verification (Appendix C.2: 100).
     tau: the margin of H0 (Section 5.3: 0.25).
     seed: seeds the choice of test images; the same for every scenario.
-    keys: the key of a scenario where it is not ``key``, e.g. the
-      ``independent_t`` key with a different trigger when the suspect is
+    keys: the key of a scenario where it is not ``key``: the
+      ``independent_t`` key, with a different trigger, since its suspect is
       the watermarked model itself.
+    source_classes: sample the test images from these classes (the paper's
+      evaluation: ``(0,)``, Appendix C.2); None for every class the
+      watermark acts on.
 
   Returns:
     {scenario: PairedTTestResult, or Unverified when the suspect classifies
-    fewer than 2 eligible test images correctly}, in the order of
-    :data:`SCENARIOS`. Any other error is raised.
+    fewer than 2 eligible test images correctly}, the paper's scenarios
+    first, in the order of :data:`SCENARIOS`. Any other error is raised.
   """
-  if set(suspects) != set(SCENARIOS):
+  names = [name for name in SCENARIOS + EXTRA_SCENARIOS if name in suspects]
+  if not set(SCENARIOS) <= set(suspects) or len(names) != len(suspects):
     raise ValueError(
         f"suspects are keyed {sorted(suspects)}; give exactly one "
-        f"predict_proba for each of {SCENARIOS}.")
+        f"predict_proba for each of {SCENARIOS} and, optionally, for "
+        f"{EXTRA_SCENARIOS}.")
   keys = dict(keys or {})
-  if not set(keys) <= set(SCENARIOS):
+  if not set(keys) <= set(names):
     raise ValueError(f"keys are given for {sorted(keys)}; use names from "
-                     f"{SCENARIOS}.")
+                     f"{tuple(names)}.")
   outcome: dict[str, ScenarioResult] = {}
-  for name in SCENARIOS:
+  for name in names:
     try:
       outcome[name] = verify_dataset_ownership(
           suspects[name], keys.get(name, key), test_dataset, m=m, tau=tau,
-          seed=seed)
+          seed=seed, source_classes=source_classes)
     except TooFewCorrectError as error:
       logging.warning("scenario %s cannot be verified: %s", name, error)
       outcome[name] = Unverified(str(error))

@@ -19,9 +19,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxwm.alignment import objective
 from jaxwm.data.dataset import Dataset
-from jaxwm.poison import alignment
-from jaxwm.poison.poisoned_label import select_indices
+from jaxwm.data.splits import select_indices
 
 SELECTIONS = ("all", "random", "gradient_norm")
 
@@ -75,7 +75,7 @@ def select_samples(dataset: Dataset, *, by: str = "all",
   if model is None or variables is None:
     raise ValueError("selection 'gradient_norm' needs the surrogate's model "
                      "and variables.")
-  norms = alignment.per_example_gradient_norms(
+  norms = objective.per_example_gradient_norms(
       model, variables, dataset.images[pool], dataset.labels[pool],
       batch_size=batch_size, mesh=mesh)
   # Stable sort: ties are broken by the lower index.
