@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from jaxwm.config_checks import crafted_poisons
 from jaxwm.config_checks import dataset_watermarks
+from jaxwm.config_checks import model_stealing as stealing
 from jaxwm.config_checks import model_watermarks
 from jaxwm.config_checks import paths
 from jaxwm.config_checks.core import Problem, raise_problems
@@ -81,6 +82,14 @@ def false_acceptance(config) -> list[Problem]:
   return (problems + training(config) +
           model_watermarks.watermark(config, "false_acceptance") +
           model_watermarks.false_acceptance(config))
+
+
+def model_stealing(config) -> list[Problem]:
+  """``experiments/model_stealing.py``: the data, the recipe, the method,
+  the split, the attacks and their settings, the meta-classifier's models
+  and the independent model."""
+  problems, _ = data(config)
+  return problems + training(config) + stealing.model_stealing(config)
 
 
 def check_launch(config, check: Check | None, *,

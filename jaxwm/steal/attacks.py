@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import ml_collections
 import numpy as np
 
 from jaxwm.data.dataset import Dataset
@@ -167,6 +168,21 @@ def check_attack(name: str) -> str:
     raise ValueError(f"unknown model-stealing attack {name!r}; use one of "
                      f"{', '.join(ATTACKS)}.")
   return name
+
+
+def student_config(name: str, config, settings: StealConfig | None = None
+                   ) -> ml_collections.ConfigDict:
+  """The training config (``configs/train.py`` fields) of the model that
+  attack ``name`` makes from a victim of ``config``: ``config`` itself for
+  direct copy and fine-tuning (the victim's architecture), the student's
+  recipe otherwise (an owner who verifies white-box needs its
+  architecture)."""
+  settings = StealConfig() if settings is None else settings
+  if check_attack(name) in (DIRECT_COPY, FINE_TUNING):
+    return config.copy_and_resolve_references()
+  if name == ZERO_SHOT:
+    return settings.zero_shot.student_config(config)
+  return getattr(settings, name).config(config)
 
 
 def victim_labelled(data: Dataset, labels: np.ndarray,
