@@ -19,6 +19,7 @@ import pytest
 
 from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dw_configs
+from configs import model_stealing as ms_configs
 from configs import model_watermark as mw_configs
 from configs import train as train_configs
 from jaxwm import identity
@@ -29,6 +30,7 @@ from jaxwm.recipes import alignment_transfer
 from jaxwm.recipes import craft_poison
 from jaxwm.recipes import dataset_watermark
 from jaxwm.recipes import false_acceptance
+from jaxwm.recipes import model_stealing
 from jaxwm.recipes import model_watermark
 from jaxwm.recipes import train as train_recipe
 from jaxwm.train import checkpoint, loop, recipe
@@ -245,3 +247,24 @@ def test_alignment_transfer_probes_a_new_victim_recipe(tmp_path, spy):
   assert spy.fitted == [surrogate, None]
   assert [point["epoch"] for point in second["curve"]] == [1, 2]
   assert second["surrogate"] == first["surrogate"]
+
+
+def test_model_stealing_rewatermarks_for_another_move_seed(tmp_path, spy):
+  config = _config(ms_configs, "move_blackbox,digits,runlocal",
+                   attacks=("direct_copy",))
+  workdir = str(tmp_path)
+  first = model_stealing.run_experiment(config, workdir)["metrics"]
+  before = _folders(workdir)
+  kept = {f for f in before
+          if os.path.basename(f).startswith(("benign", "independent"))}
+  assert len(kept) == config.meta.num_models + 2
+  config.move.seed = 1
+  spy.reset()
+  second = model_stealing.run_experiment(config, workdir)["metrics"]
+  # The benign and independent models do not depend on the watermark; the
+  # victims and the meta-classifier are trained again, in new folders.
+  assert set(spy.restored) == kept
+  assert len(spy.fitted) == len(kept) + config.meta.num_models + 1
+  assert {os.path.basename(f).split("_")[0].rstrip("0123456789")
+          for f in _folders(workdir) - before} == {"victim", "meta"}
+  assert second["benign_accuracy"] == first["benign_accuracy"]
