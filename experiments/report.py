@@ -3,7 +3,8 @@ r"""Regenerates the tables of the docs from the committed result JSONs.
   python -m experiments.report            # rewrites the marked tables
   python -m experiments.report --check    # exit 1 if a table is stale
 
-Every table of ``docs/results.md`` and ``docs/poisons.md`` between
+Every table of ``docs/results.md``, ``docs/poisons.md`` and
+``docs/move.md`` between
 ``<!-- table:GROUP -->`` and ``<!-- /table -->`` is rebuilt from the JSONs
 in ``docs/runs/GROUP/``; a group without JSONs is kept as typed and marked
 pending (see :mod:`jaxwm.recipes.report`). Run from the repository root.
@@ -18,7 +19,8 @@ from jaxwm.recipes import report
 
 _RUNS = flags.DEFINE_string("runs", "docs/runs",
                             "Folder of the JSON groups, one folder each.")
-_DOCS = flags.DEFINE_list("docs", ["docs/results.md", "docs/poisons.md"],
+_DOCS = flags.DEFINE_list("docs", ["docs/results.md", "docs/poisons.md",
+                                   "docs/move.md"],
                           "The Markdown pages to regenerate.")
 _CHECK = flags.DEFINE_bool("check", False,
                            "Write nothing; exit 1 if a page would change.")
