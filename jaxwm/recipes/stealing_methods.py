@@ -121,7 +121,9 @@ class MoveOwner:
     """The owner's models and meta-classifier for ``suspect_config``'s
     architecture (trained on first use)."""
     config = architecture(self.run.config, suspect_config)
-    name = fingerprint(config.model, config.model_kwargs.to_dict())
+    # The built module, so that a default written out (width=32) is the
+    # architecture that leaves it implicit.
+    name = repr(recipe.build_model(config, self.run.owner.num_classes))
     if name not in self._references:
       self._references[name] = self._train_references(config)
     return self._references[name]
