@@ -10,6 +10,12 @@ The methods:
   transfer of 10% of the victim's training images, labels kept) verified
   by a meta-classifier on the suspect's gradient signs (white-box) or
   prediction differences (black-box) and a one-sided paired t-test.
+* ``badnets``: BadNets model watermarking, a baseline: a poisoned-label
+  patch backdoor in 10% of the victim's training images (target class 1;
+  block ``watermark``, as ``configs/dataset_watermark.py``), verified
+  black-box by the dataset watermark's paired t-test on the target
+  class's probability over triggered test images of every class but the
+  target (block ``verify``).
 
 The training set is split into disjoint halves (``split.attacker_fraction``
 0.5): the owner trains the victim (watermarked) and the benign model on
@@ -33,10 +39,11 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import dataset_watermark as dataset_configs
 from configs import train as train_configs
 
 MOVE_METHODS = {"move_whitebox": "white_box", "move_blackbox": "black_box"}
-METHODS = tuple(MOVE_METHODS)
+METHODS = (*MOVE_METHODS, "badnets")
 ATTACKS = ("direct_copy", "distillation", "zero_shot", "fine_tuning",
            "label_query", "logit_query")
 
@@ -89,6 +96,36 @@ def _move(setting: str) -> ml_collections.ConfigDict:
   ))
 
 
+def _add_move(config: ml_collections.ConfigDict, setting: str,
+              runlocal: bool) -> None:
+  """MOVE's blocks ``move`` and ``meta``, in place."""
+  config.move = _move(setting)
+  config.meta = ml_collections.ConfigDict(dict(
+      # Victim-like and benign models the meta-classifier learns from
+      # (each), besides the benign model verification compares with.
+      num_models=3,
+  ))
+  if runlocal:
+    config.meta.num_models = 2
+    config.move.transform_rate = 0.3
+    config.move.verification_fraction = 0.5
+    config.move.m_black_box = 10
+    config.move.style.steps = 20
+    for meta in ("white_box", "black_box"):
+      config.move[meta] = ml_collections.ConfigDict(dict(batch_size=16))
+
+
+def _add_badnets(config: ml_collections.ConfigDict, method: str,
+                 runlocal: bool) -> None:
+  """The BadNets baseline's blocks ``watermark`` and ``verify``, in
+  place."""
+  config.watermark = dataset_configs.watermark_config(method)
+  # The triggered test images of every class but the target are verified
+  # (``verify.source_classes`` absent); the dataset watermark's fields.
+  config.verify = ml_collections.ConfigDict(dict(
+      m=20 if runlocal else 100, tau=0.25, seed=0, alpha=0.01))
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   method, _, rest = (arg or "").partition(",")
   if method not in METHODS:
@@ -102,26 +139,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.split = ml_collections.ConfigDict(dict(attacker_fraction=0.5))
   config.attacks = ATTACKS
   config.steal = _steal()
-  config.move = _move(MOVE_METHODS[method])
-  config.meta = ml_collections.ConfigDict(dict(
-      # Victim-like and benign models the meta-classifier learns from
-      # (each), besides the benign model verification compares with.
-      num_models=3,
-  ))
   config.independent = ml_collections.ConfigDict(dict(
       seed_offset=1,                # its seed: config.seed + seed_offset.
       model=_placeholder(str),      # None: the victim's architecture...
       model_kwargs=dict(width=16),  # ... narrower (the cnn's is 32).
   ))
+  if method in MOVE_METHODS:
+    _add_move(config, MOVE_METHODS[method], runlocal)
+  else:
+    _add_badnets(config, method, runlocal)
   if runlocal:
-    config.meta.num_models = 2
     config.independent.model_kwargs.width = 8
-    config.move.transform_rate = 0.3
-    config.move.verification_fraction = 0.5
-    config.move.m_black_box = 20
-    config.move.style.steps = 20
-    for meta in ("white_box", "black_box"):
-      config.move[meta] = ml_collections.ConfigDict(dict(batch_size=16))
     config.steal.fine_tuning.num_epochs = 1
     zero_shot = config.steal.zero_shot
     zero_shot.iterations, zero_shot.batch_size = 4, 32

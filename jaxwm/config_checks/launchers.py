@@ -88,8 +88,8 @@ def model_stealing(config) -> list[Problem]:
   """``experiments/model_stealing.py``: the data, the recipe, the method,
   the split, the attacks and their settings, the meta-classifier's models
   and the independent model."""
-  problems, _ = data(config)
-  return problems + training(config) + stealing.model_stealing(config)
+  problems, shape = data(config)
+  return problems + training(config) + stealing.model_stealing(config, shape)
 
 
 def check_launch(config, check: Check | None, *,

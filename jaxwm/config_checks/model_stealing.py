@@ -1,18 +1,21 @@
 """Checks of the blocks of ``configs/model_stealing.py``: ``method``,
-``split``, ``attacks``, ``steal``, ``meta``, ``independent`` and the
-method's own block (``move``)."""
+``split``, ``attacks``, ``steal``, ``independent`` and the method's own
+blocks (MOVE's ``move`` and ``meta``; BadNets' ``watermark`` and
+``verify``, checked as the dataset watermark's)."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from jaxwm import steal
+from jaxwm.config_checks import dataset_watermarks
 from jaxwm.config_checks.core import Fields, MISSING, Problem
+from jaxwm.config_checks.training import DataShape
 from jaxwm.models import registry
 from jaxwm.watermark import move
 
 MOVE_METHODS = ("move_whitebox", "move_blackbox")
-METHODS = MOVE_METHODS
+METHODS = (*MOVE_METHODS, "badnets")
 
 
 def _builds(root: Fields, field: str, values: dict[str, Any],
@@ -51,9 +54,9 @@ def _independent(root: Fields) -> None:
                 f"or one of {', '.join(registry.model_names())}.")
 
 
-def model_stealing(config) -> list[Problem]:
+def model_stealing(config, shape: DataShape | None) -> list[Problem]:
   """Every block of ``experiments/model_stealing.py`` but the data and the
-  training recipe."""
+  training recipe (``shape``: the data's, None when it cannot load)."""
   problems: list[Problem] = []
   root = Fields(config, "", problems)
   root.choice("method", METHODS)
@@ -63,8 +66,10 @@ def model_stealing(config) -> list[Problem]:
   if root.get("steal") is not MISSING:
     _builds(root, "steal", config.steal.to_dict(),
             steal.StealConfig.from_dict, "model-stealing")
-  root.block_of("meta").integer("num_models", 1, example=3)
   _independent(root)
   if root.get("method") in MOVE_METHODS:
+    root.block_of("meta").integer("num_models", 1, example=3)
     _move(root)
-  return problems
+    return problems
+  return (problems + dataset_watermarks.watermark(config, shape) +
+          dataset_watermarks.verification(config, shape))

@@ -15,8 +15,12 @@ import dataclasses
 import os
 from typing import Any
 
+import jax
+
 from jaxwm import data as jaxwm_data
 from jaxwm.fingerprint import fingerprint
+from jaxwm.poison import methods as poison_methods
+from jaxwm.poison.ownership import verify_dataset_ownership
 from jaxwm.recipes import common
 from jaxwm.train import recipe
 from jaxwm.verify.ttest import PairedTTestResult
@@ -25,6 +29,9 @@ from jaxwm.watermark import move
 # Key streams of the owner's models: the i-th victim-like and benign model.
 VICTIM_STREAM = 1
 BENIGN_STREAM = 20
+# The stream of the BadNets watermark's draws (which images, folded into
+# jax.random.key(config.seed)).
+BADNETS_STREAM = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +180,51 @@ class MoveOwner:
         mu_benign=float(result.benign_confidence.mean()))
 
 
+class BadNetsOwner:
+  """BadNets model watermarking: the victim is trained on the owner's half
+  with a poisoned-label patch backdoor (the dataset watermark's code,
+  block ``watermark``); a suspect is verified black-box by the dataset
+  watermark's one-sided paired t-test on triggered test images (block
+  ``verify``: H0: the target class's probability rises by at most tau).
+  """
+
+  def __init__(self, run: Run):
+    config = run.config
+    block = config.watermark.to_dict()
+    marked, self.key = poison_methods.mark_dataset(
+        run.owner, block,
+        jax.random.fold_in(jax.random.key(config.seed), BADNETS_STREAM))
+    self.run = run
+    self.victim_parts = ("badnets", block)
+    self.victim = recipe.train_model(
+        config, marked,
+        workdir=run.model_dir("victim", config, *self.victim_parts),
+        stream=VICTIM_STREAM)
+    self.benign = recipe.train_model(config, run.owner,
+                                     workdir=run.model_dir("benign", config),
+                                     stream=BENIGN_STREAM)
+    self.alpha = float(config.verify.alpha)
+
+  def summary(self) -> dict[str, Any]:
+    return {"name": "badnets",
+            "poisoned_samples": int(self.key.poisoned_indices.size)}
+
+  def verdict(self, suspect: recipe.TrainedModel,
+              suspect_config) -> dict[str, Any]:
+    del suspect_config  # black-box
+    verify = self.run.config.verify
+    classes = verify.get("source_classes")  # None: all but the target.
+    test = verify_dataset_ownership(
+        suspect.predict_proba, self.key, self.run.test, m=verify.m,
+        tau=verify.tau, seed=verify.seed,
+        source_classes=None if classes is None else tuple(classes))
+    return verdict_record(test, self.alpha, test.rejects(self.alpha),
+                          tau=verify.tau)
+
+
 # The config's method -> its owner.
-OWNERS = {"move_whitebox": MoveOwner, "move_blackbox": MoveOwner}
+OWNERS = {"move_whitebox": MoveOwner, "move_blackbox": MoveOwner,
+          "badnets": BadNetsOwner}
 
 
 def make_owner(run: Run):
