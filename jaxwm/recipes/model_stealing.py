@@ -1,5 +1,5 @@
-"""Model ownership under model stealing (MOVE, Sections 6.1-6.2, and the
-baselines of its Tables III-VI).
+"""Model ownership under model stealing: MOVE (Sections 6.1-6.2 of its
+paper) and the BadNets model-watermarking baseline of its Tables III-VI.
 
 :func:`run_experiment` is the whole ``experiments/model_stealing.py`` job,
 importable from a notebook.
