@@ -162,3 +162,20 @@ def test_student_recipe_overrides_only_what_it_names():
   assert (other.model, other.model_kwargs.to_dict(), other.train.num_epochs,
           other.train.learning_rate) == ("resnet18", {}, 3, 0.2)
   assert config.model == "cnn"  # the victim's config is unchanged.
+
+
+def test_student_config_gives_each_attacks_architecture():
+  config = _config()
+  settings = steal.StealConfig(
+      label_query=steal.StudentRecipe(model="cnn", model_kwargs={"width": 4}),
+      zero_shot=steal.ZeroShotConfig(model_kwargs={"width": 2}))
+  victims = {name: attacks.student_config(name, config, settings)
+             for name in ("direct_copy", "fine_tuning")}
+  for derived in victims.values():
+    assert derived.model_kwargs.to_dict() == config.model_kwargs.to_dict()
+  assert attacks.student_config(
+      "label_query", config, settings).model_kwargs.to_dict() == {"width": 4}
+  assert attacks.student_config(
+      "zero_shot", config, settings).model_kwargs.to_dict() == {"width": 2}
+  with pytest.raises(ValueError, match="unknown model-stealing attack"):
+    attacks.student_config("theft", config)
