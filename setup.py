@@ -10,6 +10,7 @@ setuptools.setup(
         "removal attacks, and ownership verification in JAX/Flax."
     ),
     packages=setuptools.find_packages(include=["jaxwm", "jaxwm.*"]),
+    entry_points={"console_scripts": ["jaxwm = jaxwm.cli:main"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.35",
@@ -28,6 +29,6 @@ setuptools.setup(
     extras_require={
         "dev": ["pytest>=8.0", "matplotlib>=3.8"],
         "tfds": ["tensorflow-datasets>=4.9.6", "array_record>=0.5"],
-        "bench": ["torch>=2.4", "torchvision>=0.19"],
+        "bench": ["torch>=2.4"],
     },
 )

@@ -46,6 +46,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import train as train_configs
+from jaxwm.verify.levels import DEFAULT_ALPHA
 
 AVAILABILITY = ("availability", "tensorclog", "random_noise")
 WATERMARKS = ("ubw_c", "sleeper_agent")
@@ -103,7 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.independent_trigger = ml_collections.ConfigDict(dict(
       patch_position=(0, 0), patch_pattern="white"))
   config.verify = ml_collections.ConfigDict(dict(m=100, tau=0.25, seed=0,
-                                                  alpha=0.01))
+                                                  alpha=DEFAULT_ALPHA))
   # The victims' recipe is config.train with the fields set here replaced.
   placeholder = ml_collections.config_dict.placeholder
   config.victim = ml_collections.ConfigDict(dict(

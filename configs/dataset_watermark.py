@@ -58,6 +58,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import train as train_configs
+from jaxwm.verify.levels import DEFAULT_ALPHA
 
 POISONED_LABEL = ("badnets", "blended", "wanet", "ubw_p")
 # Section 5.2: "The target label y_t is set to 1 for all targeted
@@ -146,7 +147,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.watermark = watermark_config(method)
   config.independent_trigger = independent_trigger(method)
   config.verify = ml_collections.ConfigDict(dict(
-      m=100, tau=0.25, seed=0, alpha=0.01, source_classes=SOURCE_CLASSES,
+      m=100, tau=0.25, seed=0, alpha=DEFAULT_ALPHA, source_classes=SOURCE_CLASSES,
       independent_trigger_model=True))
   if demo:
     demo_recipe(config)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import train as train_configs
+from jaxwm.verify.levels import DEFAULT_ALPHA
 
 MODES = {"adi_fromscratch": "fromscratch", "adi_pretrained": "pretrained",
          "false_acceptance": "unmarked"}
@@ -57,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_triggers=100,             # n, Section 4.2.
       triggers_per_batch=2,         # k, Section 4.1.
       trigger_seed=ml_collections.config_dict.placeholder(int),  # None: secret.
-      alpha=0.01,                   # the binomial test's level.
+      alpha=DEFAULT_ALPHA,          # the binomial test's level.
       # The paper's rule: accept iff at most eps |T| triggers disagree
       # (Verify step 3, Section 3.1). The paper fixes no number (eps is the
       # error of an eps-accurate model, and must be < 1/2); 0.1 is about

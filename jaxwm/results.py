@@ -206,9 +206,10 @@ def write_results(path: str, **fields: Any) -> dict[str, Any]:
 
 
 def summary(results: Mapping[str, Any]) -> str:
-  """A few lines for the terminal: status, error or missing values, and
-  the top-level numbers of ``metrics`` (and objects of numbers, such as
-  ``p_value`` keyed by scenario)."""
+  """A few lines for the terminal: status, error or missing values, the
+  top-level numbers of ``metrics`` (and objects of numbers, such as
+  ``p_value`` keyed by scenario), then a table of every verdict in
+  ``metrics`` (:func:`verdict_table`)."""
   lines = [f"{results['experiment']}: {results['status']} "
            f"({results['wall_s']:.1f} s, {results['dataset']}, "
            f"{results['model']}, seed {results['seed']})"]
@@ -224,6 +225,41 @@ def summary(results: Mapping[str, Any]) -> str:
         _is_number(v) for v in value.values()):
       lines.append(f"  {name} " + " ".join(
           f"{k}={_short(v)}" for k, v in value.items()))
+  table = verdict_table(results["metrics"])
+  return "\n".join(lines + ([table] if table else []))
+
+
+def _verdicts(metrics: Mapping[str, Any], prefix: str = ""
+              ) -> list[tuple[str, Mapping[str, Any]]]:
+  """(path, entry) of every entry with a ``p_value`` and a ``decision``."""
+  found = []
+  for name, value in metrics.items():
+    if isinstance(value, Mapping):
+      path = f"{prefix}{name}"
+      if "p_value" in value and "decision" in value:
+        found.append((path, value))
+      else:
+        found.extend(_verdicts(value, f"{path}."))
+  return found
+
+
+def verdict_table(metrics: Mapping[str, Any]) -> str:
+  """One line per verdict of ``metrics``: its path, p-value, alpha and
+  decision, with Delta P (dataset watermarks) or the agreement (model
+  watermarks) where the verdict has one; "" when there is none."""
+  verdicts = _verdicts(metrics)
+  if not verdicts:
+    return ""
+  width = max(len(path) for path, _ in verdicts)
+  lines = [f"  {'verdict':<{width}}  {'p':>9}  {'alpha':>5}  "
+           f"{'effect':>14}  decision"]
+  for path, entry in verdicts:
+    effect = next((f"{label} {entry[name]:.3f}" for name, label in
+                   (("delta_p", "Delta P"), ("watermark_accuracy", "agree"))
+                   if name in entry), "")
+    lines.append(f"  {path:<{width}}  {entry['p_value']:>9.2e}  "
+                 f"{_short(entry.get('alpha', 'n/a')):>5}  {effect:>14}  "
+                 f"{entry['decision']}")
   return "\n".join(lines)
 
 

@@ -76,7 +76,9 @@ def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
   return buffer.getvalue()
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes) -> None:
+  """Writes ``data`` to ``path`` through a temporary file and a rename, so
+  that a crash leaves the old file or the new one, never a truncated one."""
   tmp = path + ".tmp"
   with open(tmp, "wb") as f:
     f.write(data)
@@ -109,25 +111,28 @@ def save(prefix: str, arrays: Mapping[str, np.ndarray],
       },
   }
   manifest_bytes = _canonical_json(manifest)
-  _atomic_write(npz_path, npz_bytes)
-  _atomic_write(json_path, json_bytes)
-  _atomic_write(manifest_path, manifest_bytes)
+  atomic_write(npz_path, npz_bytes)
+  atomic_write(json_path, json_bytes)
+  atomic_write(manifest_path, manifest_bytes)
   return sha256_hex(manifest_bytes)
 
 
 def manifest_digest(prefix: str) -> str:
   """Hex SHA-256 of the manifest file: one value that pins all three files."""
-  return sha256_hex(_read(_paths(prefix)[2]))
+  return sha256_hex(read_bytes(_paths(prefix)[2]))
 
 
-def _read(path: str) -> bytes:
+_KEY_FILES_HINT = ("a saved secret needs its .npz, .json and .manifest.json "
+                   "files side by side.")
+
+
+def read_bytes(path: str, hint: str = _KEY_FILES_HINT) -> bytes:
+  """The file's bytes; a missing file is named with ``hint`` on the fix."""
   try:
     with open(path, "rb") as f:
       return f.read()
   except FileNotFoundError:
-    raise FileNotFoundError(
-        f"{path} is missing; a saved secret needs its .npz, .json and "
-        ".manifest.json files side by side.") from None
+    raise FileNotFoundError(f"{path} is missing; {hint}") from None
 
 
 def _parse_manifest(manifest_path: str, manifest_bytes: bytes
@@ -202,7 +207,7 @@ def load(prefix: str, digest: str | None = None
   npz_path, json_path, manifest_path = _paths(prefix)
   if digest is not None:
     digest = fields.hex_digest(digest, "digest", "that save returned")
-  manifest_bytes = _read(manifest_path)
+  manifest_bytes = read_bytes(manifest_path)
   if digest is not None and not hmac.compare_digest(
       sha256_hex(manifest_bytes).encode(), digest.encode()):
     raise TamperedFileError(
@@ -210,7 +215,7 @@ def load(prefix: str, digest: str | None = None
         f"({digest}): the files were replaced or modified since they were "
         "saved. Use the owner's copy of the key.")
   expected = _parse_manifest(manifest_path, manifest_bytes)
-  contents = {path: _read(path) for path in (npz_path, json_path)}
+  contents = {path: read_bytes(path) for path in (npz_path, json_path)}
   _check_names((npz_path, json_path), manifest_path, expected, contents)
   for path, data in contents.items():
     if not hmac.compare_digest(sha256_hex(data).encode(),

@@ -126,6 +126,24 @@ def test_summary_names_the_status_the_reasons_and_the_numbers():
   assert not any("curves" in line or "digest" in line for line in lines)
 
 
+def test_summary_ends_with_one_line_per_verdict():
+  text = results.summary(_build({
+      "verification": {"malicious": {"p_value": 1e-12, "alpha": 0.01,
+                                     "delta_p": 0.61234,
+                                     "decision": "reject_h0"}},
+      "removal": {"ftal": {"p_value": 0.5, "alpha": 0.01,
+                           "watermark_accuracy": 0.1,
+                           "decision": "fail_to_reject_h0"}}}))
+  lines = text.splitlines()
+  header = lines.index(next(line for line in lines if "verdict" in line))
+  rows = [line.split() for line in lines[header + 1:]]
+  assert rows == [
+      ["verification.malicious", "1.00e-12", "0.01", "Delta", "P", "0.612",
+       "reject_h0"],
+      ["removal.ftal", "5.00e-01", "0.01", "agree", "0.100",
+       "fail_to_reject_h0"]]
+
+
 def test_run_job_keeps_what_was_measured_when_the_job_raises(tmp_path):
   def job(config, workdir, metrics):
     metrics["benign_accuracy"] = 0.8

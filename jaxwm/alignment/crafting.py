@@ -64,7 +64,7 @@ from jaxwm.alignment.regularizers import Regularizers
 from jaxwm.data import augment as augment_lib
 from jaxwm.data.dataset import Dataset
 from jaxwm.fingerprint import array_digest, callable_identity, tree_digest
-from jaxwm.train import sharding
+from jaxwm.train import compiler, sharding
 from jaxwm.train.checkpoint import Checkpointer
 from jaxwm.train.step import to_float_images
 
@@ -332,7 +332,7 @@ def _compiled_step(model, epsilon: float,
   spread = objective.stacked_batch_sharding(mesh)
   rep = sharding.replicated(mesh)
   carry = (spread, _optimizer_state_sharding(mesh))
-  return jax.jit(
+  return compiler.jit(
       step,
       in_shardings=(carry, rep, rep, rep, rep, spread, spread, spread, rep),
       out_shardings=(carry, rep),

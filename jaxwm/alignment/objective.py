@@ -42,7 +42,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxwm.metrics import entropy_from_logits
-from jaxwm.train import losses, sharding
+from jaxwm.train import compiler, losses, sharding
 from jaxwm.train.step import to_float_images
 
 # (logits float [B, K], labels int [B]) -> per-example losses float [B].
@@ -309,8 +309,8 @@ def _target_accumulator(model, per_example_loss: PerExampleLoss, mesh: Mesh):
                          (w > 0).astype(jnp.float32), per_example_loss)
     return jax.tree.map(lambda t, g: t + jnp.sum(w) * g, total, grad)
 
-  return jax.jit(accumulate, out_shardings=sharding.replicated(mesh),
-                 donate_argnums=0)
+  return compiler.jit(accumulate, out_shardings=sharding.replicated(mesh),
+                      donate_argnums=0)
 
 
 def _device_batches(mesh: Mesh, batch_size: int, *arrays: np.ndarray
@@ -357,7 +357,7 @@ def per_example_gradient_norms(model, variables: Any, images: np.ndarray,
 
     return jax.vmap(example_norm)(to_float_images(images), labels)
 
-  norms = jax.jit(per_device_rows(local_norms, mesh, 1))
+  norms = compiler.jit(per_device_rows(local_norms, mesh, 1))
   values = [norms(variables, *rows) for rows in _device_batches(
       mesh, batch_size, images, np.asarray(labels, np.int32))]
   return np.concatenate(jax.device_get(values))[:images.shape[0]]

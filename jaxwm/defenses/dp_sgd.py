@@ -30,7 +30,7 @@ from jaxwm.config_checks import raise_problems
 from jaxwm.config_checks.training import training
 from jaxwm.data.dataset import Dataset
 from jaxwm.models import common as model_common
-from jaxwm.train import losses, loop, optim, recipe, sharding
+from jaxwm.train import compiler, losses, loop, optim, recipe, sharding
 from jaxwm.train import step as step_lib
 from jaxwm.train.state import create_train_state
 
@@ -86,8 +86,9 @@ def make_dp_sgd_step(model, optimizer: optax.GradientTransformation, *,
                        "accuracy": losses.accuracy(logits, batch["label"])}
 
   rep = sharding.replicated(mesh)
-  return jax.jit(step, in_shardings=(rep, sharding.batch_sharded(mesh), rep),
-                 out_shardings=(rep, rep), donate_argnums=(0,))
+  return compiler.jit(step,
+                      in_shardings=(rep, sharding.batch_sharded(mesh), rep),
+                      out_shardings=(rep, rep), donate_argnums=(0,))
 
 
 def train_model(config, train_data: Dataset, *, l2_clip: float,

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxwm.models import common
+from jaxwm.models import common, pooling
 
 
 class CNN(nn.Module):
@@ -32,7 +32,7 @@ class CNN(nn.Module):
       for _ in range(self.convs_per_block):
         x = nn.Conv(channels, (3, 3), use_bias=False, dtype=self.dtype)(x)
         x = nn.relu(common.batch_norm(train, self.dtype)(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+      x = pooling.max_pool(x, 2)
       self.sow("intermediates", f"block{block}", x)
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.dense_width, dtype=self.dtype)(x)

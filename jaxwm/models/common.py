@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxwm.models import normalization
+
 HEAD = "head"
 FEATURES = "features"
 
@@ -34,10 +36,11 @@ def normalize(x: jax.Array, dtype: Any) -> jax.Array:
   return ((x - INPUT_MEAN) / INPUT_STD).astype(dtype)
 
 
-def batch_norm(train: bool, dtype: Any, name: str | None = None) -> nn.BatchNorm:
+def batch_norm(train: bool, dtype: Any,
+               name: str | None = None) -> normalization.BatchNorm:
   """BatchNorm with the momentum and epsilon used by every jaxwm model."""
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, dtype=dtype, name=name)
+  return normalization.BatchNorm(use_running_average=not train, momentum=0.9,
+                                 epsilon=1e-5, dtype=dtype, name=name)
 
 
 def classifier_head(features: jax.Array, num_classes: int, dtype: Any,

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxwm.models import common
+from jaxwm.models import common, pooling
 
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512),
                 (512, 512, 512))
@@ -43,7 +43,7 @@ class VGG(nn.Module):
       for width in widths:
         x = nn.Conv(width, (3, 3), use_bias=False, dtype=self.dtype)(x)
         x = nn.relu(common.batch_norm(train, self.dtype)(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+      x = pooling.max_pool(x, 2)
       self.sow("intermediates", f"block{stage}", x)
     return common.classifier_head(jnp.mean(x, axis=(1, 2)), self.num_classes,
                                   self.dtype, self)

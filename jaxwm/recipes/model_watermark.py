@@ -46,6 +46,7 @@ from jaxwm import identity
 from jaxwm.fingerprint import fingerprint
 from jaxwm.steal import finetune
 from jaxwm.train import recipe
+from jaxwm.verify.levels import decision
 from jaxwm.watermark import adi
 from jaxwm.watermark import embedding
 
@@ -109,7 +110,9 @@ class _Run:
             "p_value": result.p_value,
             "log10_p_value": result.log10_p_value,
             "accepted_binomial": bool(result.accepted_binomial),
-            "accepted_threshold": bool(result.accepted_threshold)}
+            "accepted_threshold": bool(result.accepted_threshold),
+            "alpha": result.alpha, "eps": result.eps,
+            "decision": decision(result.accepted_binomial)}
 
 
 def attack_epochs(config) -> int:

@@ -37,12 +37,10 @@ from jaxwm.data.dataset import Dataset
 from jaxwm.poison.ownership import verify_dataset_ownership
 from jaxwm.poison.watermark_key import WatermarkKey
 from jaxwm.verify import PairedTTestResult, PredictProba, TooFewCorrectError
+from jaxwm.verify.levels import REJECT, RETAIN
 
 SCENARIOS = ("independent_t", "independent_m", "malicious")
 EXTRA_SCENARIOS = ("independent_trigger_model",)
-# The decision of a scenario: H0 rejected (the suspect is judged trained on
-# the watermarked dataset) or not.
-REJECT, RETAIN = "reject_h0", "fail_to_reject_h0"
 
 
 @dataclasses.dataclass(frozen=True)

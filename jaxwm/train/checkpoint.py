@@ -146,5 +146,14 @@ class Checkpointer:
     logging.info("Restored checkpoint %d from %s", step, self._directory)
     return restored["state"], dict(restored["metadata"])
 
+  def restore_as_saved(self, step: int) -> Any:
+    """The state of ``step`` in the structure it was saved in (nested dicts
+    of arrays), after checking its files' hashes; for a reader that knows
+    no template of it (:func:`jaxwm.train.saved_model.load_model`)."""
+    self._verify_once(step)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))
+    return restored["state"]
+
   def close(self) -> None:
     self._manager.close()

@@ -260,7 +260,8 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
         batch_fn: BatchFn | None = None,
         on_epoch_end: Callable[[int, TrainState], Any] | None = None,
         progress_bar: bool | None = None,
-        learning_rate: LearningRate | None = None) -> TrainState:
+        learning_rate: LearningRate | None = None,
+        saved_with: Mapping[str, Any] | None = None) -> TrainState:
   """Trains ``state`` for ``num_epochs`` epochs over ``train_data``.
 
   Args:
@@ -295,6 +296,10 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
       a notebook.
     learning_rate: the optimizer's learning rate (a number or a schedule of
       the 0-based step), named in the error of a diverged run.
+    saved_with: JSON metadata each checkpoint keeps beside the identity,
+      not compared on resume (e.g. the model's
+      :class:`jaxwm.train.trained_model.ModelSpec`, which
+      :func:`jaxwm.train.saved_model.load_model` rebuilds it from).
 
   Returns:
     The trained state.
@@ -328,7 +333,8 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
   checkpointer = Checkpointer(workdir) if workdir else None
   start_epoch, run_info = 0, {}
   if checkpointer is not None:
-    run_info = {"identity": checkpoint_identity(identity, train_data, labels,
+    run_info = {**(saved_with or {}),
+                "identity": checkpoint_identity(identity, train_data, labels,
                                                 batch_size)}
     state, start_epoch = _resume(checkpointer, state, run_info["identity"],
                                  num_epochs, workdir)

@@ -15,7 +15,6 @@ raises :class:`jaxwm.identity.StaleRunError` otherwise.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -31,46 +30,15 @@ from jaxwm.data import augment
 from jaxwm.fingerprint import callable_identity, tree_digest
 from jaxwm.models import get_model
 from jaxwm.train import loop, losses, optim, sharding, step as step_lib
+from jaxwm.train.saved_model import MODEL_SPEC, export_model, load_model
 from jaxwm.train.state import TrainState, create_train_state
+from jaxwm.train.trained_model import ModelSpec, TrainedModel
 
 
 # Schedules whose learning rate at a step does not depend on the number of
 # epochs: training on from a shorter run's checkpoint equals training longer
 # in one go, so the number of epochs is not part of such a run's identity.
 RESUMABLE_SCHEDULES = ("step", "constant")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainedModel:
-  """A trained model with the helpers that metrics and verification need."""
-
-  model: Any
-  state: TrainState
-  mesh: Mesh
-  predict_fn: Callable[[Any, jax.Array], jax.Array]
-  eval_batch_size: int = 1000
-
-  @property
-  def variables(self) -> dict[str, Any]:
-    return self.state.variables()
-
-  def logits(self, images: np.ndarray) -> np.ndarray:
-    """float32 [N, K] for uint8 images or float images in [0, 1], [N, H, W, C]."""
-    return loop.predict_logits(self.predict_fn, self.variables,
-                               np.asarray(images), self.eval_batch_size,
-                               self.mesh)
-
-  def predict_proba(self, images: np.ndarray) -> np.ndarray:
-    """Softmax probabilities float64 [N, K]: the black-box query interface."""
-    return np.asarray(jax.nn.softmax(self.logits(images).astype(np.float64)))
-
-  def predict(self, images: np.ndarray) -> np.ndarray:
-    """Predicted labels int [N]."""
-    return np.argmax(self.logits(images), axis=-1)
-
-  def evaluate(self, dataset: jaxwm_data.Dataset) -> dict[str, float]:
-    return loop.evaluate(self.predict_fn, self.variables, dataset,
-                         self.eval_batch_size, self.mesh)
 
 
 def load_datasets(config) -> tuple[jaxwm_data.Dataset, jaxwm_data.Dataset]:
@@ -91,6 +59,13 @@ def load_datasets(config) -> tuple[jaxwm_data.Dataset, jaxwm_data.Dataset]:
 def build_model(config, num_classes: int):
   return get_model(config.model, num_classes, dtype=config.train.dtype,
                    **config.model_kwargs.to_dict())
+
+
+def model_spec(config, train_data: jaxwm_data.Dataset) -> ModelSpec:
+  """The :class:`ModelSpec` of ``config.model`` trained on ``train_data``."""
+  return ModelSpec(config.model, config.model_kwargs.to_dict(),
+                   train_data.num_classes, train_data.image_shape,
+                   str(config.train.dtype))
 
 
 def input_transform_from_config(augment_config) -> step_lib.InputTransform:
@@ -207,7 +182,8 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
   raise_problems(training(config))
   mesh = sharding.make_mesh() if mesh is None else mesh
   recipe = config.train
-  model = build_model(config, train_data.num_classes)
+  spec = model_spec(config, train_data)
+  model = spec.build()
   steps_per_epoch = len(train_data) // recipe.batch_size
   optimizer = optim.make_optimizer(recipe, max(1, steps_per_epoch),
                                    recipe.num_epochs)
@@ -237,9 +213,10 @@ def train_model(config, train_data: jaxwm_data.Dataset, *,
       log_every_steps=recipe.log_every_steps, batch_fn=batch_fn,
       on_epoch_end=on_epoch_end,
       learning_rate=optim.schedule_from_config(
-          recipe, max(1, steps_per_epoch), recipe.num_epochs))
+          recipe, max(1, steps_per_epoch), recipe.num_epochs),
+      saved_with={MODEL_SPEC: spec.to_json()})
   return TrainedModel(model, state, mesh, step_lib.make_predict_fn(model, mesh),
-                      config.eval_batch_size)
+                      config.eval_batch_size, spec)
 
 
 def _start_from(state: TrainState, variables: dict[str, Any],

@@ -16,7 +16,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxwm.models import common as model_common
-from jaxwm.train import losses, sharding
+from jaxwm.train import compiler, losses, sharding
 from jaxwm.train.state import TrainState
 
 Batch = Mapping[str, jax.Array]
@@ -81,20 +81,21 @@ def make_train_step(model, optimizer: optax.GradientTransformation, *,
     return new_state, metrics
 
   rep = sharding.replicated(mesh)
-  return jax.jit(step,
-                 in_shardings=(rep, sharding.batch_sharded(mesh), rep),
-                 out_shardings=(rep, rep),
-                 donate_argnums=(0,) if donate else ())
+  return compiler.jit(step,
+                      in_shardings=(rep, sharding.batch_sharded(mesh), rep),
+                      out_shardings=(rep, rep),
+                      donate_argnums=(0,) if donate else ())
 
 
 def make_predict_fn(model, mesh: Mesh | None = None
                     ) -> Callable[[Any, jax.Array], jax.Array]:
-  """``predict(variables, images) -> logits`` [B, K], jit-compiled and sharded."""
+  """``predict(variables, images) -> logits`` [B, K], jit-compiled, sharded."""
   mesh = sharding.make_mesh() if mesh is None else mesh
 
   def predict(variables, images):
     return model.apply(variables, to_float_images(images), train=False)
 
   rep = sharding.replicated(mesh)
-  return jax.jit(predict, in_shardings=(rep, sharding.batch_sharded(mesh)),
-                 out_shardings=rep)
+  return compiler.jit(predict,
+                      in_shardings=(rep, sharding.batch_sharded(mesh)),
+                      out_shardings=rep)

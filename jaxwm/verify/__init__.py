@@ -7,6 +7,7 @@ builds those from a dataset watermark's key).
 """
 
 from jaxwm.verify.binomial import BinomialTest, binomial_test
+from jaxwm.verify.levels import DEFAULT_ALPHA, REJECT, RETAIN, decision
 from jaxwm.verify.dataset_ownership import PredictProba
 from jaxwm.verify.dataset_ownership import TooFewCorrectError
 from jaxwm.verify.dataset_ownership import verify_ownership

@@ -57,6 +57,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import special, stats
 
+from jaxwm.verify.levels import DEFAULT_ALPHA
+
 # The smallest positive normal float64 (2.2e-308): ``p_value`` never goes
 # below it (it matters only for m > 1022, where 2^-m is smaller).
 P_VALUE_FLOOR = float(np.finfo(np.float64).tiny)
@@ -99,7 +101,7 @@ class PairedTTestResult:
   tau: float
   p_value_definition: str = SIGN_FLOORED
 
-  def rejects(self, alpha: float = 0.05) -> bool:
+  def rejects(self, alpha: float = DEFAULT_ALPHA) -> bool:
     """Whether H0 is rejected at significance level ``alpha``."""
     return self.p_value < alpha
 

@@ -70,6 +70,7 @@ from jaxwm import fields
 from jaxwm.config_checks import Fields, raise_problems
 from jaxwm.data.dataset import Dataset
 from jaxwm.verify.binomial import binomial_test
+from jaxwm.verify.levels import DEFAULT_ALPHA
 from jaxwm.watermark import commitments
 from jaxwm.watermark import key_files
 from jaxwm.watermark import trigger_sets
@@ -77,7 +78,6 @@ from jaxwm.watermark import trigger_sets
 Predict = Callable[[np.ndarray], Any]
 MARKING_KEY_KIND = "jaxwm/adi/marking-key/v1"
 VERIFICATION_KEY_KIND = "jaxwm/adi/verification-key/v1"
-DEFAULT_ALPHA = 0.01
 DEFAULT_EPS = 0.1
 FROMSCRATCH_TRIGGERS_PER_BATCH = 2
 _STATEMENT_TAG = b"jaxwm/adi/verification-key/v1"

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxwm.train import losses
+from jaxwm.train import compiler, losses
 from jaxwm.train import step as step_lib
 from jaxwm.verify.dataset_ownership import PredictProba
 from jaxwm.verify.dataset_ownership import query_probabilities
@@ -107,7 +107,7 @@ def _sign_gradient_fn(model, pool_threshold: int) -> Callable[..., jax.Array]:
     return jax.vmap(one, in_axes=(None, None, 0, 0))(params, variables,
                                                      images, labels)
 
-  return jax.jit(batch)
+  return compiler.jit(batch)
 
 
 def gradient_sign_features(model, variables: Any, images: np.ndarray,

@@ -33,6 +33,7 @@ import numpy as np
 
 from jaxwm.data.dataset import Dataset
 from jaxwm.train.recipe import TrainedModel
+from jaxwm.verify.levels import DEFAULT_ALPHA
 from jaxwm.watermark.move import meta_classifier as meta_lib
 from jaxwm.watermark.move import meta_features
 from jaxwm.watermark.move import style as style_lib
@@ -85,7 +86,7 @@ class MoveConfig:
       hidden_divisors=(2, 4))
   m_white_box: int = 10
   m_black_box: int = 100
-  alpha: float = 0.01
+  alpha: float = DEFAULT_ALPHA
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> MoveConfig:

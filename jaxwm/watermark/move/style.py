@@ -46,6 +46,7 @@ import optax
 import flax.linen as nn
 
 from jaxwm import secure_files
+from jaxwm.train import compiler
 
 # uint8 [N, H, W, C] -> uint8 [N, H, W, C]: any transform MOVE can embed.
 ImageTransform = Callable[[np.ndarray], np.ndarray]
@@ -206,7 +207,7 @@ def style_transfer(content: np.ndarray, style: np.ndarray,
   _check_inputs(content, style)
   network = random_network(config, content.shape[-1])
   style_grams = network.gram_matrices(jnp.asarray(style))
-  transfer = jax.jit(jax.vmap(
+  transfer = compiler.jit(jax.vmap(
       lambda c: _transfer_one(c, style_grams, network, config)))
   batch = config.batch_size
   outputs = []
