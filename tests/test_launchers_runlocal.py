@@ -158,8 +158,8 @@ def _check_stealing_entry(entry: dict[str, Any], m: int,
   assert 0.0 <= entry["test_accuracy"] <= 1.0
   assert 0.0 <= entry["agreement"] <= 1.0
   assert 0.0 < entry["p_value"] <= 1.0 and 2 <= entry["m"] <= m
-  assert entry["decision"] == ("stolen" if entry["p_value"] < alpha
-                               else "not_stolen")
+  assert entry["decision"] == ("reject_h0" if entry["p_value"] < alpha
+                               else "fail_to_reject_h0")
 
 
 def _verification_size(config) -> tuple[int, float]:

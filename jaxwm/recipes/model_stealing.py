@@ -29,7 +29,8 @@ held-out images), ``alpha``; ``attacks``, per attack: ``test_accuracy``,
 class), ``queries`` (images the victim answered) and the verdict;
 ``independent``: the same for the independent model (``queries`` 0). A
 verdict is ``statistic``, ``p_value``, ``log10_p_value``, ``delta_p``,
-``m``, ``alpha``, ``decision`` (``stolen`` or ``not_stolen``) and
+``m``, ``alpha``, ``decision`` (``reject_h0``: judged stolen, or
+``fail_to_reject_h0``) and
 whatever else the method's test reports.
 """
 

@@ -371,7 +371,7 @@ def model_stealing(runs: Sequence[Run]) -> str:
       "Each suspect: the stolen models of the six attacks (on the thief's "
       "half) and an independent model (the thief's half, another seed "
       "and architecture), with the method's one-sided test; a model is "
-      f"declared stolen when p < alpha = {alpha}. ΔP is the mean "
+      f"judged stolen (reject_h0) when p < alpha = {alpha}. ΔP is the mean "
       "difference of the test's paired scores (suspect minus benign).",
       markdown_table(STEALING_HEADER, suspects),
       "p-values side by side (rows: suspects; columns: runs).",

@@ -23,6 +23,7 @@ from jaxwm.poison import methods as poison_methods
 from jaxwm.poison.ownership import verify_dataset_ownership
 from jaxwm.recipes import common
 from jaxwm.train import recipe
+from jaxwm.verify.levels import decision
 from jaxwm.verify.ttest import PairedTTestResult
 from jaxwm.watermark import move
 
@@ -67,7 +68,7 @@ def verdict_record(test: PairedTTestResult, alpha: float, stolen: bool,
           "p_value": test.p_value, "log10_p_value": test.log10_p_value,
           "p_value_definition": test.p_value_definition,
           "delta_p": test.delta_p, "m": test.m, "alpha": float(alpha),
-          "decision": "stolen" if stolen else "not_stolen", **extra}
+          "decision": decision(stolen), **extra}
 
 
 def architecture(config, suspect_config):
