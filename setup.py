@@ -27,7 +27,13 @@ setuptools.setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "dev": ["pytest>=8.0", "matplotlib>=3.8"],
+        # Pictures (matplotlib) and a TensorBoard log without TensorFlow
+        # (tensorboardX: numpy and protobuf). Without them every run still
+        # runs and says once what it did not draw.
+        "plots": ["matplotlib>=3.8", "tensorboardX>=2.6"],
+        # nbclient, nbformat and ipykernel execute the colab/ notebooks.
+        "dev": ["pytest>=8.0", "matplotlib>=3.8", "tensorboardX>=2.6",
+                "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
         "tfds": ["tensorflow-datasets>=4.9.6", "array_record>=0.5"],
         "bench": ["torch>=2.4"],
     },

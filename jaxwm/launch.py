@@ -21,7 +21,7 @@ import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxwm import results
+from jaxwm import monitor, results
 from jaxwm.config_checks import launchers as config_checks
 from jaxwm.config_checks.core import Problem, raise_problems
 from jaxwm.train import sharding
@@ -123,6 +123,27 @@ def join_distributed_job(values: flags.FlagValues) -> None:
                jax.local_device_count(), jax.device_count())
 
 
+def pictures_dir(workdir: str, output_json: str | None) -> str:
+  """Where a job's pictures go: beside its results JSON, in
+  ``<output_json without .json>_pictures/``, or ``workdir/pictures``."""
+  if output_json:
+    return os.path.splitext(output_json)[0] + "_pictures"
+  return os.path.join(workdir, "pictures")
+
+
+def tensorboard_dir(workdir: str) -> str:
+  """Where a job's TensorBoard log goes: ``workdir/tensorboard``."""
+  return os.path.join(workdir, "tensorboard")
+
+
+def _run_log(workdir: str, output_json: str | None) -> monitor.RunLog:
+  """The job's run log; process 0 of a multi-process job writes it."""
+  if jax.process_index() != 0:
+    return monitor.RunLog()
+  return monitor.RunLog(pictures_dir(workdir, output_json),
+                        tensorboard_dir(workdir))
+
+
 def run_job(experiment: str, run_fn: RunFn, config, *,
             workdir: str | None = None, output_json: str | None = None,
             command: str | None = None,
@@ -143,7 +164,10 @@ def run_job(experiment: str, run_fn: RunFn, config, *,
 
   Returns:
     The results (see :mod:`jaxwm.results`); ``status`` is ``"failed"`` when
-    the job raised, and ``error`` then holds the exception.
+    the job raised, and ``error`` then holds the exception. Its pictures
+    (training curves, and the recipe's image grids and histograms) are in
+    :func:`pictures_dir` and its TensorBoard log in :func:`tensorboard_dir`
+    (:mod:`jaxwm.monitor`).
 
   Raises:
     ConfigError: every bad setting and path, before any work (no JSON is
@@ -160,11 +184,15 @@ def run_job(experiment: str, run_fn: RunFn, config, *,
   outcome: Mapping[str, Any] = {}
   error = None
   start = time.perf_counter()
+  run_log = _run_log(workdir, output_json)
   try:
-    outcome = run_fn(config, workdir, metrics)
+    with monitor.recording(run_log):
+      outcome = run_fn(config, workdir, metrics)
   except (Exception, KeyboardInterrupt) as caught:  # pylint: disable=W0718
     logging.exception("%s failed", experiment)
     error = caught
+  if run_log.written:
+    logging.info("%s: pictures %s", experiment, ", ".join(run_log.written))
   wall_s = time.perf_counter() - start
   written = results.build_results(
       experiment=experiment, config=config,
@@ -179,6 +207,18 @@ def run_job(experiment: str, run_fn: RunFn, config, *,
   if isinstance(error, KeyboardInterrupt):
     raise error
   return written
+
+
+def _print_outputs(workdir: str | None, output_json: str | None) -> None:
+  """Names the pictures folder and the TensorBoard log, when written (a
+  job without ``--workdir`` logs them: its workdir is a temporary one)."""
+  if workdir is None and output_json is None:
+    return
+  pictures = pictures_dir(workdir or "", output_json)
+  if os.path.isdir(pictures):
+    print(f"pictures: {pictures}")
+  if workdir and os.path.isdir(tensorboard_dir(workdir)):
+    print(f"metrics log: tensorboard --logdir={tensorboard_dir(workdir)}")
 
 
 def run(experiment: str, run_fn: RunFn,
@@ -198,6 +238,7 @@ def run(experiment: str, run_fn: RunFn,
                     workdir=values.workdir, output_json=values.output_json,
                     check=check)
   print(results.summary(written))
+  _print_outputs(values.workdir, values.output_json)
   if values.output_json:
     print(f"results: {values.output_json}")
   if written["status"] == "failed":

@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxwm import identity
 from jaxwm import metrics as metrics_lib
-from jaxwm import results
+from jaxwm import monitor, results
 from jaxwm.data.dataset import Dataset
 from jaxwm.poison.ownership import eligible_indices
 from jaxwm.poison.watermark_key import WatermarkKey
@@ -29,6 +29,18 @@ def model_dir(workdir: str, role: str, config, *parts: Any) -> str:
   return os.path.join(
       workdir, f"{role}_{dataset}_{config.model}_seed{config.seed}-"
       f"{identity.folder_fingerprint(config, *parts)}")
+
+
+def picture_samples(name: str, data: Dataset, indices: np.ndarray,
+                    title: str, count: int = 16) -> None:
+  """Draws the first ``count`` images of ``data`` at ``indices`` with
+  their labels, as ``name.png`` in the run's pictures
+  (:func:`jaxwm.monitor.add_image_grid`)."""
+  chosen = np.asarray(indices)[:count]
+  if chosen.size:
+    monitor.add_image_grid(name, data.images[chosen],
+                           [f"label {y}" for y in data.labels[chosen]],
+                           title)
 
 
 def _rate(compute: Callable[[], Any]) -> float | dict[str, str]:

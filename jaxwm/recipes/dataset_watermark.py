@@ -42,12 +42,14 @@ import jax
 import numpy as np
 from absl import logging
 
+from jaxwm import monitor
 from jaxwm.data.dataset import Dataset
 from jaxwm.poison import methods
 from jaxwm.poison.ownership import evaluated_classes
 from jaxwm.poison.watermark_key import WatermarkKey
 from jaxwm.recipes import scenarios
-from jaxwm.recipes.common import model_dir, watermark_metrics
+from jaxwm.recipes.common import (model_dir, picture_samples,
+                                  watermark_metrics)
 from jaxwm.train import recipe
 
 # The engine's key streams of the three models, and the watermark keys'.
@@ -87,6 +89,9 @@ def _train_marked(config, train: Dataset, watermark: Mapping[str, Any],
                "(manifest SHA-256 %s)", role,
                watermark_key.poisoned_indices.size, len(train), folder,
                digest)
+  picture_samples(f"marked_samples_{role}", marked,
+                  watermark_key.poisoned_indices,
+                  f"{watermark['method']}: marked training images")
   model = recipe.train_model(config, marked, workdir=folder,
                              stream=STREAMS[role])
   return model, watermark_key, digest
@@ -111,6 +116,18 @@ def _rates(watermarked: recipe.TrainedModel, key: WatermarkKey, test: Dataset,
   return {"source_classes": list(evaluated_classes(key, source_classes)),
           **watermark_metrics(watermarked.predict_proba, key, test,
                               source_classes)}
+
+
+def _picture_triggered(key: WatermarkKey, test: Dataset,
+                       count: int = 8) -> None:
+  """Draws ``count`` test images beside the same images with the owner's
+  trigger (``triggered_test_images.png``)."""
+  images = test.images[:count]
+  monitor.add_image_grid(
+      "triggered_test_images",
+      np.concatenate([images, key.apply_trigger_uint8(images)]),
+      ["clean"] * len(images) + ["triggered"] * len(images),
+      "test images without and with the owner's trigger")
 
 
 def run_experiment(config, workdir: str,
@@ -139,6 +156,8 @@ def run_experiment(config, workdir: str,
   train, test = recipe.load_datasets(config)
   logging.info("%s on %d %s training images, %d test images",
                config.watermark.method, len(train), config.dataset, len(test))
+  monitor.expect_models(3 if config.verify.independent_trigger_model
+                        else 2)
   benign = recipe.train_model(config, train,
                               workdir=model_dir(workdir, "benign", config),
                               stream=STREAMS["benign"])
@@ -148,6 +167,7 @@ def run_experiment(config, workdir: str,
                                            "watermarked", workdir, benign)
   metrics.update(poison_rate=key.poison_rate, watermark_key_digest=digest)
   source_classes = tuple(config.verify.source_classes)
+  _picture_triggered(key, test)
   metrics.update(_rates(watermarked, key, test, source_classes))
   all_classes = _rates(watermarked, key, test, None)
   del all_classes["benign_accuracy"]  # measured on the whole test set

@@ -33,7 +33,7 @@ from absl import logging
 from scipy import stats
 
 from jaxwm import data as jaxwm_data
-from jaxwm import identity
+from jaxwm import identity, monitor
 from jaxwm.fingerprint import fingerprint
 from jaxwm.train import recipe
 from jaxwm.watermark import adi
@@ -124,6 +124,25 @@ def summary(verdicts: list[dict[str, Any]], watermark,
   return metrics
 
 
+def picture_verdicts(verdicts: list[dict[str, Any]], watermark,
+                     num_classes: int) -> None:
+  """Histograms of the non-marked models' p-values (``p_values.png``,
+  log10, with alpha) and trigger-set agreements (``agreement.png``, with
+  chance 1/K and the paper's acceptance threshold 1 - eps)."""
+  count = len(verdicts)
+  monitor.add_histogram(
+      "p_values", [v["p_value"] for v in verdicts], xlabel="p-value",
+      log10=True, lines={f"alpha = {watermark.alpha:g}": watermark.alpha},
+      title=f"binomial test on {count} never-marked models")
+  monitor.add_histogram(
+      "agreement", [v["agreement"] for v in verdicts],
+      xlabel="agreement with the trigger labels",
+      lines={f"chance 1/K = {1 / num_classes:.2f}": 1 / num_classes,
+             f"threshold rule 1 - eps = {1 - watermark.eps:g}":
+             1 - watermark.eps},
+      title=f"trigger-set agreement of {count} never-marked models")
+
+
 def run_experiment(config, workdir: str,
                    metrics: dict[str, Any] | None = None) -> dict[str, Any]:
   """Trains and verifies the models; returns the launcher's outcome.
@@ -137,6 +156,7 @@ def run_experiment(config, workdir: str,
   record = verdict_identity(config, train, test)
   folder = os.path.join(workdir, f"verdicts-{fingerprint(record)}")
   verdicts = []
+  monitor.expect_models(config.false_acceptance.num_models)
   for index in range(config.false_acceptance.num_models):
     path = os.path.join(folder, f"model-{index}.json")
     model_record = {**record, "model": index}
@@ -145,7 +165,10 @@ def run_experiment(config, workdir: str,
       verdict = _one_model(config, train, test, index)
       identity.write_json(path, model_record, verdict)
       logging.info("model %d: %s", index, verdict)
+    else:
+      monitor.skip_model()
     verdicts.append(verdict)
     metrics.update(summary(verdicts, config.watermark, train.num_classes))
+  picture_verdicts(verdicts, config.watermark, train.num_classes)
   return {"dataset": config.dataset, "model": config.model,
           "metrics": metrics}

@@ -39,11 +39,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 from absl import logging
 
 from jaxwm import data as jaxwm_data
-from jaxwm import identity
+from jaxwm import identity, monitor
 from jaxwm.fingerprint import fingerprint
+from jaxwm.recipes.common import picture_samples
 from jaxwm.steal import finetune
 from jaxwm.train import recipe
 from jaxwm.verify.levels import decision
@@ -227,6 +229,16 @@ def _transfer(run: _Run, marked, marked_parts, owner_keys) -> dict[str, Any]:
                         finetune.with_head(transferred, marked))}
 
 
+def count_models(config) -> int:
+  """The models the experiment trains: the non-marked and marked models,
+  one per removal attack, and with piracy the pirated model and one per
+  attack on it, and with transfer learning the transferred model."""
+  count = 2 + len(config.attack.names)
+  if config.piracy.enabled:
+    count += 1 + len(config.piracy.attacks)
+  return count + int(config.transfer.enabled)
+
+
 def run_experiment(config, workdir: str,
                    metrics: dict[str, Any] | None = None) -> dict[str, Any]:
   """The whole experiment; returns the launcher's ``outcome`` mapping.
@@ -249,6 +261,10 @@ def run_experiment(config, workdir: str,
   run = _Run(config, workdir, train)
   owner_keys = run.keys("owner", config.watermark.num_triggers)
   metrics["verification_key_digest"] = owner_keys[1].digest()
+  monitor.expect_models(count_models(config))
+  picture_samples("trigger_set", owner_keys[0].triggers,
+                  np.arange(len(owner_keys[0].triggers)),
+                  "the owner's trigger set and its labels")
   unmarked = recipe.train_model(config, owner_data,
                                 workdir=run.model_dir("unmarked"),
                                 stream=STREAMS["unmarked"])

@@ -11,6 +11,7 @@ from typing import Any
 
 from absl import logging
 
+from jaxwm import monitor
 from jaxwm.train import recipe
 
 
@@ -44,6 +45,7 @@ def train_and_evaluate(config, workdir: str,
   metrics["train_examples"] = len(train)
   logging.info("Training %s on %d %s images %s", config.model, len(train),
                config.dataset, train.image_shape)
+  monitor.expect_models(1)
   trained = recipe.train_model(config, train,
                                workdir=os.path.join(workdir, "model"))
   scores = trained.evaluate(test)

@@ -12,6 +12,7 @@ is saved.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Callable, Mapping
@@ -24,6 +25,7 @@ from jax.sharding import Mesh
 
 from jaxwm import identity as identity_lib
 from jaxwm.data.dataset import Dataset
+from jaxwm.monitor import run_log
 from jaxwm.train import sharding
 from jaxwm.train.checkpoint import Checkpointer
 from jaxwm.train.state import TrainState
@@ -119,17 +121,34 @@ def _progress_bar(total: int, initial: int, enabled: bool | None):
                         dynamic_ncols=True)
 
 
+def _emit(line: str, bar) -> None:
+  """Writes a progress line: to the absl log where it shows INFO (the
+  launchers), else to stderr unless a progress bar already shows it (a
+  script, whose output may be a file or a pipe)."""
+  if logging.level_info():
+    logging.info("%s", line)
+  elif bar is None:
+    print(line, file=sys.stderr, flush=True)
+
+
 class _Progress:
-  """Logs step, loss, accuracy, images/s and ETA at a fixed step interval."""
+  """Logs step, loss, accuracy, images/s and ETA at a fixed step interval,
+  and reports them to the run log's ``track`` (``model i/N``, the overall
+  ETA, the curves) when there is one."""
 
   def __init__(self, total_steps: int, first_step: int, batch_size: int,
-               every: int, progress_bar: bool | None):
+               every: int, progress_bar: bool | None,
+               track: run_log.ModelTrack | None):
     self._total = total_steps
     self._batch_size = batch_size
     self._every = max(1, every)
     self._pending: list[dict[str, jax.Array]] = []
     self._mark_step, self._mark_time = first_step, time.perf_counter()
     self._bar = _progress_bar(total_steps, first_step, progress_bar)
+    self._track = track
+    self._prefix = "" if track is None else track.prefix()
+    if self._bar is not None and self._prefix:
+      self._bar.set_description(self._prefix.strip())
 
   def update(self, step: int, metrics: dict[str, jax.Array],
              force: bool = False) -> bool:
@@ -147,10 +166,16 @@ class _Progress:
     steps_per_s = (step - self._mark_step) / max(now - self._mark_time, 1e-9)
     self._mark_step, self._mark_time = step, now
     eta = (self._total - step) / max(steps_per_s, 1e-9)
-    logging.info(
-        "step %d/%d  loss %.4f  accuracy %.4f  %.0f images/s  ETA %.0fs",
-        step, self._total, means["loss"], means["accuracy"],
-        steps_per_s * self._batch_size, eta)
+    overall = ""
+    if self._track is not None:
+      self._track.record(step, means["loss"], means["accuracy"])
+      overall_eta = self._track.overall_eta(eta)
+      if overall_eta is not None:
+        overall = f"  overall ETA {overall_eta:.0f}s"
+    _emit(f"{self._prefix}step {step}/{self._total}  loss "
+          f"{means['loss']:.4f}  accuracy {means['accuracy']:.4f}  "
+          f"{steps_per_s * self._batch_size:.0f} images/s  ETA {eta:.0f}s"
+          f"{overall}", self._bar)
     if self._bar is not None:
       self._bar.set_postfix(loss=f"{means['loss']:.4f}",
                             acc=f"{means['accuracy']:.3f}")
@@ -159,6 +184,8 @@ class _Progress:
   def close(self) -> None:
     if self._bar is not None:
       self._bar.close()
+    if self._track is not None:
+      self._track.finish()
 
 
 def _device_batcher(images, labels, batch_size: int, mesh: Mesh,
@@ -261,7 +288,8 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
         on_epoch_end: Callable[[int, TrainState], Any] | None = None,
         progress_bar: bool | None = None,
         learning_rate: LearningRate | None = None,
-        saved_with: Mapping[str, Any] | None = None) -> TrainState:
+        saved_with: Mapping[str, Any] | None = None,
+        name: str | None = None) -> TrainState:
   """Trains ``state`` for ``num_epochs`` epochs over ``train_data``.
 
   Args:
@@ -300,6 +328,8 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
       not compared on resume (e.g. the model's
       :class:`jaxwm.train.trained_model.ModelSpec`, which
       :func:`jaxwm.train.saved_model.load_model` rebuilds it from).
+    name: the model's name in the progress lines and in the run log's
+      curves (:mod:`jaxwm.monitor`); default the ``workdir`` folder's name.
 
   Returns:
     The trained state.
@@ -344,8 +374,14 @@ def fit(step_fn: StepFn, state: TrainState, train_data: Dataset, *,
       jax.random.fold_in(key, epoch), num_examples),
                     out_shardings=sharding.replicated(mesh))
   total_steps = steps_per_epoch * num_epochs
-  progress = _Progress(total_steps, start_epoch * steps_per_epoch,
-                       batch_size, log_every_steps, progress_bar)
+  first_step = start_epoch * steps_per_epoch
+  log = run_log.current()
+  progress = _Progress(
+      total_steps, first_step, batch_size, log_every_steps, progress_bar,
+      None if log is None else log.track_model(
+          name or (os.path.basename(os.path.normpath(workdir))
+                   if workdir else None),
+          total_steps, first_step, steps_per_epoch))
   guard = _DivergenceGuard(steps_per_epoch, learning_rate)
   try:
     for epoch in range(start_epoch, num_epochs):
