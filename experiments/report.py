@@ -3,11 +3,11 @@ r"""Regenerates the tables of the docs from the committed result JSONs.
   python -m experiments.report            # rewrites the marked tables
   python -m experiments.report --check    # exit 1 if a table is stale
 
-Every table of ``docs/results.md``, ``docs/poisons.md`` and
-``docs/defenses.md`` between ``<!-- table:GROUP -->`` and ``<!-- /table -->``
-is rebuilt from the JSONs in ``docs/runs/GROUP/``; a group without JSONs
-is kept as typed and marked pending (see :mod:`jaxwm.recipes.report`). Run
-from the repository root.
+Every table of ``docs/results.md``, ``docs/poisons.md``,
+``docs/defenses.md`` and ``docs/move.md`` between ``<!-- table:GROUP -->``
+and ``<!-- /table -->`` is rebuilt from the JSONs in ``docs/runs/GROUP/``; a
+group without JSONs is kept as typed and marked pending (see
+:mod:`jaxwm.recipes.report`). Run from the repository root.
 """
 
 import sys
@@ -20,7 +20,7 @@ from jaxwm.recipes import report
 _RUNS = flags.DEFINE_string("runs", "docs/runs",
                             "Folder of the JSON groups, one folder each.")
 _DOCS = flags.DEFINE_list("docs", ["docs/results.md", "docs/poisons.md",
-                                    "docs/defenses.md"],
+                                    "docs/defenses.md", "docs/move.md"],
                           "The Markdown pages to regenerate.")
 _CHECK = flags.DEFINE_bool("check", False,
                            "Write nothing; exit 1 if a page would change.")

@@ -49,6 +49,7 @@ LAUNCHERS = {
     "model_watermark": "model_watermark.py:adi_fromscratch,digits,runlocal",
     "false_acceptance": "model_watermark.py:false_acceptance,digits,runlocal",
     "removal": "removal.py:content,digits,runlocal",
+    "model_stealing": "model_stealing.py:move_whitebox,digits,runlocal",
 }
 # The ablation needs a schedule that does not depend on the total epochs.
 BASE_OVERRIDES = {"ablate_ubw_p": ("train.schedule=step",)}
@@ -186,6 +187,21 @@ CASES = {
     "false_acceptance_ensemble_strategy": Case(
         "false_acceptance", ("false_acceptance.ensemble_strategy=pmap",),
         "false_acceptance.ensemble_strategy", "pmap"),
+    "model_stealing_attacker_fraction": Case(
+        "model_stealing", ("split.attacker_fraction=1.0",),
+        "split.attacker_fraction", 1.0),
+    "model_stealing_no_meta_models": Case(
+        "model_stealing", ("meta.num_models=0",), "meta.num_models", 0),
+    "model_stealing_alpha": Case("model_stealing", ("move.alpha=1.5",),
+                                 "move.alpha", 1.5),
+    "model_stealing_m_below_two": Case(
+        "model_stealing", ("move.m_white_box=1",), "move.m_white_box", 1),
+    "model_stealing_independent_same_seed": Case(
+        "model_stealing", ("independent.seed_offset=0",),
+        "independent.seed_offset", 0),
+    "model_stealing_unknown_setting": Case(
+        "model_stealing", ("move.setting=grey_box",), "move.setting",
+        "grey_box"),
     "ablate_ubw_p_given_badnets": Case(
         "ablate_ubw_p", (), "watermark.method", "badnets",
         "dataset_watermark.py:badnets,digits,runlocal"),

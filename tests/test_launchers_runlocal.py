@@ -28,6 +28,7 @@ from absl import flags
 
 from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dataset_configs
+from configs import model_stealing as stealing_configs
 from configs import model_watermark as model_configs
 from configs import removal as removal_configs
 from configs import train as train_configs
@@ -40,6 +41,7 @@ from jaxwm.recipes import alignment_transfer
 from jaxwm.recipes import craft_poison
 from jaxwm.recipes import dataset_watermark
 from jaxwm.recipes import false_acceptance
+from jaxwm.recipes import model_stealing
 from jaxwm.recipes import model_watermark
 from jaxwm.recipes import removal
 from jaxwm.recipes import train as train_recipe
@@ -143,6 +145,56 @@ def _check_model_watermark(metrics: dict[str, Any], config,
       assert set(attack) == {"test_accuracy", "owner", "pirate"}
   if config.transfer.enabled:
     assert {"dataset", "test_accuracy"} | VERDICT == set(metrics["transfer"])
+
+
+VERDICT_FIELDS = {"statistic", "dof", "p_value", "log10_p_value", "delta_p",
+                  "m", "alpha", "decision"}
+
+
+def _check_stealing_entry(entry: dict[str, Any], m: int,
+                          alpha: float) -> None:
+  """A suspect's accuracy, agreement, queries and decided verdict (on at
+  most ``m`` images: BadNets' test uses those the suspect gets right)."""
+  assert {"test_accuracy", "agreement", "queries"} | VERDICT_FIELDS <= set(
+      entry)
+  assert 0.0 <= entry["test_accuracy"] <= 1.0
+  assert 0.0 <= entry["agreement"] <= 1.0
+  assert 0.0 < entry["p_value"] <= 1.0 and 2 <= entry["m"] <= m
+  assert entry["decision"] == ("reject_h0" if entry["p_value"] < alpha
+                               else "fail_to_reject_h0")
+
+
+def _verification_size(config) -> tuple[int, float]:
+  """(m, alpha) of the method's test."""
+  if config.method == "badnets":
+    return config.verify.m, config.verify.alpha
+  move = config.move
+  return (move.m_white_box if move.setting == "white_box"
+          else move.m_black_box), move.alpha
+
+
+def _check_model_stealing(metrics: dict[str, Any], config,
+                          incomplete) -> None:
+  del incomplete
+  m, alpha = _verification_size(config)
+  split = metrics["split"]
+  assert abs(split["owner_images"] - split["attacker_images"]) <= 10
+  assert metrics["accuracy_drop"] == pytest.approx(
+      metrics["benign_accuracy"] - metrics["victim_accuracy"])
+  assert metrics["alpha"] == alpha
+  assert set(metrics["attacks"]) == set(config.attacks)
+  for entry in [*metrics["attacks"].values(), metrics["independent"]]:
+    _check_stealing_entry(entry, m, alpha)
+  queries = {name: entry["queries"]
+             for name, entry in metrics["attacks"].items()}
+  zero_shot = config.steal.zero_shot
+  assert queries == {
+      "direct_copy": 0, "zero_shot": zero_shot.iterations * (
+          zero_shot.student_steps + 1) * zero_shot.batch_size,
+      **{name: split["attacker_images"] for name in (
+          "distillation", "fine_tuning", "label_query", "logit_query")}}
+  assert metrics["attacks"]["direct_copy"]["agreement"] == 1.0
+  assert metrics["independent"]["queries"] == 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,6 +335,13 @@ CASES = [
                         f"{name}_{rule}" for rule in ("binomial", "threshold")
                         for name in ("false_acceptance_rate", "accepted",
                                      "exact_size", "rate_upper_95")})),
+    *(Case("model_stealing", model_stealing.run_experiment,
+           stealing_configs.get_config, f"{method},digits,runlocal",
+           "model_stealing", frozenset({
+               "split", "victim_accuracy", "benign_accuracy",
+               "accuracy_drop", "alpha", "method", "attacks",
+               "independent"}), check=_check_model_stealing)
+      for method in stealing_configs.METHODS),
 ]
 
 
@@ -310,6 +369,8 @@ def test_every_launcher_variant_is_covered():
                                              model_configs.MODES)
   assert {v for e, v in covered if e == "removal"} == set(
       removal_configs.ROWS)
+  assert {v for e, v in covered if e == "model_stealing"} == set(
+      stealing_configs.METHODS)
   launchers = {name[:-3] for name in os.listdir(os.path.join(REPO,
                                                              "experiments"))
                if name.endswith(".py") and name != "__init__.py"}

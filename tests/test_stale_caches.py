@@ -19,6 +19,7 @@ import pytest
 
 from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dw_configs
+from configs import model_stealing as ms_configs
 from configs import model_watermark as mw_configs
 from configs import removal as removal_configs
 from configs import train as train_configs
@@ -30,6 +31,7 @@ from jaxwm.recipes import alignment_transfer
 from jaxwm.recipes import craft_poison
 from jaxwm.recipes import dataset_watermark
 from jaxwm.recipes import false_acceptance
+from jaxwm.recipes import model_stealing
 from jaxwm.recipes import model_watermark
 from jaxwm.recipes import removal
 from jaxwm.recipes import train as train_recipe
@@ -269,3 +271,22 @@ def test_removal_repairs_again_for_another_learning_rate(tmp_path, spy):
               f"noise_fine_tuning_all_digits_{TINY}", f"matrix_digits_{TINY}"}
   assert second["cells"]["none"] == first["cells"]["none"]
   assert len(second["curves"]["fine_tuning_all"]) == 2
+def test_model_stealing_rewatermarks_for_another_move_seed(tmp_path, spy):
+  config = _config(ms_configs, "move_blackbox,digits,runlocal",
+                   attacks=("direct_copy",))
+  workdir = str(tmp_path)
+  first = model_stealing.run_experiment(config, workdir)["metrics"]
+  before = _folders(workdir)
+  kept = {f for f in before
+          if os.path.basename(f).startswith(("benign", "independent"))}
+  assert len(kept) == config.meta.num_models + 2
+  config.move.seed = 1
+  spy.reset()
+  second = model_stealing.run_experiment(config, workdir)["metrics"]
+  # The benign and independent models do not depend on the watermark; the
+  # victims and the meta-classifier are trained again, in new folders.
+  assert set(spy.restored) == kept
+  assert len(spy.fitted) == len(kept) + config.meta.num_models + 1
+  assert {os.path.basename(f).split("_")[0].rstrip("0123456789")
+          for f in _folders(workdir) - before} == {"victim", "meta"}
+  assert second["benign_accuracy"] == first["benign_accuracy"]

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from jaxwm.config_checks import crafted_poisons
 from jaxwm.config_checks import dataset_watermarks
+from jaxwm.config_checks import model_stealing as stealing
 from jaxwm.config_checks import model_watermarks
 from jaxwm.config_checks import paths
 from jaxwm.config_checks import removal as removal_checks
@@ -101,6 +102,12 @@ def removal(config) -> list[Problem]:
     elif row in removal_checks.TRIGGER_ROWS:
       problems += removal_checks.trigger_watermark(config, shape)
   return problems + removal_checks.removal(config)
+def model_stealing(config) -> list[Problem]:
+  """``experiments/model_stealing.py``: the data, the recipe, the method,
+  the split, the attacks and their settings, the meta-classifier's models
+  and the independent model."""
+  problems, shape = data(config)
+  return problems + training(config) + stealing.model_stealing(config, shape)
 
 
 def check_launch(config, check: Check | None, *,

@@ -5,7 +5,8 @@ of pre-change JSONs).
 :data:`BUILDERS` maps a results JSON's ``experiment`` to its builder:
 ``dataset_watermark`` (UBW-P and the baselines), ``craft_poison``
 (UBW-C and Sleeper Agent; availability poisons), ``model_watermark``
-(Adi et al.: marking, removal, piracy and transfer) and ``removal`` (the
+(Adi et al.: marking, removal, piracy and transfer), ``model_stealing``
+(MOVE and the baselines against model stealing) and ``removal`` (the
 watermark x defense matrix and the detectors,
 :mod:`jaxwm.recipes.report_removal`).
 """
@@ -21,6 +22,7 @@ from jaxwm.recipes.report_tables import (
     p_value, p_value_definition, setting, table, yes_no)
 
 RATE = fixed(3)
+STATISTIC = fixed(2)
 ACCURACY = fixed(4)
 SCENARIO_NAMES = scenarios.SCENARIOS + scenarios.EXTRA_SCENARIOS
 SCENARIO_HEADERS = {"malicious": "malicious", "independent_t": "indep. T",
@@ -320,9 +322,70 @@ def _piracy_rows(run: Run) -> list[list[str]]:
   return rows
 
 
+STEALING_HEADER = ["run", "suspect", "test accuracy", "agreement with victim",
+                   "victim queries", "t", "p", "ΔP", "decision"]
+
+
+def _suspects(run: Run) -> list[tuple[str, Any]]:
+  """(name, entry) of each attack in config order, then the independent
+  model."""
+  attacks = run.metrics.get("attacks", {})
+  return ([(name, attacks[name])
+           for name in _in_config_order(run, "attacks", attacks)] +
+          [("independent", run.metrics.get("independent"))])
+
+
+def _stealing_row(run: Run, name: str, entry: Any) -> list[str]:
+  entry = entry if isinstance(entry, Mapping) else {}
+  return [f"`{run.name}`", name.replace("_", " "),
+          ACCURACY(entry.get("test_accuracy")), RATE(entry.get("agreement")),
+          str(entry.get("queries", "n/a")), STATISTIC(entry.get("statistic")),
+          p_value(entry.get("p_value")),
+          RATE(entry.get("delta_p")), str(entry.get("decision", "n/a"))]
+
+
+def model_stealing(runs: Sequence[Run]) -> str:
+  """Ownership verification of stolen and independent models: the owner's
+  models, then one row per suspect, then p-values side by side (the layout
+  of MOVE's Tables III-VI)."""
+  owners = [[f"`{run.name}`", str(lookup(run.config, "method")),
+             str(lookup(run.metrics, "method.setting", "")), str(run.seed),
+             ACCURACY(run.metrics.get("victim_accuracy")),
+             ACCURACY(run.metrics.get("benign_accuracy")),
+             ACCURACY(run.metrics.get("accuracy_drop")),
+             RATE(lookup(run.metrics,
+                         "method.meta_classifier_held_out_accuracy"))]
+            for run in runs]
+  suspects = [_stealing_row(run, name, entry) for run in runs
+              for name, entry in _suspects(run)]
+  by_run = [dict(_suspects(run)) for run in runs]
+  side_by_side = [[name.replace("_", " ")] + [
+      p_value(lookup(entries, f"{name}.p_value")) for entries in by_run]
+                  for name, _ in _suspects(runs[0])]
+  alpha = lookup(runs[0].metrics, "alpha", "n/a")
+  return "\n\n".join([
+      "The owner's models: the victim (watermarked) and the benign model "
+      "on the owner's half of the training set; accuracy drop is benign "
+      "minus victim; the meta-classifier's accuracy is on held-out "
+      "transformed images of the victim and the benign model.",
+      markdown_table(["run", "method", "setting", "seed", "victim accuracy",
+                      "benign accuracy", "accuracy drop",
+                      "meta-classifier held-out accuracy"], owners),
+      "Each suspect: the stolen models of the six attacks (on the thief's "
+      "half) and an independent model (the thief's half, another seed "
+      "and architecture), with the method's one-sided test; a model is "
+      f"judged stolen (reject_h0) when p < alpha = {alpha}. ΔP is the mean "
+      "difference of the test's paired scores (suspect minus benign).",
+      markdown_table(STEALING_HEADER, suspects),
+      "p-values side by side (rows: suspects; columns: runs).",
+      markdown_table(["suspect"] + [f"`{run.name}`" for run in runs],
+                     side_by_side)])
+
+
 BUILDERS: dict[str, Callable[[Sequence[Run]], str]] = {
     "dataset_watermark": dataset_watermark,
     "craft_poison": craft_poison,
     "model_watermark": model_watermark,
     "removal": report_removal.removal,
+    "model_stealing": model_stealing,
 }

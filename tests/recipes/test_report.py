@@ -199,6 +199,26 @@ def test_removal_tables_give_every_cell_and_the_detectors():
           f"{found['spectral_signatures']['auroc']:.3f}")
   # The matrix's columns: every column any run measured, none first.
   assert "| run | watermark | seed | none | fine_tuning_fc |" in block
+def test_model_stealing_tables_give_every_suspects_verdict():
+  block = _block(report.regenerate(_page("model_stealing"),
+                                   str(FIXTURES)).text, "model_stealing")
+  metrics = _load("model_stealing", "move_whitebox")["metrics"]
+  suspects = {**metrics["attacks"], "independent": metrics["independent"]}
+  rows = {cells[1]: cells for cells in (
+      [cell.strip() for cell in line.strip("|").split(" | ")]
+      for line in block.splitlines()
+      if line.startswith("| `move_whitebox` | ") and "white_box" not in line)}
+  assert set(rows) == {name.replace("_", " ") for name in suspects}
+  for name, entry in suspects.items():
+    assert rows[name.replace("_", " ")][2:] == [
+        f"{entry['test_accuracy']:.4f}", f"{entry['agreement']:.3f}",
+        str(entry["queries"]), f"{entry['statistic']:.2f}",
+        report_tables.p_value(entry["p_value"]), f"{entry['delta_p']:.3f}",
+        entry["decision"]]
+    assert (f"| {name.replace('_', ' ')} | "
+            f"{report_tables.p_value(entry['p_value'])} |") in block
+  assert (f"| `move_whitebox` | move_whitebox | white_box | 0 | "
+          f"{metrics['victim_accuracy']:.4f} |") in block
 
 
 def test_a_group_without_jsons_is_kept_and_marked_pending(tmp_path):
@@ -230,7 +250,8 @@ def test_bad_markers_and_folders_are_refused(tmp_path):
   with pytest.raises(report.ReportError, match="lacks"):
     report.regenerate(_page("bad"), str(tmp_path))
   assert set(report_experiments.BUILDERS) == {
-      "dataset_watermark", "craft_poison", "model_watermark", "removal"}
+      "dataset_watermark", "craft_poison", "model_watermark", "removal",
+      "model_stealing"}
 
 
 def test_the_docs_match_their_committed_jsons():

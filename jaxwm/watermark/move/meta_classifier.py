@@ -107,6 +107,7 @@ class FeatureSet:
 
   images: np.ndarray
   labels: np.ndarray
+  num_classes: int = 2  # victim and benign; part of a checkpoint's identity.
 
   def __len__(self) -> int:
     return int(self.labels.shape[0])

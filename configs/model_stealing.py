@@ -1,0 +1,158 @@
+"""Model ownership under the six model-stealing attacks:
+``--config=configs/model_stealing.py:VARIANT``.
+
+VARIANT is a method followed by the variant of ``configs/train.py`` (a
+dataset, optionally a model, optionally ``runlocal``), e.g.
+``move_whitebox,fashion_mnist`` or ``move_blackbox,digits,runlocal``.
+The methods:
+
+* ``move_whitebox``, ``move_blackbox``: MOVE, external features (a style
+  transfer of 10% of the victim's training images, labels kept) verified
+  by a meta-classifier on the suspect's gradient signs (white-box) or
+  prediction differences (black-box) and a one-sided paired t-test.
+* ``badnets``: BadNets model watermarking, a baseline: a poisoned-label
+  patch backdoor in 10% of the victim's training images (target class 1;
+  block ``watermark``, as ``configs/dataset_watermark.py``), verified
+  black-box by the dataset watermark's paired t-test on the target
+  class's probability over triggered test images of every class but the
+  target (block ``verify``).
+
+The training set is split into disjoint halves (``split.attacker_fraction``
+0.5): the owner trains the victim (watermarked) and the benign model on
+its half; the thief steals on the other half; the independent model is
+trained on the thief's half too, with another seed and a narrower
+architecture (``independent``), and must not be accused.
+
+The meta-classifier learns from ``meta.num_models`` victim-like models
+(the victim and others trained on the watermarked set with other seeds)
+against as many benign ones; the benign model that verification compares
+with is kept out of its training. A meta-classifier that knew only one
+victim and one benign model learnt those two models rather than the
+external features, and accused independently trained models.
+
+The attacks' settings (``steal``) are those of :mod:`jaxwm.steal`,
+scaled to the Fashion-MNIST ``cnn`` recipe; ``runlocal`` shrinks them to
+a smoke run.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import dataset_watermark as dataset_configs
+from configs import train as train_configs
+
+MOVE_METHODS = {"move_whitebox": "white_box", "move_blackbox": "black_box"}
+METHODS = (*MOVE_METHODS, "badnets")
+ATTACKS = ("direct_copy", "distillation", "zero_shot", "fine_tuning",
+           "label_query", "logit_query")
+
+
+def _placeholder(kind):
+  return ml_collections.config_dict.placeholder(kind)
+
+
+def _student() -> ml_collections.ConfigDict:
+  """A student's recipe (:class:`jaxwm.steal.StudentRecipe`); None: the
+  victim's."""
+  return ml_collections.ConfigDict(dict(
+      model=_placeholder(str), num_epochs=_placeholder(int),
+      learning_rate=_placeholder(float)))
+
+
+def _steal() -> ml_collections.ConfigDict:
+  """The attacks' settings (:class:`jaxwm.steal.StealConfig`)."""
+  distillation = _student()
+  distillation.temperature = 4.0
+  return ml_collections.ConfigDict(dict(
+      fine_tuning=dict(variant="ftal", num_epochs=3, learning_rate=0.005),
+      distillation=distillation,
+      zero_shot=dict(iterations=1500, student_steps=5, batch_size=128,
+                     noise_dim=100, generator_width=32,
+                     generator_learning_rate=1e-3,
+                     student_learning_rate=0.1, log_every=100,
+                     checkpoint_every=500),
+      label_query=_student(),
+      logit_query=_student()))
+
+
+def _move(setting: str) -> ml_collections.ConfigDict:
+  """MOVE's settings (:class:`jaxwm.watermark.move.MoveConfig`) and the
+  setting verified."""
+  return ml_collections.ConfigDict(dict(
+      setting=setting,
+      seed=0,
+      style_source="texture:0",
+      transform_rate=0.1,           # gamma, Section 6.1.
+      verification_fraction=0.2,    # kept out of the meta-classifier.
+      m_white_box=10,               # Section 6.1.
+      m_black_box=100,
+      alpha=0.01,
+      gradient_batch_size=32,
+      shift=2,
+      # Adam steps per stylised image; the other style-transfer and
+      # meta-classifier settings are MoveConfig's defaults.
+      style=dict(steps=100),
+  ))
+
+
+def _add_move(config: ml_collections.ConfigDict, setting: str,
+              runlocal: bool) -> None:
+  """MOVE's blocks ``move`` and ``meta``, in place."""
+  config.move = _move(setting)
+  config.meta = ml_collections.ConfigDict(dict(
+      # Victim-like and benign models the meta-classifier learns from
+      # (each), besides the benign model verification compares with.
+      num_models=3,
+  ))
+  if runlocal:
+    config.meta.num_models = 2
+    config.move.transform_rate = 0.3
+    config.move.verification_fraction = 0.5
+    config.move.m_black_box = 10
+    config.move.style.steps = 20
+    for meta in ("white_box", "black_box"):
+      config.move[meta] = ml_collections.ConfigDict(dict(batch_size=16))
+
+
+def _add_badnets(config: ml_collections.ConfigDict, method: str,
+                 runlocal: bool) -> None:
+  """The BadNets baseline's blocks ``watermark`` and ``verify``, in
+  place."""
+  config.watermark = dataset_configs.watermark_config(method)
+  # The triggered test images of every class but the target are verified
+  # (``verify.source_classes`` absent); the dataset watermark's fields.
+  config.verify = ml_collections.ConfigDict(dict(
+      m=20 if runlocal else 100, tau=0.25, seed=0, alpha=0.01))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  method, _, rest = (arg or "").partition(",")
+  if method not in METHODS:
+    raise ValueError(
+        f"config variant {arg or ''!r} must start with one of "
+        f"{', '.join(METHODS)}, e.g. move_whitebox,fashion_mnist or "
+        "move_blackbox,digits,runlocal.")
+  config = train_configs.base_config(rest, method)
+  runlocal = "runlocal" in rest.split(",")
+  config.method = method
+  config.split = ml_collections.ConfigDict(dict(attacker_fraction=0.5))
+  config.attacks = ATTACKS
+  config.steal = _steal()
+  config.independent = ml_collections.ConfigDict(dict(
+      seed_offset=1,                # its seed: config.seed + seed_offset.
+      model=_placeholder(str),      # None: the victim's architecture...
+      model_kwargs=dict(width=16),  # ... narrower (the cnn's is 32).
+  ))
+  if method in MOVE_METHODS:
+    _add_move(config, MOVE_METHODS[method], runlocal)
+  else:
+    _add_badnets(config, method, runlocal)
+  if runlocal:
+    config.independent.model_kwargs.width = 8
+    config.steal.fine_tuning.num_epochs = 1
+    zero_shot = config.steal.zero_shot
+    zero_shot.iterations, zero_shot.batch_size = 4, 32
+    zero_shot.student_steps, zero_shot.generator_width = 2, 8
+    zero_shot.log_every, zero_shot.checkpoint_every = 1, 2
+  return config

@@ -1,0 +1,233 @@
+"""The owner's side of each method of ``experiments/model_stealing.py``:
+its watermark, victim, benign model and verification.
+
+An owner (:func:`make_owner`) exposes ``victim`` and ``benign`` (trained
+models), ``victim_parts`` (what the victim's folder depends on besides
+the training config, which every stolen model's folder adds), ``alpha``,
+``summary()`` (the method's own metrics) and ``verdict(suspect,
+suspect_config)``: the method's test of a suspect, whose training config
+(``configs/train.py`` fields) names its architecture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+
+from jaxwm import data as jaxwm_data
+from jaxwm.fingerprint import fingerprint
+from jaxwm.poison import methods as poison_methods
+from jaxwm.poison.ownership import verify_dataset_ownership
+from jaxwm.recipes import common
+from jaxwm.train import recipe
+from jaxwm.verify.levels import decision
+from jaxwm.verify.ttest import PairedTTestResult
+from jaxwm.watermark import move
+
+# Key streams of the owner's models: the i-th victim-like and benign model.
+VICTIM_STREAM = 1
+BENIGN_STREAM = 20
+# The stream of the BadNets watermark's draws (which images, folded into
+# jax.random.key(config.seed)).
+BADNETS_STREAM = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One experiment's config, workdir and data.
+
+  Attributes:
+    config: a config of ``configs/model_stealing.py``.
+    workdir: where models and caches go.
+    owner: the owner's half of the training set.
+    attacker: the thief's half, disjoint from ``owner``.
+    test: the test set.
+  """
+
+  config: Any
+  workdir: str
+  owner: jaxwm_data.Dataset
+  attacker: jaxwm_data.Dataset
+  test: jaxwm_data.Dataset
+
+  def model_dir(self, role: str, config, *parts: Any) -> str:
+    """The folder of a model of training config ``config`` (the run's or
+    a student's), named after everything it depends on: its config, the
+    split and ``parts``."""
+    return common.model_dir(self.workdir, role, config,
+                            self.config.split.attacker_fraction, *parts)
+
+
+def verdict_record(test: PairedTTestResult, alpha: float, stolen: bool,
+                   **extra: Any) -> dict[str, Any]:
+  """The JSON record of a one-sided paired t-test's verdict."""
+  return {"statistic": test.statistic, "dof": test.dof,
+          "p_value": test.p_value, "log10_p_value": test.log10_p_value,
+          "p_value_definition": test.p_value_definition,
+          "delta_p": test.delta_p, "m": test.m, "alpha": float(alpha),
+          "decision": decision(stolen), **extra}
+
+
+def architecture(config, suspect_config):
+  """The owner's training config for models of ``suspect_config``'s
+  architecture (the owner's seed and recipe)."""
+  derived = config.copy_and_resolve_references()
+  derived.model = suspect_config.model
+  derived.model_kwargs = (
+      suspect_config.model_kwargs.copy_and_resolve_references())
+  return derived
+
+
+@dataclasses.dataclass(frozen=True)
+class _References:
+  """The owner's models of one architecture and their meta-classifier.
+
+  Attributes:
+    victims: the victim-like models (the first is the victim).
+    benign: the benign model that verification compares with (never in
+      the meta-classifier's training).
+    meta: the meta-classifier, trained on ``victims`` against benign
+      models of other seeds.
+    victim_parts: what ``victims[0]``'s folder depends on.
+  """
+
+  victims: list[recipe.TrainedModel]
+  benign: recipe.TrainedModel
+  meta: move.MetaClassifier
+  victim_parts: tuple[Any, ...]
+
+
+class MoveOwner:
+  """MOVE: external features, a meta-classifier, a paired t-test.
+
+  The meta-classifier learns from ``meta.num_models`` victim-like models
+  (the victim, and models of other key streams trained on the same
+  watermarked set) against as many benign models of other streams; the
+  benign model of verification is one more, which it never saw. White-box
+  verification of a suspect of another architecture trains these models
+  and a meta-classifier for that architecture, as the paper does.
+  """
+
+  def __init__(self, run: Run):
+    block = run.config.move.to_dict()
+    self.setting = block.pop("setting")
+    self.run = run
+    self.parts = ("move", block)
+    self.move = move.MoveConfig.from_dict(
+        {**block, "cache_dir": os.path.join(run.workdir, "style_cache")})
+    self.alpha = self.move.alpha
+    self.marked, self.key = move.watermark(self.move, run.owner)
+    self._references: dict[str, _References] = {}
+    main = self.references(run.config)
+    self.victim, self.benign = main.victims[0], main.benign
+    self.victim_parts = main.victim_parts
+
+  def references(self, suspect_config) -> _References:
+    """The owner's models and meta-classifier for ``suspect_config``'s
+    architecture (trained on first use)."""
+    config = architecture(self.run.config, suspect_config)
+    # The built module, so that a default written out (width=32) is the
+    # architecture that leaves it implicit.
+    name = repr(recipe.build_model(config, self.run.owner.num_classes))
+    if name not in self._references:
+      self._references[name] = self._train_references(config)
+    return self._references[name]
+
+  def _train_references(self, config) -> _References:
+    run, count = self.run, self.run.config.meta.num_models
+    victim_dirs = [run.model_dir(f"victim{i or ''}", config, *self.parts)
+                   for i in range(count)]
+    benign_dirs = [run.model_dir(f"benign{i or ''}", config)
+                   for i in range(count + 1)]
+    victims = [recipe.train_model(config, self.marked, workdir=folder,
+                                  stream=VICTIM_STREAM + i)
+               for i, folder in enumerate(victim_dirs)]
+    benigns = [recipe.train_model(config, run.owner, workdir=folder,
+                                  stream=BENIGN_STREAM + i)
+               for i, folder in enumerate(benign_dirs)]
+    folders = [os.path.basename(f) for f in victim_dirs + benign_dirs]
+    meta = move.train_meta_classifier(
+        self.move, self.key, victims, benigns[1:], self.setting,
+        workdir=os.path.join(run.workdir, f"meta_{self.setting}-" +
+                             fingerprint(folders, self.parts)))
+    return _References(victims, benigns[0], meta, self.parts)
+
+  def _for(self, suspect_config) -> _References:
+    """White-box: the suspect's architecture; black-box: the victim's (the
+    features are the suspect's outputs alone)."""
+    return self.references(suspect_config if self.setting == move.WHITE_BOX
+                           else self.run.config)
+
+  def summary(self) -> dict[str, Any]:
+    main = self.references(self.run.config)
+    return {"name": "move", "setting": self.setting,
+            "meta_models": self.run.config.meta.num_models,
+            "transformed_images": len(self.key.transformed),
+            "meta_classifier_held_out_accuracy": move.held_out_accuracy(
+                self.move, self.key, main.meta, self.victim, main.benign,
+                self.setting)}
+
+  def verdict(self, suspect: recipe.TrainedModel,
+              suspect_config) -> dict[str, Any]:
+    references = self._for(suspect_config)
+    result = move.verify(self.move, self.key, references.meta, suspect,
+                         references.benign, self.setting)
+    return verdict_record(
+        result.test, result.alpha, result.stolen,
+        mu_suspect=float(result.suspect_confidence.mean()),
+        mu_benign=float(result.benign_confidence.mean()))
+
+
+class BadNetsOwner:
+  """BadNets model watermarking: the victim is trained on the owner's half
+  with a poisoned-label patch backdoor (the dataset watermark's code,
+  block ``watermark``); a suspect is verified black-box by the dataset
+  watermark's one-sided paired t-test on triggered test images (block
+  ``verify``: H0: the target class's probability rises by at most tau).
+  """
+
+  def __init__(self, run: Run):
+    config = run.config
+    block = config.watermark.to_dict()
+    marked, self.key = poison_methods.mark_dataset(
+        run.owner, block,
+        jax.random.fold_in(jax.random.key(config.seed), BADNETS_STREAM))
+    self.run = run
+    self.victim_parts = ("badnets", block)
+    self.victim = recipe.train_model(
+        config, marked,
+        workdir=run.model_dir("victim", config, *self.victim_parts),
+        stream=VICTIM_STREAM)
+    self.benign = recipe.train_model(config, run.owner,
+                                     workdir=run.model_dir("benign", config),
+                                     stream=BENIGN_STREAM)
+    self.alpha = float(config.verify.alpha)
+
+  def summary(self) -> dict[str, Any]:
+    return {"name": "badnets",
+            "poisoned_samples": int(self.key.poisoned_indices.size)}
+
+  def verdict(self, suspect: recipe.TrainedModel,
+              suspect_config) -> dict[str, Any]:
+    del suspect_config  # black-box
+    verify = self.run.config.verify
+    classes = verify.get("source_classes")  # None: all but the target.
+    test = verify_dataset_ownership(
+        suspect.predict_proba, self.key, self.run.test, m=verify.m,
+        tau=verify.tau, seed=verify.seed,
+        source_classes=None if classes is None else tuple(classes))
+    return verdict_record(test, self.alpha, test.rejects(self.alpha),
+                          tau=verify.tau)
+
+
+# The config's method -> its owner.
+OWNERS = {"move_whitebox": MoveOwner, "move_blackbox": MoveOwner,
+          "badnets": BadNetsOwner}
+
+
+def make_owner(run: Run):
+  """The owner of ``run.config.method`` (its models trained or restored)."""
+  return OWNERS[run.config.method](run)

@@ -1,0 +1,73 @@
+"""MOVE's verdict on an independently trained model, end to end on digits.
+
+A meta-classifier trained on one victim and one benign model learns those
+two models, not the external features, and accuses models trained
+independently on other data. The recipe trains it on several victim-like
+and benign models and compares with a benign model it never saw; on
+digits the independent model (the thief's half, another seed) must then
+not be accused.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from configs import model_stealing as stealing_configs
+from jaxwm.models import common
+from jaxwm.models import registry
+from jaxwm.recipes import model_stealing
+from jaxwm.verify import levels
+
+MODEL = "model_stealing_tests_mlp"
+
+
+class _Mlp(nn.Module):
+  """One hidden layer of ``width`` units and the jaxwm ``head``."""
+
+  num_classes: int
+  width: int = 32
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    del train
+    x = common.normalize(x, self.dtype).reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(self.width, dtype=self.dtype)(x))
+    return common.classifier_head(x, self.num_classes, self.dtype, self)
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory):
+  """A white-box run on all of digits: 10-epoch MLPs, the direct copy
+  only (the attacks have tests of their own)."""
+  registry.register(MODEL, _Mlp)
+  config = stealing_configs.get_config("move_whitebox,digits")
+  config.model = MODEL
+  config.train.num_epochs = 10
+  config.attacks = ("direct_copy",)
+  config.move.style.steps = 20
+  config.independent.model_kwargs.width = 32  # another seed only
+  workdir = str(tmp_path_factory.mktemp("model_stealing"))
+  return config, workdir, model_stealing.run_experiment(config, workdir)
+
+
+def test_an_independent_model_is_not_accused(outcome):
+  config, _, result = outcome
+  independent = result["metrics"]["independent"]
+  assert independent["decision"] == levels.RETAIN
+  assert independent["p_value"] >= config.move.alpha
+
+
+def test_the_meta_classifier_learns_from_several_models(outcome):
+  config, workdir, _ = outcome
+  roles = [name.split("_")[0] for name in os.listdir(workdir)]
+  count = config.meta.num_models
+  # Victim-like and benign models, and one more benign model for the test.
+  assert sum(role.startswith("victim") for role in roles) == count
+  assert sum(role.startswith("benign") for role in roles) == count + 1
