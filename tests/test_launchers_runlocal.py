@@ -55,7 +55,8 @@ UNDEFINED_ON_DIGITS = ("metrics.verification.", "metrics.asr_c",
                        "metrics.all_classes.verification.",
                        "metrics.all_classes.asr_c")
 VERDICT = {"watermark_accuracy", "p_value", "log10_p_value",
-           "accepted_binomial", "accepted_threshold"}
+           "accepted_binomial", "accepted_threshold", "alpha", "eps",
+           "decision"}
 
 
 class _Mlp(nn.Module):

@@ -31,10 +31,14 @@ import numpy as np
 
 from jaxwm.data.dataset import Dataset
 from jaxwm.defenses import repair_engine
+from jaxwm.models import normalization
 from jaxwm.train import loop
 from jaxwm.train import recipe
 from jaxwm.train import sharding
 from jaxwm.train import step as step_lib
+
+# The batch norms a model may follow a convolution with.
+BATCH_NORMS = (nn.BatchNorm, normalization.BatchNorm)
 
 # Images per forward pass when measuring channel activity.
 ACTIVITY_BATCH_SIZE = 500
@@ -66,7 +70,7 @@ class ConvLayer:
 
   Attributes:
     conv: path of the ``nn.Conv`` in the parameters, e.g. ``("Conv_1",)``.
-    norm: path of the ``nn.BatchNorm`` applied right after it, or None.
+    norm: path of the batch norm applied right after it, or None.
     channels: C, its number of output channels.
   """
 
@@ -110,7 +114,7 @@ def last_conv_layer(model: recipe.TrainedModel,
   index = convs[-1]
   path, conv = calls[index]
   follows = calls[index + 1] if index + 1 < len(calls) else (None, None)
-  norm = follows[0] if isinstance(follows[1], nn.BatchNorm) else None
+  norm = follows[0] if isinstance(follows[1], BATCH_NORMS) else None
   return ConvLayer(path, norm, int(conv.features))
 
 

@@ -283,7 +283,6 @@ def run_experiment(config, workdir: str,
   marked_accuracy = marked.evaluate(test)["accuracy"]
   metrics.update(benign_accuracy=marked_accuracy,
                  accuracy_drop=unmarked_accuracy - marked_accuracy,
-                 alpha=config.watermark.alpha, eps=config.watermark.eps,
                  **run.verdict(owner_keys, marked), removal={})
   _removal(run, marked, marked_parts, attacker_data, test,
            {"owner": owner_keys}, config.attack.names, "removal",
