@@ -29,7 +29,8 @@ def _parameters_cell(notebook):
 
 def test_there_are_notebooks():
   assert {path.stem for path in NOTEBOOKS} >= {
-      "ubw_p_fashion_mnist", "adi_model_watermark", "availability_poison"}
+      "ubw_p_fashion_mnist", "adi_model_watermark", "availability_poison",
+      "move_model_stealing"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs" / "papers").glob("*.md"))
-PAPERS = ("ubw", "adi", "fowl", "move")
+PAPERS = ("ubw", "adi", "fowl", "move", "wild")
 
 
 def _text() -> str:
