@@ -31,9 +31,11 @@ setuptools.setup(
         # (tensorboardX: numpy and protobuf). Without them every run still
         # runs and says once what it did not draw.
         "plots": ["matplotlib>=3.8", "tensorboardX>=2.6"],
-        # nbclient, nbformat and ipykernel execute the colab/ notebooks.
-        "dev": ["pytest>=8.0", "matplotlib>=3.8", "tensorboardX>=2.6",
-                "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
+        # nbclient, nbformat and ipykernel execute the colab/ notebooks;
+        # pytest-xdist runs the suite on every core.
+        "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "matplotlib>=3.8",
+                "tensorboardX>=2.6", "nbclient>=0.10", "nbformat>=5.9",
+                "ipykernel>=6.29"],
         # importlib_resources: tfds imports it for dataset builders that
         # live in a package (jaxwm.data.streaming.write_array_record).
         "tfds": ["tensorflow-datasets>=4.9.6", "array_record>=0.5",
