@@ -20,9 +20,6 @@ import re
 import sys
 from typing import Any, Callable
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import pytest
 from absl import flags
 
@@ -34,7 +31,6 @@ from configs import removal as removal_configs
 from configs import train as train_configs
 from experiments import train as train_launcher
 from jaxwm import launch
-from jaxwm.models import common
 from jaxwm.models import registry
 from jaxwm.recipes import ablate_ubw_p
 from jaxwm.recipes import alignment_transfer
@@ -48,6 +44,8 @@ from jaxwm.recipes import train as train_recipe
 from jaxwm.train import recipe
 from jaxwm.train.checkpoint import Checkpointer
 
+import tiny
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "runlocal_tests_mlp"
 # What a one-epoch digits model may honestly leave uncomputed.
@@ -57,21 +55,6 @@ UNDEFINED_ON_DIGITS = ("metrics.verification.", "metrics.asr_c",
 VERDICT = {"watermark_accuracy", "p_value", "log10_p_value",
            "accepted_binomial", "accepted_threshold", "alpha", "eps",
            "decision"}
-
-
-class _Mlp(nn.Module):
-  """One hidden layer of ``width`` units and the jaxwm ``head``."""
-
-  num_classes: int
-  width: int = 16
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    del train
-    x = common.normalize(x, self.dtype).reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(self.width, dtype=self.dtype)(x))
-    return common.classifier_head(x, self.num_classes, self.dtype, self)
 
 
 def _check_verification(metrics: dict[str, Any], config,
@@ -348,7 +331,7 @@ CASES = [
 
 @pytest.fixture(scope="module", autouse=True)
 def _mlp_registered():
-  registry.register(MODEL, _Mlp)
+  registry.register(MODEL, tiny.Mlp)
 
 
 @pytest.fixture(scope="module")

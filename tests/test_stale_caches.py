@@ -10,11 +10,7 @@ fitted: only what does not depend on the changed value may be restored.
 from __future__ import annotations
 
 import os
-from typing import Any
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import pytest
 
 from configs import craft_poison as craft_configs
@@ -24,7 +20,6 @@ from configs import model_watermark as mw_configs
 from configs import removal as removal_configs
 from configs import train as train_configs
 from jaxwm import identity
-from jaxwm.models import common
 from jaxwm.models import registry
 from jaxwm.recipes import ablate_ubw_p
 from jaxwm.recipes import alignment_transfer
@@ -37,27 +32,14 @@ from jaxwm.recipes import removal
 from jaxwm.recipes import train as train_recipe
 from jaxwm.train import checkpoint, loop, recipe
 
+import tiny
+
 TINY = "stale_cache_tests_mlp"
-
-
-class _TinyMlp(nn.Module):
-  """One hidden layer of ``width`` units and the jaxwm "head"."""
-
-  num_classes: int
-  width: int = 16
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    del train
-    x = common.normalize(x, self.dtype).reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(self.width, dtype=self.dtype)(x))
-    return common.classifier_head(x, self.num_classes, self.dtype, self)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():
-  registry.register(TINY, _TinyMlp)
+  registry.register(TINY, tiny.Mlp)
 
 
 def _config(configs, variant: str, **overrides):

@@ -3,6 +3,8 @@ tests/conftest.py, so test files import this as ``tiny``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -21,6 +23,21 @@ class Linear(nn.Module):
     del train
     return common.classifier_head(x.reshape(x.shape[0], -1),
                                   self.num_classes, jnp.float32, self)
+
+
+class Mlp(nn.Module):
+  """One hidden layer of ``width`` units and the jaxwm head."""
+
+  num_classes: int
+  width: int = 16
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    del train
+    x = common.normalize(x, self.dtype).reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(self.width, dtype=self.dtype)(x))
+    return common.classifier_head(x, self.num_classes, self.dtype, self)
 
 
 def digits_cnn_config(epochs: int):

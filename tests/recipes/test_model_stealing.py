@@ -11,35 +11,23 @@ not be accused.
 from __future__ import annotations
 
 import os
-from typing import Any
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import pytest
 
 from configs import model_stealing as stealing_configs
-from jaxwm.models import common
 from jaxwm.models import registry
 from jaxwm.recipes import model_stealing
 from jaxwm.verify import levels
 
+import tiny
+
 MODEL = "model_stealing_tests_mlp"
 
 
-class _Mlp(nn.Module):
-  """One hidden layer of ``width`` units and the jaxwm ``head``."""
+class _Mlp(tiny.Mlp):
+  """The tests' MLP, 32 units wide."""
 
-  num_classes: int
   width: int = 32
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    del train
-    x = common.normalize(x, self.dtype).reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(self.width, dtype=self.dtype)(x))
-    return common.classifier_head(x, self.num_classes, self.dtype, self)
 
 
 @pytest.fixture(scope="module")
