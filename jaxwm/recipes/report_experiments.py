@@ -74,6 +74,14 @@ def _statistics_table(runs: Sequence[Run], names: Sequence[str],
           "sign test's p):\n\n" + table(columns, runs, summarise=False))
 
 
+# Benign accuracy without and with the watermark, ASR-A, ASR-C and D_p.
+_WATERMARK_COLUMNS = [
+    metric("BA no watermark", "benign_accuracy_no_watermark", ACCURACY),
+    metric("BA", "benign_accuracy", ACCURACY),
+    metric("ASR-A", "asr_a", RATE), metric("ASR-C", "asr_c", RATE),
+    metric("D_p", "d_p", RATE)]
+
+
 def dataset_watermark(runs: Sequence[Run]) -> str:
   """UBW-P and the baselines: the paper's evaluation (source classes),
   every class, and the verification statistics."""
@@ -101,12 +109,7 @@ def dataset_watermark(runs: Sequence[Run]) -> str:
         f"{p_value_definition(new, [f'verification.{n}' for n in names])}; "
         f"decisions at alpha = {alpha:g}. BA: benign accuracy on the whole "
         "test set.",
-        table(head + [
-            metric("BA no watermark", "benign_accuracy_no_watermark",
-                   ACCURACY),
-            metric("BA", "benign_accuracy", ACCURACY),
-            metric("ASR-A", "asr_a", RATE), metric("ASR-C", "asr_c", RATE),
-            metric("D_p", "d_p", RATE),
+        table(head + _WATERMARK_COLUMNS + [
             metric("top-class share", "top_class_share", RATE),
         ] + _verification_columns(names), new, alpha),
         "The same runs on every class the watermark acts on (all classes "
@@ -131,13 +134,8 @@ def dataset_watermark(runs: Sequence[Run]) -> str:
         "queried with the owner's (today's independent_trigger_model), not "
         "the paper's Independent-T. p: "
         f"{p_value_definition(old, ['verification.malicious'])}.",
-        table(head + [
-            metric("BA no watermark", "benign_accuracy_no_watermark",
-                   ACCURACY),
-            metric("BA", "benign_accuracy", ACCURACY),
-            metric("ASR-A", "asr_a", RATE), metric("ASR-C", "asr_c", RATE),
-            metric("D_p", "d_p", RATE),
-        ] + _verification_columns(_scenarios_of(old), headers=headers),
+        table(head + _WATERMARK_COLUMNS +
+              _verification_columns(_scenarios_of(old), headers=headers),
               old, alpha),
     ]
   return "\n\n".join(parts)
