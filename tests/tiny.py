@@ -3,7 +3,9 @@ tests/conftest.py, so test files import this as ``tiny``)."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
+from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -51,3 +53,17 @@ def digits_cnn_config(epochs: int):
   # deadlock XLA's CPU collectives.
   config.train.log_every_steps = 4
   return config
+
+
+@contextlib.contextmanager
+def mock_tfds(num_examples: int) -> Iterator[None]:
+  """``tfds.testing.mock_data`` whose data sources read a batch example by
+  example: the mock's own batch read (``__getitems__``, set on a MagicMock
+  as a plain function by tensorflow-datasets 4.9) fails when called, so
+  jaxwm's batch reads (``read_examples``) go through ``__getitem__``."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core.data_sources import base  # pylint: disable=g-import-not-at-top
+  with tfds.testing.mock_data(num_examples=num_examples), mock.patch.object(
+      base.BaseDataSource, "__getitems__",
+      lambda self, keys: [self[key] for key in keys]):
+    yield

@@ -83,17 +83,22 @@ def read_examples(source: Source, indices: Sequence[int] | np.ndarray,
                   description: str) -> tuple[np.ndarray, np.ndarray]:
   """(uint8 [n, H, W, C] images, int32 [n] labels) at ``indices``.
 
+  A source with ``__getitems__`` (``tfds.data_source`` has it) is read in
+  one call per batch, several times faster than example by example.
+
   Raises:
     ValueError: the images differ in shape or are not uint8 (the message
       names the example and ``description``).
   """
-  indices = np.asarray(indices, np.int64)
-  images, labels = None, np.empty(indices.size, np.int32)
-  for row, index in enumerate(indices):
-    example = source[int(index)]
+  indices = [int(index) for index in np.asarray(indices, np.int64)]
+  read_many = getattr(source, "__getitems__", None)
+  examples = (read_many(indices) if read_many is not None
+              else [source[index] for index in indices])
+  images, labels = None, np.empty(len(indices), np.int32)
+  for row, (index, example) in enumerate(zip(indices, examples)):
     image = _as_nhwc(example["image"])
     if images is None:
-      images = np.empty((indices.size,) + image.shape, np.uint8)
+      images = np.empty((len(indices),) + image.shape, np.uint8)
     if image.shape != images.shape[1:] or image.dtype != np.uint8:
       raise ValueError(
           f"{description}: example {index} has a {image.dtype} image of "

@@ -16,6 +16,8 @@ from jaxwm.data import load
 from jaxwm.data import stratified_indices
 from jaxwm.data import loaders
 
+import tiny
+
 
 def _sklearn_digits():
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
@@ -296,7 +298,7 @@ def test_folder_without_images_is_rejected(tmp_path):
 
 def test_tfds_mock_cifar10_converts_to_a_dataset():
   tfds = pytest.importorskip("tensorflow_datasets")
-  with tfds.testing.mock_data(num_examples=6):
+  with tiny.mock_tfds(6):
     dataset = load("tfds:cifar10", "train")
     source = tfds.data_source("cifar10", split="train")
     expected_images = np.stack([source[i]["image"] for i in range(6)])
@@ -311,7 +313,7 @@ def test_tfds_mock_cifar10_converts_to_a_dataset():
 
 def test_tfds_mock_grey_images_get_nhwc():
   tfds = pytest.importorskip("tensorflow_datasets")
-  with tfds.testing.mock_data(num_examples=3):
+  with tiny.mock_tfds(3):
     dataset = load("tfds:mnist", "test")
   assert dataset.images.shape == (3, 28, 28, 1)
 

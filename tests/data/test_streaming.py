@@ -11,6 +11,8 @@ from jaxwm.data import load, streaming
 from jaxwm.models import get_model
 from jaxwm.poison import poisoned_label
 
+import tiny
+
 tfds = pytest.importorskip("tensorflow_datasets")
 
 NAME = "fashion_mnist_array_record"
@@ -63,6 +65,38 @@ def test_array_record_reads_back_the_examples(fashion):
     stream.read([0, 192])
 
 
+class _CountingSource:
+  """Ten 2x2 grey images whose pixels are their index; counts reads."""
+
+  def __init__(self, batched: bool):
+    self.single_reads, self.batch_reads = 0, 0
+    if batched:
+      self.__getitems__ = self._getitems
+
+  def __len__(self):
+    return 10
+
+  def __getitem__(self, index):
+    self.single_reads += 1
+    return {"image": np.full((2, 2), index, np.uint8), "label": index % 3}
+
+  def _getitems(self, indices):
+    self.batch_reads += 1
+    return [{"image": np.full((2, 2), i, np.uint8), "label": i % 3}
+            for i in indices]
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_batch_is_one_read_where_the_source_has_batch_reads(batched):
+  source = _CountingSource(batched)
+  images, labels = streaming.read_examples(source, np.array([7, 2, 5]), "c")
+  assert images.shape == (3, 2, 2, 1) and images[:, 0, 0, 0].tolist() == [
+      7, 2, 5]
+  assert labels.tolist() == [1, 2, 2]
+  assert (source.batch_reads, source.single_reads) == (
+      (1, 0) if batched else (0, 3))
+
+
 def test_streaming_fit_equals_the_in_memory_fit(fashion):
   memory, stream = fashion
   initial, in_memory = _fit(memory)
@@ -74,7 +108,7 @@ def test_streaming_fit_equals_the_in_memory_fit(fashion):
 
 
 def test_mock_tfds_data_streams_like_its_copy_in_memory():
-  with tfds.testing.mock_data(num_examples=64):
+  with tiny.mock_tfds(64):
     stream = streaming.from_tfds("mnist", "train")
     memory = stream.materialize()
     assert memory.images.shape == (64, 28, 28, 1)
