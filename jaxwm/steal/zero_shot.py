@@ -272,26 +272,6 @@ def _run_identity(config, settings: ZeroShotConfig, victim_variables,
       "image_shape": list(image_shape), "stream": stream})
 
 
-def _resume(checkpointer: Checkpointer, states: dict[str, TrainState],
-            record: dict[str, Any], iterations: int, workdir: str
-            ) -> tuple[dict[str, TrainState], int]:
-  """(states, iterations done): the latest checkpoint's, after checking
-  that this run made it; the given states and 0 when there is none."""
-  step = checkpointer.latest_step()
-  if step is None:
-    return states, 0
-  metadata = checkpointer.read_metadata(step)
-  identity_lib.check(metadata.get("identity"), record,
-                     what="the zero-shot checkpoint", folder=workdir)
-  done = int(metadata["iteration"])
-  if done > iterations:
-    raise identity_lib.StaleRunError(
-        f"the checkpoint in {workdir} has run {done} iterations, more than "
-        f"this run's {iterations}; use a new workdir.")
-  states, _ = checkpointer.restore(step, states)
-  return states, done
-
-
 def _log_progress(iteration: int, settings: ZeroShotConfig,
                   student_l1: jax.Array, disagreement_value: jax.Array
                   ) -> None:
@@ -420,8 +400,9 @@ def steal_data_free(config, victim: recipe.TrainedModel,
     checkpointer = Checkpointer(workdir)
   try:
     if checkpointer is not None:
-      states, done = _resume(checkpointer, states, record,
-                             settings.iterations, workdir)
+      states, done = checkpointer.resume(
+          states, record, progress="iteration", limit=settings.iterations,
+          limit_name="iterations", what="the zero-shot checkpoint")
     student_state = _play(game, sharding.replicate(states, mesh), done,
                           checkpointer, record)
   finally:

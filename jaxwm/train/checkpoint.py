@@ -21,12 +21,14 @@ import hmac
 import json
 import logging as std_logging
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
+
+from jaxwm import identity as identity_lib
 
 
 def _quiet_orbax(record: std_logging.LogRecord) -> bool:
@@ -55,6 +57,7 @@ class Checkpointer:
   """Saves and restores ``(state, metadata)`` pairs under ``workdir``."""
 
   def __init__(self, workdir: str, max_to_keep: int = 2):
+    self._workdir = workdir
     self._directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self._manifests = os.path.abspath(
         os.path.join(workdir, "checkpoint_manifests"))
@@ -145,6 +148,39 @@ class Checkpointer:
         metadata=ocp.args.JsonRestore()))
     logging.info("Restored checkpoint %d from %s", step, self._directory)
     return restored["state"], dict(restored["metadata"])
+
+  def resume(self, like: Any, identity: Mapping[str, Any], *, progress: str,
+             limit: int, limit_name: str, what: str) -> tuple[Any, int]:
+    """(state, progress made): the latest checkpoint's state (restored as
+    ``like``) and its metadata's ``progress`` count, after checking that
+    the run of record ``identity`` wrote it and that the count is within
+    the run's ``limit``; ``(like, 0)`` when there is no checkpoint.
+
+    Args:
+      like: the state's structure, shapes and shardings.
+      identity: the run's identity record (:mod:`jaxwm.identity`).
+      progress: the metadata field counting the work done, e.g. "epoch".
+      limit: the run's total of that work, e.g. its number of epochs.
+      limit_name: the setting ``limit`` comes from, named in errors.
+      what: the checkpoint, as errors name it.
+
+    Raises:
+      jaxwm.identity.StaleRunError: another run's checkpoint, or one past
+        ``limit``.
+    """
+    step = self.latest_step()
+    if step is None:
+      return like, 0
+    metadata = self.read_metadata(step)
+    identity_lib.check(metadata.get("identity"), identity, what=what,
+                       folder=self._workdir)
+    done = int(metadata[progress])
+    if done > limit:
+      raise identity_lib.StaleRunError(
+          f"{what} in {self._workdir} is at {progress} {done}, past this "
+          f"run's {limit_name}={limit}; use a new --workdir, or delete "
+          f"{self._workdir} to start again.")
+    return self.restore(step, like)[0], done
 
   def restore_as_saved(self, step: int) -> Any:
     """The state of ``step`` in the structure it was saved in (nested dicts

@@ -321,31 +321,6 @@ def checkpoint_identity(identity: Mapping[str, Any] | None,
       **(identity or {})})
 
 
-def _resume(checkpointer: Checkpointer, state: TrainState,
-            record: dict[str, Any], num_epochs: int,
-            workdir: str) -> tuple[TrainState, int]:
-  """(state, first epoch to train): the latest checkpoint's when there is
-  one, after checking that it was made by this run and not past it."""
-  step = checkpointer.latest_step()
-  if step is None:
-    return state, 0
-  try:
-    metadata = checkpointer.read_metadata(step)
-    identity_lib.check(metadata.get("identity"), record,
-                       what="the checkpoint", folder=workdir)
-    epoch = int(metadata["epoch"])
-    if epoch > num_epochs:
-      raise identity_lib.StaleRunError(
-          f"the checkpoint in {workdir} has trained {epoch} epochs, more "
-          f"than this run's num_epochs={num_epochs}; use a new --workdir, or "
-          f"delete {workdir} to train again.")
-    state, _ = checkpointer.restore(step, state)
-  except BaseException:
-    checkpointer.close()
-    raise
-  return state, epoch
-
-
 def _feed(feed: str, streaming: bool, members: np.ndarray | None) -> str:
   """The feed ``"auto"`` stands for, after checking ``feed``."""
   if feed == "auto":
@@ -513,8 +488,13 @@ def _train(step_fn: StepFn, state: TrainState, batcher, rows: np.ndarray, *,
   start_epoch, run_info = 0, {}
   if checkpointer is not None:
     run_info = {**(saved_with or {}), "identity": identity}
-    state, start_epoch = _resume(checkpointer, state, identity, num_epochs,
-                                 workdir)
+    try:
+      state, start_epoch = checkpointer.resume(
+          state, identity, progress="epoch", limit=num_epochs,
+          limit_name="num_epochs", what="the checkpoint")
+    except BaseException:
+      checkpointer.close()
+      raise
 
   base_key = jnp.array(state.rng)  # a separate buffer: state is donated.
 

@@ -78,8 +78,7 @@ def test_another_run_is_refused_naming_every_differing_field(finished):
 def test_a_checkpoint_past_this_runs_epochs_is_refused(tmp_path):
   _fit(tmp_path, epochs=2)
   with pytest.raises(identity.StaleRunError,
-                     match="has trained 2 epochs, more than this run's "
-                     "num_epochs=1"):
+                     match="is at epoch 2, past this run's num_epochs=1"):
     _fit(tmp_path, epochs=1)
 
 
