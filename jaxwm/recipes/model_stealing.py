@@ -124,11 +124,8 @@ def run_experiment(config, workdir: str,
       The metrics are those of the module docstring.
   """
   metrics = {} if metrics is None else metrics
-  train, test = recipe.load_datasets(config)
-  attacker, owner_data = jaxwm_data.disjoint_split(
-      train, config.split.attacker_fraction, config.seed)
-  logging.info("owner: %d images, attacker: %d, test: %d", len(owner_data),
-               len(attacker), len(test))
+  owner_data, attacker, test = recipe.load_owner_and_attacker(
+      config, config.split.attacker_fraction)
   metrics["split"] = {"owner_images": len(owner_data),
                       "attacker_images": len(attacker),
                       "test_images": len(test)}

@@ -259,14 +259,11 @@ def run_experiment(config, workdir: str,
       The metrics are those of the module docstring.
   """
   metrics = {} if metrics is None else metrics
-  train, test = recipe.load_datasets(config)
-  attacker_data, owner_data = jaxwm_data.disjoint_split(
-      train, config.attack.held_out_fraction, config.seed)
-  logging.info("owner: %d images, attacker: %d, test: %d", len(owner_data),
-               len(attacker_data), len(test))
+  owner_data, attacker_data, test = recipe.load_owner_and_attacker(
+      config, config.attack.held_out_fraction)
   metrics["attack_budget"] = attack_budget(config, len(owner_data),
                                            len(attacker_data))
-  run = _Run(config, workdir, train)
+  run = _Run(config, workdir, owner_data)
   owner_keys = run.keys("owner", config.watermark.num_triggers)
   metrics["verification_key_digest"] = owner_keys[1].digest()
   monitor.expect_models(count_models(config))

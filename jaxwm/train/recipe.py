@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh
 
 from jaxwm import data as jaxwm_data
@@ -56,6 +57,20 @@ def load_datasets(config) -> tuple[jaxwm_data.Dataset, jaxwm_data.Dataset]:
     train = jaxwm_data.stratified_subset(train, config.train_fraction,
                                          config.seed)
   return train, test
+
+
+def load_owner_and_attacker(config, attacker_fraction: float
+                            ) -> tuple[jaxwm_data.Dataset, jaxwm_data.Dataset,
+                                       jaxwm_data.Dataset]:
+  """(owner's data, attacker's data, test set): :func:`load_datasets`'s
+  training set split into disjoint parts, the attacker's a stratified
+  ``attacker_fraction`` of it (seeded by ``config.seed``)."""
+  train, test = load_datasets(config)
+  attacker, owner = jaxwm_data.disjoint_split(train, attacker_fraction,
+                                              config.seed)
+  logging.info("owner: %d images, attacker: %d, test: %d", len(owner),
+               len(attacker), len(test))
+  return owner, attacker, test
 
 
 def build_model(config, num_classes: int):
