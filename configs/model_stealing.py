@@ -16,6 +16,19 @@ The methods:
   black-box by the dataset watermark's paired t-test on the target
   class's probability over triggered test images of every class but the
   target (block ``verify``).
+* ``entangled``: Entangled Watermarks, a baseline: after the owner's
+  model has trained, it trains on with watermark batches (source-class
+  images with a patch where the soft nearest neighbour loss's input
+  gradient is largest, labelled the target class, beside target-class
+  images) whose representations the SNNL entangles (block ``entangled``,
+  :class:`jaxwm.watermark.entangled.EntangledConfig`), verified black-box
+  by a one-sided t-test of the suspect's watermark success on triggered
+  source-class test images against the benign model's.
+* ``gradient_matching``: a dataset watermark crafted by gradient matching,
+  a baseline: Sleeper Agent's clean-label poisons (blocks ``poison``,
+  ``watermark`` and ``verify`` of ``configs/craft_poison.py``), crafted
+  with a surrogate trained on the owner's half, verified as ``badnets``
+  on triggered source-class test images.
 
 The training set is split into disjoint halves (``split.attacker_fraction``
 0.5): the owner trains the victim (watermarked) and the benign model on
@@ -39,11 +52,12 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dataset_configs
 from configs import train as train_configs
 
 MOVE_METHODS = {"move_whitebox": "white_box", "move_blackbox": "black_box"}
-METHODS = (*MOVE_METHODS, "badnets")
+METHODS = (*MOVE_METHODS, "badnets", "entangled", "gradient_matching")
 ATTACKS = ("direct_copy", "distillation", "zero_shot", "fine_tuning",
            "label_query", "logit_query")
 
@@ -126,6 +140,30 @@ def _add_badnets(config: ml_collections.ConfigDict, method: str,
       m=20 if runlocal else 100, tau=0.25, seed=0, alpha=0.01))
 
 
+def _add_entangled(config: ml_collections.ConfigDict,
+                   runlocal: bool) -> None:
+  """The Entangled Watermarks baseline's block ``entangled``, in place
+  (the reference implementation's MNIST settings)."""
+  config.entangled = ml_collections.ConfigDict(dict(
+      source_class=1, target_class=7, patch_size=3, factor=32.0,
+      temperature=1.0, metric="cosine", layers=("features",),
+      clean_per_watermark_batch=1.0, num_epochs=10, learning_rate=0.01,
+      m=100, alpha=0.01))
+  if runlocal:
+    config.entangled.num_epochs = 2
+    config.entangled.m = 20
+
+
+def _add_gradient_matching(config: ml_collections.ConfigDict,
+                           rest: str) -> None:
+  """The gradient-matching baseline's blocks ``poison``, ``watermark`` and
+  ``verify``: ``configs/craft_poison.py``'s Sleeper Agent ones, in
+  place."""
+  crafting = craft_configs.get_config(f"sleeper_agent,{rest}")
+  for block in ("poison", "watermark", "verify"):
+    config[block] = crafting[block]
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   method, _, rest = (arg or "").partition(",")
   if method not in METHODS:
@@ -146,6 +184,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
   if method in MOVE_METHODS:
     _add_move(config, MOVE_METHODS[method], runlocal)
+  elif method == "entangled":
+    _add_entangled(config, runlocal)
+  elif method == "gradient_matching":
+    _add_gradient_matching(config, rest)
   else:
     _add_badnets(config, method, runlocal)
   if runlocal:

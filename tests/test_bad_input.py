@@ -199,6 +199,14 @@ CASES = {
     "model_stealing_independent_same_seed": Case(
         "model_stealing", ("independent.seed_offset=0",),
         "independent.seed_offset", 0),
+    "model_stealing_entangled_target_class": Case(
+        "model_stealing", ("entangled.target_class=12",),
+        "entangled.target_class", 12,
+        variant="model_stealing.py:entangled,digits,runlocal"),
+    "model_stealing_gradient_matching_target": Case(
+        "model_stealing", ("watermark.target_label=10",),
+        "watermark.target_label", 10,
+        variant="model_stealing.py:gradient_matching,digits,runlocal"),
     "model_stealing_unknown_setting": Case(
         "model_stealing", ("move.setting=grey_box",), "move.setting",
         "grey_box"),

@@ -150,8 +150,10 @@ def _check_stealing_entry(entry: dict[str, Any], m: int,
 
 def _verification_size(config) -> tuple[int, float]:
   """(m, alpha) of the method's test."""
-  if config.method == "badnets":
+  if config.method in ("badnets", "gradient_matching"):
     return config.verify.m, config.verify.alpha
+  if config.method == "entangled":
+    return config.entangled.m, config.entangled.alpha
   move = config.move
   return (move.m_white_box if move.setting == "white_box"
           else move.m_black_box), move.alpha

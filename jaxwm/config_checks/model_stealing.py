@@ -1,7 +1,9 @@
 """Checks of the blocks of ``configs/model_stealing.py``: ``method``,
 ``split``, ``attacks``, ``steal``, ``independent`` and the method's own
 blocks (MOVE's ``move`` and ``meta``; BadNets' ``watermark`` and
-``verify``, checked as the dataset watermark's)."""
+``verify``, checked as the dataset watermark's; Entangled Watermarks'
+``entangled``; gradient matching's ``poison``, ``watermark`` and
+``verify``)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ from jaxwm.config_checks import dataset_watermarks
 from jaxwm.config_checks.core import Fields, MISSING, Problem
 from jaxwm.config_checks.training import DataShape
 from jaxwm.models import registry
-from jaxwm.watermark import move
+from jaxwm.poison import alignment_watermark
+from jaxwm.watermark import entangled, move
 
 MOVE_METHODS = ("move_whitebox", "move_blackbox")
-METHODS = (*MOVE_METHODS, "badnets")
+METHODS = (*MOVE_METHODS, "badnets", "entangled", "gradient_matching")
 
 
 def _builds(root: Fields, field: str, values: dict[str, Any],
@@ -67,7 +70,25 @@ def model_stealing(config, shape: DataShape | None) -> list[Problem]:
     _builds(root, "steal", config.steal.to_dict(),
             steal.StealConfig.from_dict, "model-stealing")
   _independent(root)
-  if root.get("method") in MOVE_METHODS:
+  method = root.get("method")
+  if method == "entangled":
+    fields = root.block_of("entangled")
+    for name in ("source_class", "target_class"):
+      dataset_watermarks.label(fields, name, shape)
+    if fields.block is not None:
+      _builds(root, "entangled", fields.block.to_dict(),
+              entangled.EntangledConfig.from_dict, "Entangled Watermarks")
+    return problems
+  if method == "gradient_matching":
+    fields = root.block_of("watermark")
+    for name in ("source_class", "target_label"):
+      dataset_watermarks.label(fields, name, shape)
+    if fields.block is not None:
+      _builds(root, "watermark", fields.block.to_dict(),
+              lambda values: alignment_watermark.AlignmentWatermarkConfig(
+                  **values), "gradient-matching watermark")
+    return problems + dataset_watermarks.verification(config)
+  if method in MOVE_METHODS:
     root.block_of("meta").integer("num_models", 1, example=3)
     _move(root)
     return problems

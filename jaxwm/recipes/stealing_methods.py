@@ -22,6 +22,7 @@ from jaxwm.fingerprint import fingerprint
 from jaxwm.poison import methods as poison_methods
 from jaxwm.poison.ownership import verify_dataset_ownership
 from jaxwm.recipes import common
+from jaxwm.recipes import stealing_baselines
 from jaxwm.train import recipe
 from jaxwm.verify.levels import decision
 from jaxwm.verify.ttest import PairedTTestResult
@@ -225,7 +226,9 @@ class BadNetsOwner:
 
 # The config's method -> its owner.
 OWNERS = {"move_whitebox": MoveOwner, "move_blackbox": MoveOwner,
-          "badnets": BadNetsOwner}
+          "badnets": BadNetsOwner,
+          "entangled": stealing_baselines.EntangledOwner,
+          "gradient_matching": stealing_baselines.GradientMatchingOwner}
 
 
 def make_owner(run: Run):
