@@ -48,6 +48,8 @@ import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "runlocal_tests_mlp"
+# The model-stealing methods verified by the dataset watermark's t-test.
+DATASET_WATERMARK_METHODS = ("badnets", "gradient_matching")
 # What a one-epoch digits model may honestly leave uncomputed.
 UNDEFINED_ON_DIGITS = ("metrics.verification.", "metrics.asr_c",
                        "metrics.all_classes.verification.",
@@ -150,7 +152,7 @@ def _check_stealing_entry(entry: dict[str, Any], m: int,
 
 def _verification_size(config) -> tuple[int, float]:
   """(m, alpha) of the method's test."""
-  if config.method in ("badnets", "gradient_matching"):
+  if config.method in DATASET_WATERMARK_METHODS:
     return config.verify.m, config.verify.alpha
   if config.method == "entangled":
     return config.entangled.m, config.entangled.alpha
@@ -169,8 +171,16 @@ def _check_model_stealing(metrics: dict[str, Any], config,
       metrics["benign_accuracy"] - metrics["victim_accuracy"])
   assert metrics["alpha"] == alpha
   assert set(metrics["attacks"]) == set(config.attacks)
-  for entry in [*metrics["attacks"].values(), metrics["independent"]]:
-    _check_stealing_entry(entry, m, alpha)
+  for name, entry in [*metrics["attacks"].items(),
+                      ("independent", metrics["independent"])]:
+    if "error" in entry:
+      # A dataset watermark cannot test a suspect that gets too few
+      # triggered test images right (a smoke run's zero-shot student);
+      # the victim's own copy always can be.
+      assert config.method in DATASET_WATERMARK_METHODS
+      assert name != "direct_copy" and "correctly" in entry["error"]
+    else:
+      _check_stealing_entry(entry, m, alpha)
   queries = {name: entry["queries"]
              for name, entry in metrics["attacks"].items()}
   zero_shot = config.steal.zero_shot
@@ -326,7 +336,10 @@ CASES = [
            "model_stealing", frozenset({
                "split", "victim_accuracy", "benign_accuracy",
                "accuracy_drop", "alpha", "method", "attacks",
-               "independent"}), check=_check_model_stealing)
+               "independent"}), check=_check_model_stealing,
+           may_be_undefined=(
+               ("metrics.attacks.", "metrics.independent")
+               if method in DATASET_WATERMARK_METHODS else ()))
       for method in stealing_configs.METHODS),
 ]
 

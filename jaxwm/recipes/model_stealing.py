@@ -44,13 +44,22 @@ from absl import logging
 
 from jaxwm import data as jaxwm_data
 from jaxwm import steal as steal_lib
-from jaxwm.recipes import stealing_methods
+from jaxwm.recipes import stealing_baselines, stealing_methods
 from jaxwm.steal import attacks as attacks_lib
 from jaxwm.train import recipe
 
 # Key streams of the thief's models (the owner's are the method's).
 STREAMS = {"independent": 50,
            **{name: 60 + i for i, name in enumerate(attacks_lib.ATTACKS)}}
+
+
+# The config's method -> its owner (:mod:`jaxwm.recipes.stealing_methods`
+# describes the interface).
+OWNERS = {"move_whitebox": stealing_methods.MoveOwner,
+          "move_blackbox": stealing_methods.MoveOwner,
+          "badnets": stealing_methods.BadNetsOwner,
+          "entangled": stealing_baselines.EntangledOwner,
+          "gradient_matching": stealing_baselines.GradientMatchingOwner}
 
 
 def independent_config(config):
@@ -130,7 +139,7 @@ def run_experiment(config, workdir: str,
                       "attacker_images": len(attacker),
                       "test_images": len(test)}
   run = stealing_methods.Run(config, workdir, owner_data, attacker, test)
-  owner = stealing_methods.make_owner(run)
+  owner = OWNERS[config.method](run)
   victim_accuracy = owner.victim.evaluate(test)["accuracy"]
   benign_accuracy = owner.benign.evaluate(test)["accuracy"]
   metrics.update(victim_accuracy=victim_accuracy,

@@ -13,8 +13,7 @@ import jax
 
 from jaxwm.poison import alignment_watermark
 from jaxwm.poison.methods import ALIGNMENT_WATERMARKS
-from jaxwm.poison.ownership import verify_dataset_ownership
-from jaxwm.recipes import craft_poison
+from jaxwm.recipes import craft_poison, stealing_methods
 from jaxwm.train import recipe
 from jaxwm.watermark import entangled
 
@@ -27,20 +26,12 @@ GRADIENT_MATCHING_STREAM = 1
 GRADIENT_MATCHING_METHOD = "sleeper_agent"
 
 
-def _methods():
-  """:mod:`jaxwm.recipes.stealing_methods`, imported on use: its ``OWNERS``
-  import this module."""
-  # pylint: disable-next=g-import-not-at-top
-  from jaxwm.recipes import stealing_methods
-  return stealing_methods
-
-
 def _benign(run) -> recipe.TrainedModel:
   """The owner's model trained on its untouched half."""
   config = run.config
   return recipe.train_model(config, run.owner,
                             workdir=run.model_dir("benign", config),
-                            stream=_methods().BENIGN_STREAM)
+                            stream=stealing_methods.BENIGN_STREAM)
 
 
 class EntangledOwner:
@@ -61,12 +52,12 @@ class EntangledOwner:
     base = recipe.train_model(
         config, run.owner,
         workdir=run.model_dir("victim_unmarked", config),
-        stream=_methods().VICTIM_STREAM)
+        stream=stealing_methods.VICTIM_STREAM)
     self.victim_parts = ("entangled", block)
     self.victim, self.key = entangled.embed(
         config, run.owner, base, self.ewe,
         workdir=run.model_dir("victim", config, *self.victim_parts),
-        stream=_methods().VICTIM_STREAM)
+        stream=stealing_methods.VICTIM_STREAM)
     self.benign = _benign(run)
     self.queries = entangled.query_images(self.key, run.test, self.ewe.m,
                                           config.seed)
@@ -86,7 +77,7 @@ class EntangledOwner:
     del suspect_config  # black-box
     test = entangled.verify(suspect.predict, self.benign.predict, self.key,
                             self.queries)
-    return _methods().verdict_record(test, self.alpha,
+    return stealing_methods.verdict_record(test, self.alpha,
                                      test.rejects(self.alpha))
 
 
@@ -127,7 +118,7 @@ class GradientMatchingOwner:
     self.victim = recipe.train_model(
         config, marked,
         workdir=run.model_dir("victim", config, *self.victim_parts),
-        stream=_methods().VICTIM_STREAM)
+        stream=stealing_methods.VICTIM_STREAM)
     self.benign = _benign(run)
     self.alpha = float(config.verify.alpha)
 
@@ -138,9 +129,5 @@ class GradientMatchingOwner:
   def verdict(self, suspect: recipe.TrainedModel,
               suspect_config) -> dict[str, Any]:
     del suspect_config  # black-box
-    verify = self.run.config.verify
-    test = verify_dataset_ownership(
-        suspect.predict_proba, self.key, self.run.test, m=verify.m,
-        tau=verify.tau, seed=verify.seed)
-    return _methods().verdict_record(test, self.alpha,
-                                     test.rejects(self.alpha), tau=verify.tau)
+    return stealing_methods.dataset_watermark_verdict(self.run, self.key,
+                                                      suspect)

@@ -1,9 +1,10 @@
 """The owner's side of each method of ``experiments/model_stealing.py``:
 its watermark, victim, benign model and verification.
 
-An owner (:func:`make_owner`) exposes ``victim`` and ``benign`` (trained
-models), ``victim_parts`` (what the victim's folder depends on besides
-the training config, which every stolen model's folder adds), ``alpha``,
+An owner (a class of :data:`jaxwm.recipes.model_stealing.OWNERS`)
+exposes ``victim`` and ``benign`` (trained models), ``victim_parts``
+(what the victim's folder depends on besides the training config, which
+every stolen model's folder adds), ``alpha``,
 ``summary()`` (the method's own metrics) and ``verdict(suspect,
 suspect_config)``: the method's test of a suspect, whose training config
 (``configs/train.py`` fields) names its architecture.
@@ -21,9 +22,10 @@ from jaxwm import data as jaxwm_data
 from jaxwm.fingerprint import fingerprint
 from jaxwm.poison import methods as poison_methods
 from jaxwm.poison.ownership import verify_dataset_ownership
+from jaxwm import results as results_lib
 from jaxwm.recipes import common
-from jaxwm.recipes import stealing_baselines
 from jaxwm.train import recipe
+from jaxwm.verify import TooFewCorrectError
 from jaxwm.verify.levels import decision
 from jaxwm.verify.ttest import PairedTTestResult
 from jaxwm.watermark import move
@@ -70,6 +72,26 @@ def verdict_record(test: PairedTTestResult, alpha: float, stolen: bool,
           "p_value_definition": test.p_value_definition,
           "delta_p": test.delta_p, "m": test.m, "alpha": float(alpha),
           "decision": decision(stolen), **extra}
+
+
+def dataset_watermark_verdict(run: Run, key, suspect: recipe.TrainedModel
+                              ) -> dict[str, Any]:
+  """The dataset watermark's verdict on ``suspect`` (black-box): the
+  one-sided paired t-test of ``key``'s target class's probability on
+  triggered test images (block ``verify``; ``verify.source_classes``
+  absent: the key's own), or ``{"error": why}`` for a suspect that
+  classifies too few eligible test images correctly to be tested."""
+  verify = run.config.verify
+  classes = verify.get("source_classes")
+  try:
+    test = verify_dataset_ownership(
+        suspect.predict_proba, key, run.test, m=verify.m, tau=verify.tau,
+        seed=verify.seed,
+        source_classes=None if classes is None else tuple(classes))
+  except TooFewCorrectError as error:
+    return results_lib.not_computed(str(error))
+  return verdict_record(test, float(verify.alpha),
+                        test.rejects(verify.alpha), tau=verify.tau)
 
 
 def architecture(config, suspect_config):
@@ -214,23 +236,4 @@ class BadNetsOwner:
   def verdict(self, suspect: recipe.TrainedModel,
               suspect_config) -> dict[str, Any]:
     del suspect_config  # black-box
-    verify = self.run.config.verify
-    classes = verify.get("source_classes")  # None: all but the target.
-    test = verify_dataset_ownership(
-        suspect.predict_proba, self.key, self.run.test, m=verify.m,
-        tau=verify.tau, seed=verify.seed,
-        source_classes=None if classes is None else tuple(classes))
-    return verdict_record(test, self.alpha, test.rejects(self.alpha),
-                          tau=verify.tau)
-
-
-# The config's method -> its owner.
-OWNERS = {"move_whitebox": MoveOwner, "move_blackbox": MoveOwner,
-          "badnets": BadNetsOwner,
-          "entangled": stealing_baselines.EntangledOwner,
-          "gradient_matching": stealing_baselines.GradientMatchingOwner}
-
-
-def make_owner(run: Run):
-  """The owner of ``run.config.method`` (its models trained or restored)."""
-  return OWNERS[run.config.method](run)
+    return dataset_watermark_verdict(self.run, self.key, suspect)
