@@ -57,6 +57,17 @@ def _independent(root: Fields) -> None:
                 f"or one of {', '.join(registry.model_names())}.")
 
 
+def _block_with_classes(root: Fields, block: str, classes: tuple[str, ...],
+                        shape: DataShape | None, build, what: str) -> None:
+  """Checks that the fields ``classes`` of block ``block`` are classes of
+  the data and that ``build(block as a dict)`` accepts the block."""
+  fields = root.block_of(block)
+  for name in classes:
+    dataset_watermarks.label(fields, name, shape)
+  if fields.block is not None:
+    _builds(root, block, fields.block.to_dict(), build, what)
+
+
 def model_stealing(config, shape: DataShape | None) -> list[Problem]:
   """Every block of ``experiments/model_stealing.py`` but the data and the
   training recipe (``shape``: the data's, None when it cannot load)."""
@@ -72,21 +83,15 @@ def model_stealing(config, shape: DataShape | None) -> list[Problem]:
   _independent(root)
   method = root.get("method")
   if method == "entangled":
-    fields = root.block_of("entangled")
-    for name in ("source_class", "target_class"):
-      dataset_watermarks.label(fields, name, shape)
-    if fields.block is not None:
-      _builds(root, "entangled", fields.block.to_dict(),
-              entangled.EntangledConfig.from_dict, "Entangled Watermarks")
+    _block_with_classes(root, "entangled", ("source_class", "target_class"),
+                        shape, entangled.EntangledConfig.from_dict,
+                        "Entangled Watermarks")
     return problems
   if method == "gradient_matching":
-    fields = root.block_of("watermark")
-    for name in ("source_class", "target_label"):
-      dataset_watermarks.label(fields, name, shape)
-    if fields.block is not None:
-      _builds(root, "watermark", fields.block.to_dict(),
-              lambda values: alignment_watermark.AlignmentWatermarkConfig(
-                  **values), "gradient-matching watermark")
+    _block_with_classes(
+        root, "watermark", ("source_class", "target_label"), shape,
+        lambda values: alignment_watermark.AlignmentWatermarkConfig(**values),
+        "gradient-matching watermark")
     return problems + dataset_watermarks.verification(config)
   if method in MOVE_METHODS:
     root.block_of("meta").integer("num_models", 1, example=3)
