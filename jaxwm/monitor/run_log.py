@@ -4,7 +4,8 @@ A launcher opens one :class:`RunLog` around its job (:func:`recording`);
 the code below it reports to :func:`current` without being handed it:
 
 * :func:`jaxwm.train.fit` tracks each model it trains
-  (:meth:`RunLog.track_model`): its progress lines read ``model i/N`` with
+  (:meth:`RunLog.track_model`): its progress lines read ``model i/N``
+  (``models i-j/N`` for an ensemble) with
   an ETA of the model and of the whole run, and its loss and accuracy go to
   the TensorBoard log and, when the model is done, to
   ``training_curves.png``;
@@ -60,19 +61,24 @@ class RunLog:
     self._events = None
 
   def track_model(self, name: str | None, total_steps: int,
-                  first_step: int, steps_per_epoch: int) -> ModelTrack:
-    """Counts a model whose training starts now and returns its track.
+                  first_step: int, steps_per_epoch: int,
+                  models: int = 1) -> ModelTrack:
+    """Counts the model (or ``models`` trained at once, an ensemble) whose
+    training starts now and returns its track.
 
     Args:
       name: the model's name in the progress lines, the curves and the
-        TensorBoard log; None: ``model-i``.
+        TensorBoard log; None: ``model-i`` (``models-i-j`` for several).
       total_steps: the steps of its whole training.
       first_step: the step it starts from (> 0 when resumed).
       steps_per_epoch: its steps per epoch (the curves' epoch axis).
+      models: how many models the training trains at once.
     """
-    self.started_models += 1
-    index = self.started_models
-    return ModelTrack(self, index, name or f"model-{index}", total_steps,
+    first = self.started_models + 1
+    self.started_models += models
+    default = (f"model-{first}" if models == 1
+               else f"models-{first}-{self.started_models}")
+    return ModelTrack(self, first, models, name or default, total_steps,
                       first_step, steps_per_epoch)
 
   def picture(self, draw, name: str, *args, **kwargs) -> str | None:
@@ -114,34 +120,37 @@ class ModelTrack:
   """One model's training as the run log sees it (from
   :meth:`RunLog.track_model`)."""
 
-  def __init__(self, run_log: RunLog, index: int, name: str,
+  def __init__(self, run_log: RunLog, index: int, models: int, name: str,
                total_steps: int, first_step: int, steps_per_epoch: int):
     self._log = run_log
-    self.index, self.name = index, name
+    self.index, self.models, self.name = index, models, name
+    self.last = index + models - 1  # the last model's number
     self._total, self._first = total_steps, first_step
     self._steps_per_epoch = steps_per_epoch
     self._start = run_log.clock()
     self._last_step = first_step
 
   def prefix(self) -> str:
-    """``"model i/N (name)  "``, or ``"model i (name)  "`` when N is not
-    known."""
+    """``"model i/N (name)  "`` (``"models i-j/N (name)  "`` for an
+    ensemble), without ``/N`` when N is not known."""
     expected = self._log.expected_models
-    count = f"{self.index}" if expected is None else (
-        f"{self.index}/{max(expected, self.index)}")
-    return f"model {count} ({self.name})  "
+    count = (f"model {self.index}" if self.models == 1
+             else f"models {self.index}-{self.last}")
+    if expected is not None:
+      count += f"/{max(expected, self.last)}"
+    return f"{count} ({self.name})  "
 
   def overall_eta(self, model_eta: float) -> float | None:
-    """Seconds until the run's last model is trained: this model's ETA and,
-    for each model still to start, the mean time of the models trained so
-    far (this one's projected time while none has finished). None when the
-    number of models is not known."""
+    """Seconds until the run's last model is trained: this training's ETA
+    and, for each model still to start, the mean time per model of the
+    trainings so far (this one's projected time while none has finished).
+    None when the number of models is not known."""
     expected = self._log.expected_models
     if expected is None:
       return None
     durations = self._log.model_seconds or [
-        self._log.clock() - self._start + model_eta]
-    remaining = max(0, expected - self.index)
+        (self._log.clock() - self._start + model_eta) / self.models]
+    remaining = max(0, expected - self.last)
     return model_eta + remaining * float(np.mean(durations))
 
   def record(self, step: int, loss: float, accuracy: float) -> None:
@@ -156,10 +165,12 @@ class ModelTrack:
                                         "train/accuracy": float(accuracy)})
 
   def finish(self) -> None:
-    """Ends the model: its time counts towards the overall ETA when it
-    trained at all, and the curves of every model so far are drawn."""
+    """Ends the model: its time (per model, for an ensemble) counts towards
+    the overall ETA when it trained at all, and the curves of every model
+    so far are drawn."""
     if self._last_step > self._first:
-      self._log.model_seconds.append(self._log.clock() - self._start)
+      self._log.model_seconds.append(
+          (self._log.clock() - self._start) / self.models)
     if self._log.curves:
       self._log.picture(plots.save_curves, CURVES_FILE, self._log.curves)
 

@@ -515,7 +515,7 @@ def _train(step_fn: StepFn, state: TrainState, batcher, rows: np.ndarray, *,
       None if log is None else log.track_model(
           name or (os.path.basename(os.path.normpath(workdir))
                    if workdir else None),
-          total_steps, first_step, steps_per_epoch))
+          total_steps, first_step, steps_per_epoch, models=members or 1))
   guard = _DivergenceGuard(steps_per_epoch, learning_rate)
   try:
     for epoch in range(start_epoch, num_epochs):

@@ -54,6 +54,23 @@ def test_models_are_counted_and_the_overall_eta_adds_the_rest():
                                   "accuracy": [0.5, 0.8]}
 
 
+def test_an_ensemble_counts_as_its_members():
+  clock = _Clock()
+  log = monitor.RunLog(clock=clock)
+  with monitor.recording(log):
+    monitor.expect_models(20)
+    first = log.track_model(None, 10, 0, 5, models=8)
+    assert first.prefix() == "models 1-8/20 (models-1-8)  "
+    clock.now = 8.0
+    first.record(10, 0.5, 0.8)
+    first.finish()
+    second = log.track_model("group", 10, 0, 5, models=8)
+    assert second.prefix() == "models 9-16/20 (group)  "
+    # 1 s per model so far: 4 s for this group's rest, 4 models after it.
+    assert second.overall_eta(4.0) == pytest.approx(4.0 + 4 * 1.0)
+  assert log.model_seconds == [1.0]
+
+
 def test_a_resumed_model_that_trains_nothing_does_not_count_in_the_eta():
   log = monitor.RunLog()
   track = log.track_model("done", 10, 10, 5)
