@@ -1,11 +1,24 @@
-"""The false-acceptance experiment: the exact size of the binomial test."""
+"""The false-acceptance experiment: the exact size of the binomial test,
+and every verifier end to end, sequential and as ensembles."""
+
+import glob
+import json
+import os
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from configs import false_acceptance as false_acceptance_configs
 from configs import model_watermark as model_configs
+from jaxwm.config_checks import model_watermarks
+from jaxwm.models import registry
 from jaxwm.recipes import false_acceptance
+from jaxwm.verify.levels import REJECT
+
+import tiny
+
+MLP = "false_acceptance_tests_mlp"
 
 
 def test_exact_size_hand_worked():
@@ -60,3 +73,120 @@ def test_ensemble_mode_trains_the_same_models(tmp_path):
   assert ens["benign_accuracy"] > 0.2  # they learnt something
   for rule in ("binomial", "threshold"):
     assert _rates_agree(seq, ens, rule)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mlp_registered():
+  registry.register(MLP, tiny.Mlp)
+
+
+def test_the_verifiers_are_named_alike_everywhere():
+  assert set(false_acceptance.VERIFIERS) == set(
+      model_watermarks.VERIFIERS) == set(
+          false_acceptance_configs.VERIFIERS.values())
+
+
+def test_the_adi_variant_is_the_model_watermark_one():
+  assert false_acceptance_configs.get_config("adi,digits,runlocal") == (
+      model_configs.get_config("false_acceptance,digits,runlocal"))
+
+
+@pytest.mark.parametrize("variant, named", [
+    ("binomial,digits", "must start with one of adi, dataset"),
+    ("dataset,label_consistent,digits", "must name a poisoned-label"),
+])
+def test_a_bad_variant_is_refused(variant, named):
+  with pytest.raises(ValueError, match=named):
+    false_acceptance_configs.get_config(variant)
+
+
+def _verdicts(workdir: str) -> list[dict]:
+  """The run's verdicts in model order (the cached files' values)."""
+  [folder] = glob.glob(os.path.join(workdir, "verdicts-*"))
+  count = len(os.listdir(folder))
+  values = []
+  for index in range(count):
+    with open(os.path.join(folder, f"model-{index}.json")) as f:
+      values.append(json.load(f)["value"])
+  return values
+
+
+def _check_rate(metrics: dict, models: int) -> None:
+  """A rate in [0, 1] over the verified models, at most its upper bound."""
+  assert metrics["models"] == models
+  assert 1 <= metrics["verified"] <= models
+  rate = metrics["false_acceptance_rate"]
+  assert rate == metrics["accepted"] / metrics["verified"]
+  assert 0.0 <= rate <= metrics["rate_upper_95"] <= 1.0
+  quantiles = metrics["log10_p_value"]
+  assert quantiles["min"] <= quantiles["median"] <= quantiles["max"] <= 0.0
+
+
+def _same_verdicts(first: list[dict], second: list[dict]) -> None:
+  """The same models (seeds, architectures) with the same decisions and
+  p-values (up to the floating-point order of an ensemble's sums)."""
+  assert [(v["seed"], v["architecture"]) for v in first] == [
+      (v["seed"], v["architecture"]) for v in second]
+  for one, other in zip(first, second):
+    assert ("error" in one) == ("error" in other)
+    if "error" not in one:
+      assert one["decision"] == other["decision"]
+      assert one["log10_p_value"] == pytest.approx(other["log10_p_value"],
+                                                   rel=1e-3, abs=1e-6)
+    assert one["test_accuracy"] == pytest.approx(other["test_accuracy"],
+                                                 abs=1e-2)
+
+
+def _config(variant: str, models: int):
+  config = false_acceptance_configs.get_config(variant)
+  config.model, config.model_kwargs = MLP, {}
+  config.false_acceptance.num_models = models
+  return config
+
+
+def test_dataset_verifier_end_to_end_sequential_and_ensembled(tmp_path):
+  config = _config("dataset,badnets,digits,runlocal", 2)
+  config.train_fraction = 1.0  # models that learn: the test needs right
+  config.train.num_epochs = 2  # answers on the triggered images
+  workdir = str(tmp_path / "seq")
+  sequential = false_acceptance.run_experiment(config, workdir)["metrics"]
+  _check_rate(sequential, 2)
+  assert sequential["alpha"] == config.verify.alpha
+  assert sequential["benign_accuracy"] > 0.5
+  verdicts = _verdicts(workdir)
+  assert [v["seed"] for v in verdicts] == [0, 1]
+  decided = [v for v in verdicts if "error" not in v]
+  assert sequential["accepted"] == sum(v["decision"] == REJECT
+                                       for v in decided)
+  # A rerun resumes from the verdicts.
+  assert false_acceptance.run_experiment(config, workdir)["metrics"] == (
+      sequential)
+  config.false_acceptance.ensemble_size = 2
+  ensembled_dir = str(tmp_path / "ens")
+  ensembled = false_acceptance.run_experiment(config, ensembled_dir)
+  _check_rate(ensembled["metrics"], 2)
+  _same_verdicts(verdicts, _verdicts(ensembled_dir))
+
+
+def test_move_verifier_end_to_end_sequential_and_ensembled(tmp_path):
+  config = _config("move_whitebox,digits,runlocal", 2)
+  workdir = str(tmp_path)
+  sequential = false_acceptance.run_experiment(config, workdir)["metrics"]
+  _check_rate(sequential, 2)
+  assert sequential["alpha"] == config.move.alpha
+  verdicts = _verdicts(workdir)
+  # Both architectures, seeds after the owner's, on the attacker half.
+  first = config.seed + config.independent.seed_offset
+  assert [(v["seed"], v["architecture"]) for v in verdicts] == [
+      (first, "victim"), (first + 1, "independent")]
+  for role, entry in sequential["by_architecture"].items():
+    assert entry["models"] == 1, role
+    assert 0.0 <= entry["false_acceptance_rate"] <= entry["rate_upper_95"]
+  # The same models as one-member ensembles per architecture, verified by
+  # the owner restored from the workdir.
+  [folder] = glob.glob(os.path.join(workdir, "verdicts-*"))
+  os.rename(folder, os.path.join(workdir, "sequential"))
+  config.false_acceptance.ensemble_size = 1
+  ensembled = false_acceptance.run_experiment(config, workdir)["metrics"]
+  _check_rate(ensembled, 2)
+  _same_verdicts(verdicts, _verdicts(workdir))
