@@ -12,9 +12,10 @@ its watermark, and ``false_acceptance.verifier`` says which:
   watermark (``badnets``, ``blended``, ``wanet``, ``ubw_p``), e.g.
   ``dataset,ubw_p,fashion_mnist`` or ``dataset,badnets,digits,runlocal``.
   The owner's key is the one ``experiments/dataset_watermark.py`` draws;
-  each model is trained on its own stratified 80% of the clean training
-  set (never the marked one) with the watermark experiment's recipe, and
-  verified by the dataset watermark's paired t-test (block ``verify``).
+  each model is trained with the watermark experiment's recipe on its own
+  stratified 80% of the clean training images that recipe uses
+  (``train_fraction``; never the marked set), and verified by the dataset
+  watermark's paired t-test (block ``verify``).
 * ``move_whitebox,REST`` and ``move_blackbox,REST``:
   ``configs/model_stealing.py:move_whitebox,REST`` (or ``move_blackbox``):
   the MOVE owner of the model-stealing experiment (victim, reference models
