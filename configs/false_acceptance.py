@@ -5,28 +5,27 @@
 VARIANT is a verifier followed by the variant of the config file that owns
 its watermark, and ``false_acceptance.verifier`` says which:
 
-* ``adi,REST``: ``configs/model_watermark.py:false_acceptance,REST`` (Adi et
-  al.'s binomial test and the paper's threshold rule, a fresh secret key
-  per model), e.g. ``adi,fashion_mnist``.
-* ``dataset,REST``: ``configs/dataset_watermark.py:REST``, a poisoned-label
-  watermark (``badnets``, ``blended``, ``wanet``, ``ubw_p``), e.g.
-  ``dataset,ubw_p,fashion_mnist`` or ``dataset,badnets,digits,runlocal``.
-  The owner's key is the one ``experiments/dataset_watermark.py`` draws;
-  each model is trained with the watermark experiment's recipe on its own
-  stratified 80% of the clean training images that recipe uses
-  (``train_fraction``; never the marked set), and verified by the dataset
-  watermark's paired t-test (block ``verify``).
-* ``move_whitebox,REST`` and ``move_blackbox,REST``:
-  ``configs/model_stealing.py:move_whitebox,REST`` (or ``move_blackbox``):
-  the MOVE owner of the model-stealing experiment (victim, reference models
-  and meta-classifier, on the owner's half) and its verdict on models
-  trained on the whole attacker half, alternately of the victim's
-  architecture and of the ``independent`` block's, model i with seed
-  ``seed + independent.seed_offset + i``.
+* ``adi,REST``: ``false_acceptance,REST`` of ``configs/model_watermark.py``
+  (Adi et al.'s binomial test and the paper's threshold rule, a fresh
+  secret key per model), e.g. ``adi,fashion_mnist``.
+* ``dataset,REST``: ``REST`` of ``configs/dataset_watermark.py``, a
+  poisoned-label watermark (``badnets``, ``blended``, ``wanet``,
+  ``ubw_p``), e.g. ``dataset,ubw_p,fashion_mnist`` or
+  ``dataset,badnets,digits,runlocal``. The owner's key is the one
+  ``experiments/dataset_watermark.py`` draws; each model is trained with
+  the watermark experiment's recipe on its own stratified 80% of the clean
+  training images that recipe uses (``train_fraction``; never the marked
+  set), and verified by the dataset watermark's paired t-test (block
+  ``verify``).
+* ``move_whitebox,REST`` and ``move_blackbox,REST``: the same variants of
+  ``configs/model_stealing.py``: the MOVE owner of the model-stealing
+  experiment (victim, reference models and meta-classifier, on the owner's
+  half) and its verdict on models trained on the whole attacker half,
+  alternately of the victim's architecture and of the ``independent``
+  block's, model i with seed ``seed + independent.seed_offset + i``.
 
 Every verifier trains ``false_acceptance.num_models`` models (100 for the
-t-tests, at least the hundred that bound a rate of 2% usefully; 4 with
-``runlocal``), E at a time in one program with
+t-tests; 4 with ``runlocal``), E at a time in one program with
 ``false_acceptance.ensemble_size`` E > 0 (E per architecture for MOVE).
 """
 
