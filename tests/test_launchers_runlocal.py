@@ -203,6 +203,7 @@ def _check_ttest_false_acceptance(metrics: dict[str, Any], config,
     assert {role: entry["models"] for role, entry in
             metrics["by_architecture"].items()} == {
                 "victim": models // 2, "independent": models // 2}
+    assert metrics["method"]["setting"] == config.move.setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,7 +347,8 @@ CASES = [
     *(Case("false_acceptance", false_acceptance.run_experiment,
            false_acceptance_configs.get_config, f"{variant},digits,runlocal",
            workdir, TTEST_FALSE_ACCEPTANCE_METRICS | (
-               {"by_architecture"} if variant.startswith("move") else set()),
+               {"by_architecture", "method"} if variant.startswith("move")
+               else set()),
            ("metrics.false_acceptance_rate",
             "metrics.by_architecture."), _check_ttest_false_acceptance)
       for variant, workdir in (("dataset,ubw_p", "dataset_watermark"),

@@ -16,7 +16,8 @@ test), ``false_acceptance_rate`` (the share of verified models accused,
 (Clopper-Pearson), ``log10_p_value`` (quantiles over the verified models,
 :data:`jaxwm.recipes.false_acceptance_rates.QUANTILES`),
 ``benign_accuracy`` (mean test accuracy) and, with several architectures,
-``by_architecture`` (``models``, ``verified`` and the rate of each).
+``by_architecture`` (``models``, ``verified`` and the rate of each); for
+MOVE, the owner's ``method`` record of ``experiments/model_stealing.py``.
 """
 
 from __future__ import annotations
@@ -163,6 +164,16 @@ class MoveVerifier(TTestVerifier):
   def owner(self) -> stealing_methods.MoveOwner:
     return stealing_methods.MoveOwner(self._run)
 
+  @functools.cached_property
+  def _owner_summary(self) -> dict[str, Any]:
+    return self.owner.summary()
+
   def _test(self, model: recipe.TrainedModel, index: int) -> dict[str, Any]:
     return self.owner.verdict(
         model, self.architectures[index % len(self.architectures)])
+
+  def summary(self, verdicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The t-test metrics and the owner's ``method`` record (e.g. the
+    meta-classifier's accuracy on held-out images: a verifier that
+    accuses nothing must still tell the victim from a benign model)."""
+    return {**super().summary(verdicts), "method": self._owner_summary}

@@ -14,6 +14,7 @@ from configs import model_watermark as model_configs
 from jaxwm.config_checks import model_watermarks
 from jaxwm.models import registry
 from jaxwm.recipes import false_acceptance
+from jaxwm.recipes import false_acceptance_rates
 from jaxwm.verify.levels import REJECT
 
 import tiny
@@ -42,6 +43,27 @@ def test_exact_size_of_the_paper_rule_hand_worked():
       pytest.approx(stats.binom.sf(89, 100, 0.1), rel=1e-12))
   assert false_acceptance.exact_size_threshold(100, 0.1, 0.0) == (
       pytest.approx(1e-100, rel=1e-9))
+
+
+def test_upper_bound_hand_worked():
+  # No acceptance among n: the bound solves (1 - p)^n = 0.05.
+  assert false_acceptance_rates.upper_95(0, 100) == pytest.approx(
+      1 - 0.05 ** (1 / 100), rel=1e-9)
+  assert false_acceptance_rates.upper_95(4, 4) == 1.0
+  # x of n: the 95% quantile of Beta(x + 1, n - x); 2 of 200 is the Adi
+  # run's 0.031 in docs/results.md.
+  assert false_acceptance_rates.upper_95(2, 200) == pytest.approx(
+      stats.beta.ppf(0.95, 3, 198), rel=1e-6)
+  assert false_acceptance_rates.acceptance(1, 4, "_t") == {
+      "false_acceptance_rate_t": 0.25, "accepted_t": 1,
+      "rate_upper_95_t": pytest.approx(stats.beta.ppf(0.95, 2, 3),
+                                       rel=1e-6)}
+
+
+def test_log10_quantiles_hand_worked():
+  assert false_acceptance_rates.log10_quantiles([-3.0, -2.0, -1.0, 0.0]) == {
+      "min": -3.0, "q05": pytest.approx(-2.85), "q25": -2.25,
+      "median": -1.5, "q75": -0.75, "max": 0.0}
 
 
 def _rates_agree(first: dict, second: dict, rule: str) -> bool:
@@ -175,6 +197,9 @@ def test_move_verifier_end_to_end_sequential_and_ensembled(tmp_path):
   sequential = false_acceptance.run_experiment(config, workdir)["metrics"]
   _check_rate(sequential, 2)
   assert sequential["alpha"] == config.move.alpha
+  assert sequential["method"]["setting"] == "white_box"
+  assert 0.0 <= sequential["method"][
+      "meta_classifier_held_out_accuracy"] <= 1.0
   verdicts = _verdicts(workdir)
   # Both architectures, seeds after the owner's, on the attacker half.
   first = config.seed + config.independent.seed_offset
