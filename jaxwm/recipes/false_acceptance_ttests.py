@@ -100,11 +100,13 @@ class TTestVerifier:
     return metrics
 
   def picture(self, verdicts: list[dict[str, Any]]) -> None:
-    """Histogram of the verified models' p-values (``p_values.png``)."""
+    """Histogram of the verified models' p-values (``p_values.png``; none
+    when no model could be verified)."""
     p_values = [v["p_value"] for v in verdicts if "error" not in v]
-    rates.picture_p_values(
-        p_values, self.alpha,
-        f"{self.TITLE} on {len(p_values)} never-marked models")
+    if p_values:
+      rates.picture_p_values(
+          p_values, self.alpha,
+          f"{self.TITLE} on {len(p_values)} never-marked models")
 
 
 class DatasetVerifier(TTestVerifier):

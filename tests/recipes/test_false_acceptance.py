@@ -11,10 +11,12 @@ from scipy import stats
 
 from configs import false_acceptance as false_acceptance_configs
 from configs import model_watermark as model_configs
+from jaxwm import monitor
 from jaxwm.config_checks import model_watermarks
 from jaxwm.models import registry
 from jaxwm.recipes import false_acceptance
 from jaxwm.recipes import false_acceptance_rates
+from jaxwm.recipes import false_acceptance_ttests
 from jaxwm.verify.levels import REJECT
 
 import tiny
@@ -120,6 +122,24 @@ def test_the_adi_variant_is_the_model_watermark_one():
 def test_a_bad_variant_is_refused(variant, named):
   with pytest.raises(ValueError, match=named):
     false_acceptance_configs.get_config(variant)
+
+
+def test_a_run_of_unverifiable_models_states_why_it_has_no_rate(tmp_path):
+  pytest.importorskip("matplotlib")
+  verifier = false_acceptance_ttests.TTestVerifier((), 0, None, None, 0.01)
+  unverified = {"seed": 0, "architecture": "benign", "test_accuracy": 0.1,
+                "error": "only 1 of the 36 test images is right"}
+  metrics = verifier.summary([unverified])
+  assert (metrics["models"], metrics["verified"]) == (1, 0)
+  assert "no model could be verified" in (
+      metrics["false_acceptance_rate"]["error"])
+  assert "log10_p_value" not in metrics
+  log = monitor.RunLog(pictures_dir=str(tmp_path))
+  with monitor.recording(log):
+    verifier.picture([unverified])  # nothing to draw
+    assert log.written == []
+    verifier.picture([unverified, {"p_value": 0.3, "log10_p_value": -0.52}])
+  assert log.written == [str(tmp_path / "p_values.png")]
 
 
 def _verdicts(workdir: str) -> list[dict]:
