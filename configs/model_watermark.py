@@ -38,6 +38,21 @@ MODES = {"adi_fromscratch": "fromscratch", "adi_pretrained": "pretrained",
          "false_acceptance": "unmarked"}
 
 
+def false_acceptance_config(verifier: str) -> ml_collections.ConfigDict:
+  """The ``false_acceptance`` block of ``experiments/false_acceptance.py``
+  (``verifier``: ``adi``, ``dataset`` or ``move``; see
+  ``configs/false_acceptance.py``)."""
+  return ml_collections.ConfigDict(dict(
+      verifier=verifier,            # whose verification is certified.
+      num_models=200,               # non-marked models (Adi: a key each).
+      subset_fraction=0.8,          # each trains on its own stratified subset.
+      # 0: one model after another; E: E models at once in one program.
+      ensemble_size=0,
+      # "vmap", "map", "unroll" or "auto" (the backend's choice).
+      ensemble_strategy="auto",
+  ))
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   mode, _, rest = (arg or "").partition(",")
   if mode not in MODES:
@@ -89,14 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_epochs=20,                # Section 4.4: "another 20 epochs".
       learning_rate=ml_collections.config_dict.placeholder(float),
   ))
-  config.false_acceptance = ml_collections.ConfigDict(dict(
-      num_models=200,               # non-marked models, one fresh key each.
-      subset_fraction=0.8,          # each trains on its own stratified subset.
-      # 0: one model after another; E: E models at once in one program.
-      ensemble_size=0,
-      # "vmap", "map", "unroll" or "auto" (the backend's choice).
-      ensemble_strategy="auto",
-  ))
+  config.false_acceptance = false_acceptance_config("adi")
   if mode == "false_acceptance" and not runlocal and config.dataset != "digits":
     # Small models, cheap enough to train 200 on a CPU: a narrow CNN, 3
     # epochs on its own 10% of the training set.

@@ -1,4 +1,4 @@
-r"""How often Verify accepts a model that was never marked.
+r"""How often a verifier accepts a model that was never marked.
 
   python -m experiments.false_acceptance \
       --config=configs/model_watermark.py:false_acceptance,fashion_mnist \
@@ -6,8 +6,12 @@ r"""How often Verify accepts a model that was never marked.
 
 The job is :func:`jaxwm.recipes.false_acceptance.run_experiment`: it
 trains ``false_acceptance.num_models`` non-marked models, verifies each
-with a fresh secret key and reports the acceptance rate against the
-binomial test's exact size. An interrupted run resumes.
+and reports the acceptance rate with its 95% upper bound. The verifier is
+``false_acceptance.verifier``: Adi et al.'s (the config above, a fresh
+secret key per model), the dataset watermark's ownership t-test
+(``--config=configs/false_acceptance.py:dataset,ubw_p,fashion_mnist``) or
+MOVE's (``--config=configs/false_acceptance.py:move_whitebox,fashion_mnist``).
+An interrupted run resumes.
 """
 
 from absl import app

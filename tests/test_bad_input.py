@@ -187,6 +187,23 @@ CASES = {
     "false_acceptance_ensemble_strategy": Case(
         "false_acceptance", ("false_acceptance.ensemble_strategy=pmap",),
         "false_acceptance.ensemble_strategy", "pmap"),
+    "false_acceptance_unknown_verifier": Case(
+        "false_acceptance", ("false_acceptance.verifier=binomial",),
+        "false_acceptance.verifier", "binomial"),
+    "false_acceptance_dataset_label_consistent": Case(
+        "false_acceptance", ("watermark.method=label_consistent",),
+        "watermark.method", "label_consistent",
+        "false_acceptance.py:dataset,ubw_p,digits,runlocal"),
+    "false_acceptance_dataset_tau": Case(
+        "false_acceptance", ("verify.tau=2.0",), "verify.tau", 2.0,
+        "false_acceptance.py:dataset,ubw_p,digits,runlocal"),
+    "false_acceptance_move_subset_fraction": Case(
+        "false_acceptance", ("false_acceptance.subset_fraction=1.5",),
+        "false_acceptance.subset_fraction", 1.5,
+        "false_acceptance.py:move_whitebox,digits,runlocal"),
+    "false_acceptance_move_alpha": Case(
+        "false_acceptance", ("move.alpha=1.5",), "move.alpha", 1.5,
+        "false_acceptance.py:move_whitebox,digits,runlocal"),
     "model_stealing_attacker_fraction": Case(
         "model_stealing", ("split.attacker_fraction=1.0",),
         "split.attacker_fraction", 1.0),

@@ -25,6 +25,7 @@ from absl import flags
 
 from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dataset_configs
+from configs import false_acceptance as false_acceptance_configs
 from configs import model_stealing as stealing_configs
 from configs import model_watermark as model_configs
 from configs import removal as removal_configs
@@ -193,6 +194,30 @@ def _check_model_stealing(metrics: dict[str, Any], config,
   assert metrics["independent"]["queries"] == 0
 
 
+TTEST_FALSE_ACCEPTANCE_METRICS = frozenset({
+    "alpha", "models", "verified", "false_acceptance_rate", "accepted",
+    "rate_upper_95", "log10_p_value", "benign_accuracy"})
+
+
+def _check_ttest_false_acceptance(metrics: dict[str, Any], config,
+                                  incomplete) -> None:
+  """A rate over the verified models, within its upper bound; with MOVE,
+  half the models of each architecture."""
+  models = config.false_acceptance.num_models
+  assert metrics["models"] == models
+  if "metrics.false_acceptance_rate" in incomplete:
+    assert metrics["verified"] == 0
+    return
+  assert 0.0 <= metrics["false_acceptance_rate"] <= (
+      metrics["rate_upper_95"]) <= 1.0
+  assert metrics["accepted"] <= metrics["verified"] <= models
+  if config.false_acceptance.verifier == "move":
+    assert {role: entry["models"] for role, entry in
+            metrics["by_architecture"].items()} == {
+                "victim": models // 2, "independent": models // 2}
+    assert metrics["method"]["setting"] == config.move.setting
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
   """One launcher variant and what its results must hold."""
@@ -331,6 +356,16 @@ CASES = [
                         f"{name}_{rule}" for rule in ("binomial", "threshold")
                         for name in ("false_acceptance_rate", "accepted",
                                      "exact_size", "rate_upper_95")})),
+    *(Case("false_acceptance", false_acceptance.run_experiment,
+           false_acceptance_configs.get_config, f"{variant},digits,runlocal",
+           workdir, TTEST_FALSE_ACCEPTANCE_METRICS | (
+               {"by_architecture", "method"} if variant.startswith("move")
+               else set()),
+           ("metrics.false_acceptance_rate",
+            "metrics.by_architecture."), _check_ttest_false_acceptance)
+      for variant, workdir in (("dataset,ubw_p", "dataset_watermark"),
+                               ("move_whitebox", "model_stealing"),
+                               ("move_blackbox", "model_stealing"))),
     *(Case("model_stealing", model_stealing.run_experiment,
            stealing_configs.get_config, f"{method},digits,runlocal",
            "model_stealing", frozenset({
@@ -363,9 +398,13 @@ def test_every_launcher_variant_is_covered():
       dataset_configs.METHODS)
   assert {v for e, v in covered if e == "craft_poison"} == set(
       craft_configs.METHODS)
-  assert {v for e, v in covered if e in ("model_watermark",
-                                         "false_acceptance")} == set(
-                                             model_configs.MODES)
+  assert {case.variant.split(",")[0] for case in CASES
+          if case.get_config is model_configs.get_config} == set(
+              model_configs.MODES)
+  # The adi variant is model_watermark.py's false_acceptance variant.
+  assert {case.variant.split(",")[0] for case in CASES
+          if case.get_config is false_acceptance_configs.get_config} == (
+              set(false_acceptance_configs.VARIANTS) - {"adi"})
   assert {v for e, v in covered if e == "removal"} == set(
       removal_configs.ROWS)
   assert {v for e, v in covered if e == "model_stealing"} == set(

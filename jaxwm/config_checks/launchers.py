@@ -77,12 +77,20 @@ def model_watermark(config) -> list[Problem]:
 
 
 def false_acceptance(config) -> list[Problem]:
-  """``experiments/false_acceptance.py``: the data, the recipe, the
-  ``false_acceptance`` variant's key settings and how many models."""
-  problems, _ = data(config)
-  return (problems + training(config) +
-          model_watermarks.watermark(config, "false_acceptance") +
-          model_watermarks.false_acceptance(config))
+  """``experiments/false_acceptance.py``: the ``false_acceptance`` block
+  and what the verifier's own launcher checks: for ``adi``, the data, the
+  recipe and the ``false_acceptance`` variant's key settings; for
+  ``dataset``, :func:`dataset_watermark`'s; for ``move``,
+  :func:`model_stealing`'s."""
+  owner_checks = {"dataset": dataset_watermark, "move": model_stealing}
+  verifier = model_watermarks.verifier(config)
+  if verifier in owner_checks:
+    problems = owner_checks[verifier](config)
+  else:
+    problems, _ = data(config)
+    problems += (training(config) +
+                 model_watermarks.watermark(config, "false_acceptance"))
+  return problems + model_watermarks.false_acceptance(config)
 
 
 def removal(config) -> list[Problem]:

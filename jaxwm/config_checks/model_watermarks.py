@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from jaxwm.config_checks.core import Fields, MISSING, Problem, is_integer
 from jaxwm.config_checks.training import loadable
+from jaxwm.poison import poisoned_label
 from jaxwm.steal import finetune
 from jaxwm.train import ensemble
 from jaxwm.watermark import embedding
 
 UNMARKED = "unmarked"
+# ``false_acceptance.verifier``: Adi et al.'s test, the dataset watermark's
+# ownership t-test, MOVE's (``configs/false_acceptance.py``).
+VERIFIERS = ("adi", "dataset", "move")
 # The config variant that sets each mode, and the launcher that runs it.
 VARIANTS = {embedding.FROMSCRATCH: ("adi_fromscratch", "model_watermark"),
             embedding.PRETRAINED: ("adi_pretrained", "model_watermark"),
@@ -105,11 +109,35 @@ def attacks(config) -> list[Problem]:
   return problems
 
 
+def verifier(config) -> str | None:
+  """``false_acceptance.verifier`` where it is one of :data:`VERIFIERS`;
+  None otherwise (:func:`false_acceptance` reports it)."""
+  block = Fields(config, "", []).block_of("false_acceptance")
+  name = block.get("verifier", optional=True)
+  return name if isinstance(name, str) and name in VERIFIERS else None
+
+
+def _dataset_method(config, problems: list[Problem]) -> None:
+  """The dataset verifier's watermark is a poisoned-label one (a key drawn
+  without a surrogate model)."""
+  fields = Fields(config, "", problems).block_of("watermark")
+  method = fields.get("method")
+  if method is not MISSING and method not in poisoned_label.METHODS:
+    fields.fail("method", method, "the dataset verifier takes a "
+                "poisoned-label watermark (" + ", ".join(
+                    poisoned_label.METHODS) + "), whose key needs no "
+                "surrogate model, e.g. --config=configs/false_acceptance.py:"
+                "dataset,ubw_p,digits,runlocal.")
+
+
 def false_acceptance(config) -> list[Problem]:
-  """The ``false_acceptance`` block: how many models, on what share, one
-  after another or as ensembles."""
+  """The ``false_acceptance`` block: whose verification, how many models,
+  on what share, one after another or as ensembles."""
   problems: list[Problem] = []
   fields = Fields(config, "", problems).block_of("false_acceptance")
+  fields.choice("verifier", VERIFIERS)
+  if verifier(config) == "dataset":
+    _dataset_method(config, problems)
   fields.integer("num_models", 1, example=200)
   fields.number("subset_fraction", 0, 1, low_open=True, example=0.1)
   fields.integer("ensemble_size", 0, example=8)

@@ -1,16 +1,31 @@
-"""How often Verify accepts a model that was never marked.
+"""How often a verifier accepts a model that was never marked.
 
 :func:`run_experiment` is the whole ``experiments/false_acceptance.py``
 job. It trains ``false_acceptance.num_models`` non-marked models (each
-with its own seed and its own stratified subset of the training set),
-draws a fresh secret key for each and runs
-:func:`jaxwm.watermark.adi.verify`, which decides by two rules: the
-binomial test at ``watermark.alpha`` and the paper's threshold rule at
-``watermark.eps``. The trigger labels are uniform and independent of every
-model, so each acceptance is a Bernoulli trial with probability at most the
-rule's exact size (for the binomial test at most alpha; it is discrete).
+with its own seed and its own stratified subset, ``subset_fraction``, of
+the verifier's examples), verifies each with the verifier
+``false_acceptance.verifier`` names (:data:`VERIFIERS`) and reports how
+many it accepts, with the rate's one-sided 95% Clopper-Pearson upper
+bound.
+
+* ``adi`` (:class:`AdiVerifier`): a fresh secret key per model and
+  :func:`jaxwm.watermark.adi.verify`, which decides by two rules: the
+  binomial test at ``watermark.alpha`` and the paper's threshold rule at
+  ``watermark.eps``. The trigger labels are uniform and independent of
+  every model, so each acceptance is a Bernoulli trial with probability at
+  most the rule's exact size (for the binomial test at most alpha; it is
+  discrete).
+* ``dataset`` and ``move``: the dataset watermark's ownership t-test and
+  MOVE's (:mod:`jaxwm.recipes.false_acceptance_ttests`, whose docstring
+  gives their metrics).
+
+A verifier names the models' training configs (``architectures``; model
+i has ``architectures[i % A]`` with seed ``first_seed + i``) and the
+examples they draw their subsets from (``pool``), and gives ``verdict(model,
+i)``, ``summary(verdicts)`` and ``picture(verdicts)``.
 With ``false_acceptance.ensemble_size`` E > 0 the models are trained E at
-a time in one program (:func:`jaxwm.train.recipe.train_ensemble`, with
+a time (per architecture) in one program
+(:func:`jaxwm.train.recipe.train_ensemble`, with
 ``false_acceptance.ensemble_strategy``), each exactly as it would be
 trained alone.
 Each model's verdict is stored in the workdir, so an interrupted run
@@ -21,7 +36,7 @@ value starts anew in its own folder; each verdict file keeps its identity
 record, checked before it is reused. Verdicts are shared between
 sequential and ensemble runs (:data:`HOW_NOT_WHAT`).
 
-Metrics, for each rule (suffix ``_binomial``, with ``alpha``, or
+Adi's metrics, for each rule (suffix ``_binomial``, with ``alpha``, or
 ``_threshold``, with ``eps``): ``false_acceptance_rate``, ``accepted`` (how
 many models), ``exact_size`` (the largest acceptance probability of a model
 at chance) and ``rate_upper_95`` (Clopper-Pearson); and ``models``,
@@ -40,6 +55,8 @@ from scipy import stats
 from jaxwm import data as jaxwm_data
 from jaxwm import identity, monitor
 from jaxwm.fingerprint import fingerprint
+from jaxwm.recipes import false_acceptance_rates as rates
+from jaxwm.recipes import false_acceptance_ttests as ttests
 from jaxwm.train import recipe
 from jaxwm.watermark import adi
 
@@ -63,44 +80,127 @@ def exact_size_threshold(trials: int, chance: float, eps: float) -> float:
       trials - adi.max_disagreements(trials, eps) - 1, trials, chance))
 
 
-def _upper_95(accepted: int, models: int) -> float:
-  """One-sided 95% Clopper-Pearson upper bound of an acceptance rate."""
-  test = stats.binomtest(accepted, models, alternative="less")
-  return float(test.proportion_ci(0.95, method="exact").high)
+def summary(verdicts: list[dict[str, Any]], watermark,
+            num_classes: int) -> dict[str, Any]:
+  """Adi's metrics (module docstring) over ``verdicts``.
+
+  Args:
+    verdicts: the models' verdicts so far, as :meth:`AdiVerifier.verdict`
+      returns them.
+    watermark: the config's ``watermark`` block (``num_triggers``,
+      ``alpha``, ``eps``).
+    num_classes: K; a model at chance agrees with a trigger label with
+      probability 1/K.
+  """
+  chance = 1.0 / num_classes
+  sizes = {"binomial": exact_size(watermark.num_triggers, chance,
+                                  watermark.alpha),
+           "threshold": exact_size_threshold(watermark.num_triggers, chance,
+                                             watermark.eps)}
+  models = len(verdicts)
+  metrics = {"alpha": watermark.alpha, "eps": watermark.eps,
+             "models": models}
+  for rule, size in sizes.items():
+    accepted = sum(v[f"accepted_{rule}"] for v in verdicts)
+    metrics.update({f"exact_size_{rule}": size,
+                    **rates.acceptance(accepted, models, f"_{rule}")})
+  metrics.update(
+      mean_agreement=float(np.mean([v["agreement"] for v in verdicts])),
+      benign_accuracy=float(np.mean([v["test_accuracy"] for v in verdicts])))
+  return metrics
 
 
-def _verdict(config, train, test, model: recipe.TrainedModel,
-             seed: int) -> dict[str, Any]:
-  """Verifies ``model`` (trained with ``seed``) against a fresh key."""
-  keys = adi.keygen(config.watermark.num_triggers, train.num_classes,
-                    train.image_shape)
-  result = adi.verify(*keys, model.predict_proba,
-                      alpha=config.watermark.alpha, eps=config.watermark.eps)
-  return {"seed": seed,
-          "test_accuracy": model.evaluate(test)["accuracy"],
-          "agreement": result.agreement, "p_value": result.p_value,
-          "accepted_binomial": bool(result.accepted_binomial),
-          "accepted_threshold": bool(result.accepted_threshold)}
+def picture_verdicts(verdicts: list[dict[str, Any]], watermark,
+                     num_classes: int) -> None:
+  """Histograms of the non-marked models' p-values (``p_values.png``,
+  log10, with alpha) and trigger-set agreements (``agreement.png``, with
+  chance 1/K and the paper's acceptance threshold 1 - eps)."""
+  count = len(verdicts)
+  rates.picture_p_values(
+      [v["p_value"] for v in verdicts], watermark.alpha,
+      f"binomial test on {count} never-marked models")
+  monitor.add_histogram(
+      "agreement", [v["agreement"] for v in verdicts],
+      xlabel="agreement with the trigger labels",
+      lines={f"chance 1/K = {1 / num_classes:.2f}": 1 / num_classes,
+             f"threshold rule 1 - eps = {1 - watermark.eps:g}":
+             1 - watermark.eps},
+      title=f"trigger-set agreement of {count} never-marked models")
 
 
-def _trained_models(config, train, indices: list[int]
+class AdiVerifier:
+  """Adi et al.'s Verify with a fresh secret key per model, on models of
+  the config's recipe trained on subsets of the training set (model i:
+  seed ``seed + i``)."""
+
+  def __init__(self, config, workdir: str, train: jaxwm_data.Dataset,
+               test: jaxwm_data.Dataset):
+    del workdir  # the owner trains no model
+    self.config, self.test = config, test
+    self.architectures = (config,)
+    self.first_seed = config.seed
+    self.pool = train
+
+  def verdict(self, model: recipe.TrainedModel, index: int
+              ) -> dict[str, Any]:
+    """Verifies ``model`` against a fresh key."""
+    watermark = self.config.watermark
+    keys = adi.keygen(watermark.num_triggers, self.pool.num_classes,
+                      self.pool.image_shape)
+    result = adi.verify(*keys, model.predict_proba, alpha=watermark.alpha,
+                        eps=watermark.eps)
+    return {"seed": self.first_seed + index,
+            "test_accuracy": model.evaluate(self.test)["accuracy"],
+            "agreement": result.agreement, "p_value": result.p_value,
+            "accepted_binomial": bool(result.accepted_binomial),
+            "accepted_threshold": bool(result.accepted_threshold)}
+
+  def summary(self, verdicts: list[dict[str, Any]]) -> dict[str, Any]:
+    return summary(verdicts, self.config.watermark, self.pool.num_classes)
+
+  def picture(self, verdicts: list[dict[str, Any]]) -> None:
+    picture_verdicts(verdicts, self.config.watermark, self.pool.num_classes)
+
+
+# ``false_acceptance.verifier`` -> its verifier.
+VERIFIERS = {"adi": AdiVerifier, "dataset": ttests.DatasetVerifier,
+             "move": ttests.MoveVerifier}
+
+
+def _trained_models(config, verifier, indices: list[int]
                     ) -> list[recipe.TrainedModel]:
-  """The models ``indices``: model i has seed ``config.seed + i`` and its
-  own stratified subset; one after another, or as ensembles of
+  """The models ``indices``, all of one architecture: model i has seed
+  ``verifier.first_seed + i`` and its own stratified subset of
+  ``verifier.pool``; one after another, or as ensembles of
   ``false_acceptance.ensemble_size``."""
   block = config.false_acceptance
-  seeds = [config.seed + index for index in indices]
-  rows = [jaxwm_data.stratified_indices(train.labels, block.subset_fraction,
+  architecture = verifier.architectures[
+      indices[0] % len(verifier.architectures)]
+  pool = verifier.pool
+  seeds = [verifier.first_seed + index for index in indices]
+  rows = [jaxwm_data.stratified_indices(pool.labels, block.subset_fraction,
                                         seed) for seed in seeds]
   if not block.ensemble_size:
     models = []
     for seed, model_rows in zip(seeds, rows):
-      model_config = config.copy_and_resolve_references()
+      model_config = architecture.copy_and_resolve_references()
       model_config.seed = seed
-      models.append(recipe.train_model(model_config, train.take(model_rows)))
+      models.append(recipe.train_model(model_config, pool.take(model_rows)))
     return models
-  return recipe.train_ensemble(config, train, np.stack(rows), seeds,
+  return recipe.train_ensemble(architecture, pool, np.stack(rows), seeds,
                                strategy=block.ensemble_strategy)
+
+
+def _train_missing(config, verifier, indices: list[int]
+                   ) -> dict[int, recipe.TrainedModel]:
+  """The models ``indices``, trained per architecture."""
+  count = len(verifier.architectures)
+  models = {}
+  for kind in range(count):
+    of_kind = [index for index in indices if index % count == kind]
+    if of_kind:
+      models.update(zip(of_kind, _trained_models(config, verifier, of_kind)))
+  return models
 
 
 def verdict_identity(config, train: jaxwm_data.Dataset,
@@ -122,70 +222,24 @@ def verdict_identity(config, train: jaxwm_data.Dataset,
       "test": identity.dataset_identity(test), **identity.code_versions()})
 
 
-def summary(verdicts: list[dict[str, Any]], watermark,
-            num_classes: int) -> dict[str, Any]:
-  """The experiment's metrics (module docstring) over ``verdicts``.
-
-  Args:
-    verdicts: the models' verdicts so far, as ``_verdict`` returns them.
-    watermark: the config's ``watermark`` block (``num_triggers``,
-      ``alpha``, ``eps``).
-    num_classes: K; a model at chance agrees with a trigger label with
-      probability 1/K.
-  """
-  chance = 1.0 / num_classes
-  sizes = {"binomial": exact_size(watermark.num_triggers, chance,
-                                  watermark.alpha),
-           "threshold": exact_size_threshold(watermark.num_triggers, chance,
-                                             watermark.eps)}
-  models = len(verdicts)
-  metrics = {"alpha": watermark.alpha, "eps": watermark.eps,
-             "models": models}
-  for rule, size in sizes.items():
-    accepted = sum(v[f"accepted_{rule}"] for v in verdicts)
-    metrics.update({f"false_acceptance_rate_{rule}": accepted / models,
-                    f"accepted_{rule}": accepted,
-                    f"exact_size_{rule}": size,
-                    f"rate_upper_95_{rule}": _upper_95(accepted, models)})
-  metrics.update(
-      mean_agreement=float(np.mean([v["agreement"] for v in verdicts])),
-      benign_accuracy=float(np.mean([v["test_accuracy"] for v in verdicts])))
-  return metrics
-
-
-def picture_verdicts(verdicts: list[dict[str, Any]], watermark,
-                     num_classes: int) -> None:
-  """Histograms of the non-marked models' p-values (``p_values.png``,
-  log10, with alpha) and trigger-set agreements (``agreement.png``, with
-  chance 1/K and the paper's acceptance threshold 1 - eps)."""
-  count = len(verdicts)
-  monitor.add_histogram(
-      "p_values", [v["p_value"] for v in verdicts], xlabel="p-value",
-      log10=True, lines={f"alpha = {watermark.alpha:g}": watermark.alpha},
-      title=f"binomial test on {count} never-marked models")
-  monitor.add_histogram(
-      "agreement", [v["agreement"] for v in verdicts],
-      xlabel="agreement with the trigger labels",
-      lines={f"chance 1/K = {1 / num_classes:.2f}": 1 / num_classes,
-             f"threshold rule 1 - eps = {1 - watermark.eps:g}":
-             1 - watermark.eps},
-      title=f"trigger-set agreement of {count} never-marked models")
-
-
 def run_experiment(config, workdir: str,
                    metrics: dict[str, Any] | None = None) -> dict[str, Any]:
   """Trains and verifies the models; returns the launcher's outcome.
 
-  ``metrics``, when given, is updated after each model with the summary of
-  the models verified so far (the launcher's, so that a failure still
-  reports them).
+  ``metrics``, when given, is updated after each group of models with the
+  summary of the models verified so far (the launcher's, so that a failure
+  still reports them).
   """
   metrics = {} if metrics is None else metrics
   train, test = recipe.load_datasets(config)
   record = verdict_identity(config, train, test)
   folder = os.path.join(workdir, f"verdicts-{fingerprint(record)}")
+  verifier = VERIFIERS[config.false_acceptance.verifier](config, workdir,
+                                                         train, test)
   num_models = config.false_acceptance.num_models
-  group = config.false_acceptance.ensemble_size or 1
+  # E models of each architecture at a time.
+  group = ((config.false_acceptance.ensemble_size or 1) *
+           len(verifier.architectures))
   verdicts = []
   monitor.expect_models(num_models)
   for first in range(0, num_models, group):
@@ -197,15 +251,14 @@ def run_experiment(config, workdir: str,
     missing = [i for i, verdict in enumerate(found) if verdict is None]
     for _ in range(len(indices) - len(missing)):
       monitor.skip_model()
-    models = _trained_models(config, train,
-                             [indices[i] for i in missing]) if missing else []
-    for i, model in zip(missing, models):
-      found[i] = _verdict(config, train, test, model,
-                          config.seed + indices[i])
+    models = _train_missing(config, verifier,
+                            [indices[i] for i in missing]) if missing else {}
+    for i in missing:
+      found[i] = verifier.verdict(models[indices[i]], indices[i])
       identity.write_json(paths[i], records[i], found[i])
       logging.info("model %d: %s", indices[i], found[i])
     verdicts.extend(found)
-    metrics.update(summary(verdicts, config.watermark, train.num_classes))
-  picture_verdicts(verdicts, config.watermark, train.num_classes)
+    metrics.update(verifier.summary(verdicts))
+  verifier.picture(verdicts)
   return {"dataset": config.dataset, "model": config.model,
           "metrics": metrics}
