@@ -176,7 +176,7 @@ def run_job(experiment: str, run_fn: RunFn, config, *,
   """
   config_checks.check_launch(config, check, workdir=workdir,
                              output_json=output_json)
-  started = results.now_utc()
+  started, revision = results.now_utc(), results.source_revision()
   workdir = workdir or tempfile.mkdtemp(prefix=f"jaxwm_{experiment}_")
   os.makedirs(workdir, exist_ok=True)
   logging.info("%s: workdir %s\n%s", experiment, workdir, config)
@@ -199,7 +199,7 @@ def run_job(experiment: str, run_fn: RunFn, config, *,
       dataset=outcome.get("dataset", config.dataset),
       model=outcome.get("model", config.model), seed=config.seed,
       metrics=outcome.get("metrics", metrics), wall_s=wall_s, error=error,
-      command=command, started=started)
+      command=command, started=started, revision=revision)
   logging.info("%s: %s, metrics %s (%.1f s)", experiment, written["status"],
                written["metrics"], wall_s)
   if output_json and jax.process_index() == 0:

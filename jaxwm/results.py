@@ -119,15 +119,20 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 
 def provenance(config: Any, *, command: str | None = None,
-               started: str | None = None) -> dict[str, Any]:
+               started: str | None = None,
+               revision: tuple[str | None, bool | None] | None = None
+               ) -> dict[str, Any]:
   """The provenance fields of a results JSON (module docstring).
 
   Args:
     config: the resolved ConfigDict (or a plain mapping).
     command: the command line; default ``sys.argv``, shell-quoted.
     started: ISO-8601 start time; default now.
+    revision: (commit, dirty) of the code that ran, taken when the run
+      started (:func:`source_revision`; the checkout may move on while a
+      long run goes); default now.
   """
-  commit, dirty = source_revision()
+  commit, dirty = source_revision() if revision is None else revision
   return {
       "fingerprint": fingerprint(config_dict(config), jaxwm.__version__,
                                  jax.__version__),
@@ -150,7 +155,9 @@ def build_results(*, experiment: str, config: Any, dataset: str, model: str,
                   seed: int, metrics: Mapping[str, Any], wall_s: float,
                   error: BaseException | None = None,
                   command: str | None = None,
-                  started: str | None = None) -> dict[str, Any]:
+                  started: str | None = None,
+                  revision: tuple[str | None, bool | None] | None = None
+                  ) -> dict[str, Any]:
   """The results JSON of a run as a dict (module docstring).
 
   Args:
@@ -161,7 +168,7 @@ def build_results(*, experiment: str, config: Any, dataset: str, model: str,
       values not computed as ``{"error": reason}``.
     wall_s: wall-clock seconds of the run.
     error: the exception that ended the run, if any (status ``"failed"``).
-    command, started: see :func:`provenance`.
+    command, started, revision: see :func:`provenance`.
   """
   non_finite: list[str] = []
   values = _jsonable(dict(metrics), "metrics", non_finite)
@@ -184,7 +191,8 @@ def build_results(*, experiment: str, config: Any, dataset: str, model: str,
       "metrics": values,
       "wall_s": float(wall_s),
       "device": jax.devices()[0].platform,
-      **provenance(config, command=command, started=started),
+      **provenance(config, command=command, started=started,
+                   revision=revision),
   }
 
 

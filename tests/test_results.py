@@ -174,3 +174,21 @@ def test_run_job_writes_the_json_of_an_interrupted_job(tmp_path):
   assert written["status"] == "failed"
   assert written["error"]["type"] == "KeyboardInterrupt"
   assert written["metrics"] == {"models_done": 3}
+
+
+def test_run_job_records_the_code_it_started_with(tmp_path, monkeypatch):
+  # The checkout moves on (a commit, a merge) while a long job runs: the
+  # JSON names the code that ran, read when the job started.
+  checkout = {"revision": ("a" * 40, False)}
+  monkeypatch.setattr(results, "source_revision",
+                      lambda: checkout["revision"])
+
+  def job(config, workdir, metrics):
+    del config, workdir
+    checkout["revision"] = ("b" * 40, True)  # a commit during the run
+    metrics["benign_accuracy"] = 0.8
+    return {"metrics": metrics}
+
+  written = launch.run_job("test", job, _config(),
+                           workdir=str(tmp_path), command="job")
+  assert (written["git_commit"], written["git_dirty"]) == ("a" * 40, False)
