@@ -22,6 +22,7 @@ from jaxwm.fingerprint import fingerprint
 from jaxwm.poison import methods as poison_methods
 from jaxwm.poison.ownership import verify_dataset_ownership
 from jaxwm.recipes import common
+from jaxwm.recipes import stealing_dataset_inference
 from jaxwm.train import recipe
 from jaxwm.verify.levels import decision
 from jaxwm.verify.ttest import PairedTTestResult
@@ -225,7 +226,10 @@ class BadNetsOwner:
 
 # The config's method -> its owner.
 OWNERS = {"move_whitebox": MoveOwner, "move_blackbox": MoveOwner,
-          "badnets": BadNetsOwner}
+          "badnets": BadNetsOwner,
+          **dict.fromkeys(("dataset_inference_whitebox",
+                           "dataset_inference_blackbox"),
+                          stealing_dataset_inference.DatasetInferenceOwner)}
 
 
 def make_owner(run: Run):
