@@ -18,6 +18,7 @@ Modules:
 from jaxwm.watermark.dataset_inference.distances import blind_walk_distances
 from jaxwm.watermark.dataset_inference.distances import BlindWalkConfig
 from jaxwm.watermark.dataset_inference.distances import mingd_distances
+from jaxwm.watermark.dataset_inference.distances import mingd_perturbation
 from jaxwm.watermark.dataset_inference.distances import MinGDConfig
 from jaxwm.watermark.dataset_inference.pipeline import BLACK_BOX
 from jaxwm.watermark.dataset_inference.pipeline import DatasetInferenceConfig

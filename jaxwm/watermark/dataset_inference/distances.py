@@ -135,7 +135,8 @@ def _direction(norm: str, gradient: jax.Array, current: jax.Array,
 def _mingd_fn(model, norm: str, config: MinGDConfig, coordinates: int,
               mesh):
   """(variables, images float [B, H, W, C], targets int [B]) ->
-  (distances float [B], reached bool [B]), compiled once per model,
+  (distances float [B], reached bool [B], perturbations float [B, H, W,
+  C]), compiled once per model,
   settings and mesh (flax modules hash by value). Each device walks its
   own rows (``shard_map``) until they have all crossed: no collective in
   the loop."""
@@ -168,7 +169,8 @@ def _mingd_fn(model, norm: str, config: MinGDConfig, coordinates: int,
              jnp.ones(images.shape[:1], bool))
     _, delta, _ = jax.lax.while_loop(cond, body, start)
     logits = model.apply(variables, images + delta, train=False)
-    return norm_of(delta, norm), jnp.argmax(logits, axis=-1) == targets
+    return (norm_of(delta, norm), jnp.argmax(logits, axis=-1) == targets,
+            delta)
 
   return compiler.jit(per_device_rows(run, mesh, 1))
 
@@ -292,7 +294,7 @@ def mingd_distances(model, variables: Any, images: np.ndarray,
   distances, reached = [], []
   for norm in norms:
     run = _mingd_fn(model, norm, config, coordinates, mesh)
-    norm_distances, norm_reached = _batched(
+    norm_distances, norm_reached, _ = _batched(
         lambda _, x, t, run=run: run(variables, x, t), (pairs, targets),
         batch_size, mesh)
     distances.append(norm_distances)
@@ -300,6 +302,34 @@ def mingd_distances(model, variables: Any, images: np.ndarray,
   shape = (n, num_classes, len(norms))
   return (np.stack(distances, -1).reshape(shape),
           np.stack(reached, -1).reshape(shape))
+
+
+def mingd_perturbation(model, variables: Any, images: np.ndarray,
+                       targets: np.ndarray, norm: str, *,
+                       config: MinGDConfig = MinGDConfig(),
+                       batch_size: int = 512, mesh: Mesh | None = None
+                       ) -> np.ndarray:
+  """MinGD's perturbations themselves, for one norm (what
+  :func:`mingd_distances` measures).
+
+  Args:
+    model, variables, config, batch_size, mesh: as :func:`mingd_distances`.
+    images: uint8 or float [N, H, W, C].
+    targets: int [N], each sample's target class.
+    norm: one of :data:`NORMS`.
+
+  Returns:
+    float32 [N, H, W, C], delta with x + delta in [0, 1].
+  """
+  (norm,) = check_norms((norm,))
+  images = _float_images(images)
+  targets = jnp.asarray(targets, jnp.int32)
+  coordinates = min(config.l1_coordinates, int(np.prod(images.shape[1:])))
+  variables, batch_size, mesh = _placed(variables, batch_size,
+                                        images.shape[0], mesh)
+  run = _mingd_fn(model, norm, config, coordinates, mesh)
+  return _batched(lambda _, x, t: run(variables, x, t), (images, targets),
+                  batch_size, mesh)[2]
 
 
 def blind_walk_distances(model, variables: Any, images: np.ndarray,
