@@ -40,8 +40,6 @@ from jaxwm.watermark.dataset_inference import regressor as regressor_lib
 WHITE_BOX = "white_box"
 BLACK_BOX = "black_box"
 SETTINGS = (WHITE_BOX, BLACK_BOX)
-HYPOTHESIS = ("H0: mu_priv <= mu_pub vs H1: mu_priv > mu_pub, one-sided "
-              "Welch t-test")
 # Key streams folded into jax.random.key(config.seed).
 _SAMPLES_STREAM, _WALK_STREAM = 0, 1
 _NESTED = {"mingd": distances_lib.MinGDConfig,
