@@ -135,11 +135,10 @@ def _direction(norm: str, gradient: jax.Array, current: jax.Array,
 def _mingd_fn(model, norm: str, config: MinGDConfig, coordinates: int,
               mesh):
   """(variables, images float [B, H, W, C], targets int [B]) ->
-  (distances float [B], reached bool [B], perturbations float [B, H, W,
-  C]), compiled once per model,
-  settings and mesh (flax modules hash by value). Each device walks its
-  own rows (``shard_map``) until they have all crossed: no collective in
-  the loop."""
+  (distances float [B], reached bool [B], perturbations float
+  [B, H, W, C]), compiled once per model, settings and mesh (flax modules
+  hash by value). Each device walks its own rows (``shard_map``) until
+  they have all crossed: no collective in the loop."""
 
   def run(variables, images, targets):
     def margin(delta):
