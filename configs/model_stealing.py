@@ -29,6 +29,13 @@ The methods:
   ``watermark`` and ``verify`` of ``configs/craft_poison.py``), crafted
   with a surrogate trained on the owner's half, verified as ``badnets``
   on triggered source-class test images.
+* ``dataset_inference_whitebox``, ``dataset_inference_blackbox``: Dataset
+  Inference, a baseline without a watermark: the victim is a plain
+  model; a confidence regressor learns its distances to the decision
+  boundary (MinGD white-box, Blind Walk black-box) on its training
+  samples against test samples, and a suspect is verified by a one-sided
+  Welch t-test on the regressor's confidences on m private and m public
+  samples it never saw (block ``dataset_inference``).
 
 The training set is split into disjoint halves (``split.attacker_fraction``
 0.5): the owner trains the victim (watermarked) and the benign model on
@@ -57,7 +64,10 @@ from configs import dataset_watermark as dataset_configs
 from configs import train as train_configs
 
 MOVE_METHODS = {"move_whitebox": "white_box", "move_blackbox": "black_box"}
-METHODS = (*MOVE_METHODS, "badnets", "entangled", "gradient_matching")
+DATASET_INFERENCE_METHODS = {"dataset_inference_whitebox": "white_box",
+                             "dataset_inference_blackbox": "black_box"}
+METHODS = (*MOVE_METHODS, "badnets", "entangled", "gradient_matching",
+           *DATASET_INFERENCE_METHODS)
 ATTACKS = ("direct_copy", "distillation", "zero_shot", "fine_tuning",
            "label_query", "logit_query")
 
@@ -168,6 +178,27 @@ def _add_gradient_matching(config: ml_collections.ConfigDict, rest: str,
     config.train_fraction, config.train.num_epochs = 0.5, 4
 
 
+def _add_dataset_inference(config: ml_collections.ConfigDict, setting: str,
+                           runlocal: bool) -> None:
+  """Dataset Inference's block ``dataset_inference``
+  (:class:`jaxwm.watermark.dataset_inference.DatasetInferenceConfig`; the
+  distances' steps and the regressor are its defaults, the authors'),
+  in place."""
+  config.dataset_inference = ml_collections.ConfigDict(dict(
+      setting=setting, seed=0,
+      regressor_samples=500,  # private and public samples, each.
+      m=50, alpha=0.01))
+  if config.dataset == "digits":  # 359 test images: the public set.
+    config.dataset_inference.regressor_samples = 250
+  if runlocal:
+    block = config.dataset_inference
+    block.regressor_samples, block.m, block.norms = 24, 10, ("linf", "l2")
+    block.mingd = dict(num_steps=20, step_linf=0.05, step_l2=0.25)
+    block.blind_walk = dict(num_steps=10, num_directions=4,
+                            uniform_linf=0.05, gaussian_l2=0.05)
+    block.regressor = dict(steps=100)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   method, _, rest = (arg or "").partition(",")
   if method not in METHODS:
@@ -192,6 +223,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _add_entangled(config, runlocal)
   elif method == "gradient_matching":
     _add_gradient_matching(config, rest, runlocal)
+  elif method in DATASET_INFERENCE_METHODS:
+    _add_dataset_inference(config, DATASET_INFERENCE_METHODS[method],
+                           runlocal)
   else:
     _add_badnets(config, method, runlocal)
   if runlocal:

@@ -227,6 +227,9 @@ CASES = {
     "model_stealing_unknown_setting": Case(
         "model_stealing", ("move.setting=grey_box",), "move.setting",
         "grey_box"),
+    "model_stealing_dataset_inference_m_below_two": Case(
+        "model_stealing", ("dataset_inference.m=1",), "dataset_inference.m",
+        1, "model_stealing.py:dataset_inference_blackbox,digits,runlocal"),
     "ablate_ubw_p_given_badnets": Case(
         "ablate_ubw_p", (), "watermark.method", "badnets",
         "dataset_watermark.py:badnets,digits,runlocal"),

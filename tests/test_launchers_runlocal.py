@@ -157,6 +157,9 @@ def _verification_size(config) -> tuple[int, float]:
     return config.verify.m, config.verify.alpha
   if config.method == "entangled":
     return config.entangled.m, config.entangled.alpha
+  if config.method in stealing_configs.DATASET_INFERENCE_METHODS:
+    block = config.dataset_inference
+    return block.m, block.alpha
   move = config.move
   return (move.m_white_box if move.setting == "white_box"
           else move.m_black_box), move.alpha

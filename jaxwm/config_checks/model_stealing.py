@@ -3,7 +3,7 @@
 blocks (MOVE's ``move`` and ``meta``; BadNets' ``watermark`` and
 ``verify``, checked as the dataset watermark's; Entangled Watermarks'
 ``entangled``; gradient matching's ``poison``, ``watermark`` and
-``verify``)."""
+``verify``; Dataset Inference's ``dataset_inference``)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ from jaxwm.config_checks.core import Fields, MISSING, Problem
 from jaxwm.config_checks.training import DataShape
 from jaxwm.models import registry
 from jaxwm.poison import alignment_watermark
-from jaxwm.watermark import entangled, move
+from jaxwm.watermark import dataset_inference, entangled, move
 
 MOVE_METHODS = ("move_whitebox", "move_blackbox")
-METHODS = (*MOVE_METHODS, "badnets", "entangled", "gradient_matching")
+DATASET_INFERENCE_METHODS = ("dataset_inference_whitebox",
+                             "dataset_inference_blackbox")
+METHODS = (*MOVE_METHODS, "badnets", "entangled", "gradient_matching",
+           *DATASET_INFERENCE_METHODS)
 
 
 def _builds(root: Fields, field: str, values: dict[str, Any],
@@ -45,6 +48,18 @@ def _move(root: Fields) -> None:
     values = {name: value for name, value in fields.block.to_dict().items()
               if name != "setting"}
     _builds(root, "move", values, move.MoveConfig.from_dict, "MOVE")
+
+
+def _dataset_inference(root: Fields) -> None:
+  fields = root.block_of("dataset_inference")
+  fields.choice("setting", dataset_inference.pipeline.SETTINGS)
+  fields.integer("regressor_samples", 2, example=500)
+  fields.integer("m", 2, example=50)
+  fields.number("alpha", 0, 1, low_open=True, high_open=True, example=0.01)
+  if fields.block is not None:
+    _builds(root, "dataset_inference", fields.block.to_dict(),
+            dataset_inference.DatasetInferenceConfig.from_dict,
+            "Dataset Inference")
 
 
 def _independent(root: Fields) -> None:
@@ -96,6 +111,9 @@ def model_stealing(config, shape: DataShape | None) -> list[Problem]:
   if method in MOVE_METHODS:
     root.block_of("meta").integer("num_models", 1, example=3)
     _move(root)
+    return problems
+  if method in DATASET_INFERENCE_METHODS:
+    _dataset_inference(root)
     return problems
   return (problems + dataset_watermarks.watermark(config, shape) +
           dataset_watermarks.verification(config, shape))

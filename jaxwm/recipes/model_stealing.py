@@ -44,7 +44,8 @@ from absl import logging
 
 from jaxwm import data as jaxwm_data
 from jaxwm import steal as steal_lib
-from jaxwm.recipes import stealing_baselines, stealing_methods
+from jaxwm.recipes import (stealing_baselines, stealing_dataset_inference,
+                           stealing_methods)
 from jaxwm.steal import attacks as attacks_lib
 from jaxwm.train import recipe
 
@@ -59,7 +60,10 @@ OWNERS = {"move_whitebox": stealing_methods.MoveOwner,
           "move_blackbox": stealing_methods.MoveOwner,
           "badnets": stealing_methods.BadNetsOwner,
           "entangled": stealing_baselines.EntangledOwner,
-          "gradient_matching": stealing_baselines.GradientMatchingOwner}
+          "gradient_matching": stealing_baselines.GradientMatchingOwner,
+          **dict.fromkeys(("dataset_inference_whitebox",
+                           "dataset_inference_blackbox"),
+                          stealing_dataset_inference.DatasetInferenceOwner)}
 
 
 def independent_config(config):

@@ -13,4 +13,7 @@ Modules:
   key_files: key save/load through jaxwm.secure_files.
   move: MOVE, external features (style transfer) verified by a
     meta-classifier and a paired t-test (a package).
+  dataset_inference: Dataset Inference, no watermark: distances to the
+    decision boundary, a confidence regressor and a Welch t-test (a
+    package).
 """
