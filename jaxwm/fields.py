@@ -1,4 +1,5 @@
-"""Strict checks of the integer, number and index fields of datasets and keys.
+"""Strict checks of the integer, number and index fields of datasets and keys,
+and of the names in a settings block.
 
 A key read from a file must not turn ``num_classes: 10.5`` into 10, ``true``
 into 1 or a float index array into integers: each check here accepts only
@@ -10,6 +11,7 @@ the value otherwise. Key loaders report these errors as
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import string
 from typing import Any, Iterable
@@ -134,3 +136,13 @@ def hex_digest(value: Any, name: str, origin: str) -> str:
     raise ValueError(f"{name} must be the {_SHA256_HEX_DIGITS}-digit hex "
                      f"SHA-256 {origin}, got {value!r}.")
   return value.lower()
+
+
+def known_settings(kind: Any, values: Any, block: str) -> None:
+  """Raises ValueError naming the keys of ``values`` that are not fields of
+  the dataclass ``kind`` (a config block's settings, named ``block``)."""
+  known = {f.name for f in dataclasses.fields(kind)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise ValueError(f"unknown {block} settings {unknown}; known: "
+                     f"{sorted(known)}.")

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from jaxwm import data as jaxwm_data
+from jaxwm import fields
 from jaxwm.verify.levels import DEFAULT_ALPHA
 from jaxwm.verify.welch import welch_ttest
 from jaxwm.verify.welch import WelchTTestResult
@@ -95,22 +96,14 @@ class DatasetInferenceConfig:
     blocks ``mingd``, ``blind_walk`` and ``regressor`` are mappings of
     their own fields; missing fields take the defaults."""
     values = dict(values)
-    _check_known(cls, values, "dataset_inference")
+    fields.known_settings(cls, values, "dataset_inference")
     defaults = cls()
     for name, kind in _NESTED.items():
       if name in values:
         block = dict(values[name])
-        _check_known(kind, block, f"dataset_inference.{name}")
+        fields.known_settings(kind, block, f"dataset_inference.{name}")
         values[name] = dataclasses.replace(getattr(defaults, name), **block)
     return cls(**values)
-
-
-def _check_known(kind, values: Mapping[str, Any], block: str) -> None:
-  known = {f.name for f in dataclasses.fields(kind)}
-  unknown = sorted(set(values) - known)
-  if unknown:
-    raise ValueError(f"unknown {block} settings {unknown}; known: "
-                     f"{sorted(known)}.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,6 +33,7 @@ import numpy as np
 
 from jaxwm.data.dataset import Dataset
 from jaxwm.train.recipe import TrainedModel
+from jaxwm import fields
 from jaxwm.verify.levels import DEFAULT_ALPHA
 from jaxwm.watermark.move import meta_classifier as meta_lib
 from jaxwm.watermark.move import meta_features
@@ -94,7 +95,7 @@ class MoveConfig:
     the nested blocks ``style``, ``white_box`` and ``black_box`` are
     mappings of their own fields, missing fields take the defaults."""
     values = dict(values)
-    _check_known(cls, values, "MOVE")
+    fields.known_settings(cls, values, "MOVE")
     nested = {"style": style_lib.StyleTransferConfig,
               "white_box": meta_lib.MetaClassifierConfig,
               "black_box": meta_lib.MetaClassifierConfig}
@@ -102,7 +103,7 @@ class MoveConfig:
     for name, kind in nested.items():
       if name in values:
         block = dict(values[name])
-        _check_known(kind, block, name)
+        fields.known_settings(kind, block, name)
         values[name] = dataclasses.replace(getattr(defaults, name), **block)
     return cls(**values)
 
@@ -116,14 +117,6 @@ class MoveConfig:
   def m(self, setting: str) -> int:
     return self.m_white_box if _check_setting(setting) == WHITE_BOX else (
         self.m_black_box)
-
-
-def _check_known(kind, values: Mapping[str, Any], block: str) -> None:
-  known = {f.name for f in dataclasses.fields(kind)}
-  unknown = sorted(set(values) - known)
-  if unknown:
-    raise ValueError(f"unknown {block} settings {unknown}; known: "
-                     f"{sorted(known)}.")
 
 
 def _check_setting(setting: str) -> str:
