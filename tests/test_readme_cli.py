@@ -12,6 +12,8 @@ import stat
 import subprocess
 import sys
 
+import tiny
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 ROOT = README.parent
 SECTION = "## Verifying a suspect from the command line"
@@ -39,7 +41,7 @@ def test_readme_commands_mark_train_and_verify_three_ways(tmp_path):
   script = _bash_block().replace("/tmp/", f"{tmp_path}/")
   env = {**os.environ, "PATH": _jaxwm_on_path(tmp_path),
          "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-  env.pop("XLA_FLAGS", None)  # one device, as a user runs it
+  env["XLA_FLAGS"] = tiny.xla_flags(1)  # one device, as a user runs it
   done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=600,
                         check=False)

@@ -4,6 +4,7 @@ tests/conftest.py, so test files import this as ``tiny``)."""
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Iterator
 from unittest import mock
 
@@ -13,6 +14,16 @@ import jax.numpy as jnp
 
 from configs import train as train_configs
 from jaxwm.models import common
+
+
+def xla_flags(local_devices: int) -> str:
+  """The suite's ``XLA_FLAGS`` (tests/conftest.py) with ``local_devices``
+  CPU devices instead of eight, for the processes a test starts."""
+  flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+           if not flag.startswith("--xla_force_host_platform_device_count")]
+  if local_devices != 1:
+    flags.append(f"--xla_force_host_platform_device_count={local_devices}")
+  return " ".join(flags)
 
 
 class Linear(nn.Module):

@@ -248,8 +248,10 @@ def write_array_record(splits: Mapping[str, Dataset], name: str,
   """Stores in-memory splits as a TFDS dataset of ArrayRecord files.
 
   :func:`from_tfds` (``name``, a split, ``data_dir``) then streams them, in
-  their order here. Images are stored raw (a uint8 tensor feature), so
-  neither writing nor reading needs TensorFlow or an image codec.
+  their order here. Images are stored as their raw bytes (a uint8 tensor
+  feature with ``Encoding.BYTES``, not upcast to one int64 per pixel), so
+  neither writing nor reading needs TensorFlow or an image codec, and a
+  read decodes an image with one copy.
 
   Args:
     splits: split name -> Dataset; all of one image shape and classes.
@@ -279,8 +281,9 @@ def write_array_record(splits: Mapping[str, Dataset], name: str,
       return tfds.core.DatasetInfo(
           builder=self, disable_shuffling=True,
           features=tfds.features.FeaturesDict({
-              "image": tfds.features.Tensor(shape=first.image_shape,
-                                            dtype=np.uint8),
+              "image": tfds.features.Tensor(
+                  shape=first.image_shape, dtype=np.uint8,
+                  encoding=tfds.features.Encoding.BYTES),
               "label": tfds.features.ClassLabel(
                   names=list(first.class_names))}))
 

@@ -30,6 +30,8 @@ import pytest
 from configs import train as train_configs
 from jaxwm.train import make_mesh, recipe
 
+import tiny
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 VARIANT = "digits,runlocal"
@@ -55,16 +57,13 @@ def _free_port() -> int:
 def _environment(local_devices: int) -> dict[str, str]:
   """This environment with ``local_devices`` fake CPU devices.
 
-  The processes compile without LLVM's optimisations: the same programs,
-  compiled in a fraction of the time, for a few steps. (JAX's persistent
-  compilation cache does not spare the compilations: on CPU, only process
-  0 writes to it and other processes' programs differ in their devices.)
+  The processes keep the suite's other XLA flags (tests/conftest.py),
+  among them LLVM's optimisation level 0: the same programs, compiled in
+  a fraction of the time, for a few steps. (JAX's persistent compilation
+  cache does not spare the compilations: on CPU, only process 0 writes to
+  it and other processes' programs differ in their devices.)
   """
-  xla_flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
-               if not flag.startswith("--xla_force_host_platform_device_count")]
-  xla_flags += [f"--xla_force_host_platform_device_count={local_devices}",
-                "--xla_backend_optimization_level=0"]
-  return {**os.environ, "XLA_FLAGS": " ".join(xla_flags),
+  return {**os.environ, "XLA_FLAGS": tiny.xla_flags(local_devices),
           "JAX_PLATFORMS": "cpu"}
 
 
