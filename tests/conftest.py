@@ -1,16 +1,19 @@
 """Test set-up: 8 fake CPU devices, so that sharded code is exercised on CPU,
-XLA:CPU's code generation at optimisation level 0, and a persistent
+XLA:CPU's code generation at LLVM optimisation level 1, and a persistent
 compilation cache for the session.
 
 XLA reads the flags when JAX initialises its backend, so they are set here,
-before any test module imports jax. The suite's programs are small and each
-runs briefly, so compiling them is most of its time: at level 0 LLVM
-compiles them faster (measured on 2 cores: tests/steal/test_attacks.py 56 ->
-44 s, the model-stealing smoke runs 156 -> 123 s), while the numbers each
-program computes stay within the tests' tolerances (users' programs compile
-at XLA's default level). Most models of the suite compile to the same
-programs (the same architecture, recipe and shapes, other seeds or data);
-the cache compiles each once per session instead of once per model.
+before any test module imports jax. The suite's programs are small and most
+run briefly, so compiling them is much of its time. Measured on 2 cores, one
+process each: at level 1 tests/steal/test_attacks.py takes 41 s against 56 s
+at XLA's default (level 2), the model-stealing smoke runs 136 s against
+156 s, and the Neural Cleanse tests, which run long loops, 25 s at either;
+level 0 compiles faster still but runs those loops at a third of the speed
+(70 s). The numbers each program computes stay within the tests' tolerances
+(users' programs compile at XLA's default level). Most models of the
+suite compile to the same programs (the same architecture, recipe and
+shapes, other seeds or data); the cache compiles each once per session
+instead of once per model.
 """
 
 import atexit
