@@ -65,6 +65,21 @@ def test_array_record_reads_back_the_examples(fashion):
     stream.read([0, 192])
 
 
+def test_raw_image_records_decode_a_batch_at_once(fashion):
+  memory, stream = fashion
+  # write_array_record's format is read without tfds's per-example decoding.
+  assert isinstance(stream.source, streaming.RawImageRecords)
+  rows = [3, 150, 3]
+  images, labels = stream.source.read_batch(rows)
+  np.testing.assert_array_equal(images, memory.images[rows])
+  np.testing.assert_array_equal(labels, memory.labels[rows])
+  assert images.flags.writeable  # overlays write into a batch
+  wrong = streaming.RawImageRecords(stream.source.records, (28, 28, 3))
+  with pytest.raises(ValueError, match=r"example 3 holds an image of 784 "
+                     r"bytes, expected 2352"):
+    wrong.read_batch(rows)
+
+
 class _CountingSource:
   """Ten 2x2 grey images whose pixels are their index; counts reads."""
 
