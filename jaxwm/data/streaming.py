@@ -378,6 +378,9 @@ def from_tfds(name: str, split: str,
 
   ``tfds.data_source`` reads the prepared ArrayRecord files without
   TensorFlow (preparing them first when needed and network access allows).
+  A dataset stored as :func:`write_array_record` stores it (raw image
+  bytes, an int64 label) is read through :class:`RawImageRecords`, a batch
+  decoded at once; any other goes through tfds's own decoding.
 
   Args:
     name: the TFDS name, e.g. ``"cifar10"`` or ``"imagenet2012"``; it
