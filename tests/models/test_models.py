@@ -2,8 +2,9 @@
 
 Compiling a deep network's backward pass takes seconds on a CPU, so shapes
 are checked on every input size by tracing only (``jax.eval_shape``); finite
-gradients are computed for every model on 32x32x3 and, for one model of each
-family (the deeper members reuse the same blocks), on 8x8x1 and 28x28x1.
+gradients are computed for one model of each family on every input size
+(the deeper members stack more of the same blocks), and every model's
+forward pass runs in bf16.
 """
 
 from __future__ import annotations
@@ -91,9 +92,8 @@ def test_output_feature_and_gradient_shapes(name, shape):
 
 
 @pytest.mark.parametrize("name, shape", [
-    *[(name, COMPUTED_SHAPE) for name in sorted(FEATURE_WIDTHS)],
-    *[(name, shape) for name in FAMILY_REPRESENTATIVES
-      for shape in INPUT_SHAPES[:2]]])
+    (name, shape) for name in FAMILY_REPRESENTATIVES
+    for shape in INPUT_SHAPES])
 def test_train_mode_gradients_are_finite(name, shape):
   model = get_model(name, NUM_CLASSES)
   grads, (logits, _) = jax.jit(functools.partial(_train_loss_grad, model))(

@@ -32,12 +32,12 @@ class _Mlp(tiny.Mlp):
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory):
-  """A white-box run on all of digits: 10-epoch MLPs, the direct copy
+  """A white-box run on all of digits: 5-epoch MLPs, the direct copy
   only (the attacks have tests of their own)."""
   registry.register(MODEL, _Mlp)
   config = stealing_configs.get_config("move_whitebox,digits")
   config.model = MODEL
-  config.train.num_epochs = 10
+  config.train.num_epochs = 5
   config.attacks = ("direct_copy",)
   config.move.style.steps = 20
   config.independent.model_kwargs.width = 32  # another seed only
