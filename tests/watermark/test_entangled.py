@@ -129,6 +129,7 @@ def digits():
   config.model = MODEL
   config.model_kwargs = config.model_kwargs.__class__({"width": 32})
   config.train.num_epochs = 15
+  config.train.log_every_steps = 4  # see tests/watermark/test_embedding.py
   train, test = jaxwm_data.load_splits("digits", None)
   return config, train, test
 
