@@ -117,11 +117,11 @@ class RawImageRecords:
               for record in self.records.__getitems__(list(indices))]
     images = [field["image"].bytes_list.value[0] for field in fields]
     size = int(np.prod(self.image_shape))
-    wrong = [index for index, image in zip(indices, images)
+    wrong = [(index, len(image)) for index, image in zip(indices, images)
              if len(image) != size]
     if wrong:
       raise ValueError(
-          f"example {wrong[0]} holds an image of {len(images[0])} bytes, "
+          f"example {wrong[0][0]} holds an image of {wrong[0][1]} bytes, "
           f"expected {size} (uint8 {self.image_shape}); the files do not "
           "match their features.json, write them again.")
     return (np.frombuffer(bytearray(b"".join(images)), np.uint8).reshape(
@@ -393,9 +393,8 @@ def from_tfds(name: str, split: str,
     ImportError: tensorflow-datasets is not installed.
     ValueError: the dataset lacks those features or the split is empty.
   """
-  source = _tfds().data_source(
-      name, split=split,
-      data_dir=None if data_dir is None else os.fspath(data_dir))
+  data_dir = None if data_dir is None else os.fspath(data_dir)
+  source = _tfds().data_source(name, split=split, data_dir=data_dir)
   info = source.dataset_info
   features = info.features
   missing = {"image", "label"} - set(features.keys())
@@ -410,8 +409,7 @@ def from_tfds(name: str, split: str,
   if _stores_raw_images(features):
     source = RawImageRecords(
         _tfds().data_source(
-            name, split=split,
-            data_dir=None if data_dir is None else os.fspath(data_dir),
+            name, split=split, data_dir=data_dir,
             deserialize_method=_tfds().decode.DeserializeMethod.RAW_BYTES),
         tuple(features["image"].shape))
   return StreamingDataset(
