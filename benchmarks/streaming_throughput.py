@@ -8,7 +8,7 @@ on the same examples written to ArrayRecord
 positions, a few batches ahead, and sent to the devices. The two are
 timed in alternation in one process, ``--rounds`` times each; each round
 trains two epochs and times the second (compilation excluded). One JSON
-line with the medians and their ratio:
+line with the medians, their ratio, and the median of each round's ratio:
 
   python -m benchmarks.streaming_throughput --rounds=3
 
@@ -102,6 +102,10 @@ def main(argv):
       "streaming_images_per_s": round(medians["streaming"], 1),
       "ratio_streaming_over_in_memory": round(
           medians["streaming"] / medians["in_memory"], 3),
+      # Each round's streamed epoch over the in-memory epoch just before
+      # it: pairs runs close in time, so slow drifts of the machine cancel.
+      "median_ratio_per_round": round(statistics.median(
+          s / m for s, m in zip(rates["streaming"], rates["in_memory"])), 3),
       "rounds": {name: [round(v, 1) for v in values]
                  for name, values in rates.items()}}), flush=True)
 

@@ -79,6 +79,59 @@ def _as_nhwc(image: Any) -> np.ndarray:
   return image[..., None] if image.ndim == 2 else image
 
 
+class ArrayRecordShards:
+  """The records of a TFDS split's ArrayRecord files, by index in the split.
+
+  Reads a batch of records with one call per file into the files' own
+  readers (``array_record``'s ``ArrayRecordReader``), mapping the split's
+  indices to files with one vectorised search: about half the host time of
+  ``tfds.data_source``'s ``__getitems__``, which also starts a thread pool
+  and searches the files in Python for every batch.
+
+  Args:
+    file_instructions: the split's files in order, each with ``filename``,
+      ``skip`` (records before the split's first in that file) and
+      ``take`` (the split's records in it), as
+      ``DatasetInfo.splits[split].file_instructions`` gives them.
+  """
+
+  def __init__(self, file_instructions: Sequence[Any]):
+    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+    self._readers = [
+        array_record_module.ArrayRecordReader(
+            os.fspath(instruction.filename),
+            options="readahead_buffer_size:0", file_reader_buffer_size=4096)
+        for instruction in file_instructions]
+    takes = np.array([i.take for i in file_instructions], np.int64)
+    self._ends = np.cumsum(takes)
+    # Index in the split -> position in its file: index + offset.
+    self._offsets = (np.array([i.skip for i in file_instructions], np.int64)
+                     - (self._ends - takes))
+
+  def __len__(self) -> int:
+    return int(self._ends[-1]) if self._ends.size else 0
+
+  def __getitems__(self, indices: Sequence[int]) -> list[bytes]:
+    """The serialised records at ``indices`` (ints in [0, len)), in order.
+
+    Raises:
+      IndexError: an index outside [0, len).
+    """
+    indices = np.asarray(indices, np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+      raise IndexError(f"record indices must be in [0, {len(self)}), got "
+                       f"{int(indices.min())}..{int(indices.max())}.")
+    files = np.searchsorted(self._ends, indices, side="right")
+    positions = indices + self._offsets[files]
+    records: list[bytes] = [b""] * indices.size
+    for file in np.unique(files):
+      rows = np.flatnonzero(files == file)
+      for row, record in zip(rows, self._readers[file].read(
+          positions[rows].tolist())):
+        records[row] = record
+    return records
+
+
 @dataclasses.dataclass(frozen=True)
 class RawImageRecords:
   """A TFDS ArrayRecord split whose images are stored as raw bytes (as
@@ -90,8 +143,9 @@ class RawImageRecords:
   with the protobuf parser and joins their image bytes into one array.
 
   Attributes:
-    records: ``tfds.data_source(..., deserialize_method=RAW_BYTES)``: the
-      serialised ``tf.train.Example`` of each example.
+    records: the serialised ``tf.train.Example`` of each example, by index
+      (``len`` and ``__getitems__``): :class:`ArrayRecordShards`, or
+      ``tfds.data_source(..., deserialize_method=RAW_BYTES)``.
     image_shape: (H, W, C) of every image.
   """
 
@@ -408,9 +462,7 @@ def from_tfds(name: str, split: str,
   label_feature = features["label"]
   if _stores_raw_images(features):
     source = RawImageRecords(
-        _tfds().data_source(
-            name, split=split, data_dir=data_dir,
-            deserialize_method=_tfds().decode.DeserializeMethod.RAW_BYTES),
+        ArrayRecordShards(info.splits[split].file_instructions),
         tuple(features["image"].shape))
   return StreamingDataset(
       source, num_classes=label_feature.num_classes,

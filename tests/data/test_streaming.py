@@ -1,6 +1,8 @@
 """Streaming datasets: ArrayRecord and mock TFDS sources, the host feed,
 and watermarks kept as an index-keyed overlay."""
 
+from types import SimpleNamespace
+
 import jax
 import ml_collections
 import numpy as np
@@ -78,6 +80,37 @@ def test_raw_image_records_decode_a_batch_at_once(fashion):
   with pytest.raises(ValueError, match=r"example 3 holds an image of 784 "
                      r"bytes, expected 2352"):
     wrong.read_batch(rows)
+
+
+def test_a_split_slice_reads_its_own_examples(fashion, tmp_path):
+  memory, _ = fashion
+  data_dir = tmp_path / "tfds"
+  streaming.write_array_record({"train": memory}, NAME, data_dir)
+  part = streaming.from_tfds(NAME, "train[5:150]", data_dir)
+  assert len(part) == 145
+  rows = np.array([144, 0, 60])
+  images, labels = part.read(rows)
+  np.testing.assert_array_equal(images, memory.images[rows + 5])
+  np.testing.assert_array_equal(labels, memory.labels[rows + 5])
+
+
+def test_array_record_shards_map_split_indices_across_files(tmp_path):
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  instructions = []
+  for name, count, skip, take in (("a", 5, 1, 3), ("b", 6, 2, 4)):
+    path = str(tmp_path / name)
+    writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+    for k in range(count):
+      writer.write(f"{name}{k}".encode())
+    writer.close()
+    instructions.append(SimpleNamespace(filename=path, skip=skip, take=take))
+  shards = streaming.ArrayRecordShards(instructions)
+  # The split is a1 a2 a3 b2 b3 b4 b5.
+  assert len(shards) == 7
+  assert shards.__getitems__([6, 0, 3, 2, 3]) == [
+      b"b5", b"a1", b"b2", b"a3", b"b2"]
+  with pytest.raises(IndexError, match=r"in \[0, 7\), got 0..7"):
+    shards.__getitems__([0, 7])
 
 
 class _CountingSource:
