@@ -134,7 +134,7 @@ def _check_tau(tau: float) -> float:
   return tau
 
 
-def _t_log_sf(statistic: np.ndarray, dof: int) -> np.ndarray:
+def t_log_sf(statistic: np.ndarray, dof: float) -> np.ndarray:
   """ln P(T >= t), T ~ Student t with ``dof`` degrees of freedom, exact
   also where SciPy's ``logsf`` underflows to -inf (t >> 1).
 
@@ -185,7 +185,7 @@ def ttest_differences(differences: np.ndarray,
         np.where(above, np.inf, np.where(mean < -_ROUNDING, -np.inf, 0.0)))
   # Zero spread: p_t's limit 0 above the margin, and 1 below it or on it
   # (the exact sign test's answer; on the margin t = 0/0 has no limit).
-  ttest_log_p = np.where(defined, _t_log_sf(np.where(defined, statistic, 0.0),
+  ttest_log_p = np.where(defined, t_log_sf(np.where(defined, statistic, 0.0),
                                             m - 1),
                          np.where(above, -np.inf, 0.0))
   log_p = np.maximum(ttest_log_p, -m * math.log(2.0))

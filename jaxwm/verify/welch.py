@@ -38,8 +38,8 @@ import numpy as np
 from scipy import special
 
 from jaxwm.verify.levels import DEFAULT_ALPHA
-from jaxwm.verify.ttest import _t_log_sf
 from jaxwm.verify.ttest import P_VALUE_FLOOR
+from jaxwm.verify.ttest import t_log_sf
 
 # The name of the p-value definition, as results record it.
 RANK_FLOORED = "rank_floored_welch_ttest"
@@ -122,7 +122,7 @@ def welch_ttest(a: np.ndarray, b: np.ndarray) -> WelchTTestResult:
     statistic = delta / standard_error
     dof = float((var_a + var_b) ** 2 / (var_a ** 2 / (n_a - 1) +
                                         var_b ** 2 / (n_b - 1)))
-    ttest_log_p = float(_t_log_sf(np.array([statistic]), dof)[0])
+    ttest_log_p = float(t_log_sf(np.array([statistic]), dof)[0])
     log_p = max(ttest_log_p, floor)
   return WelchTTestResult(
       statistic=statistic, dof=dof,
