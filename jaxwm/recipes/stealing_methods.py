@@ -17,8 +17,10 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxwm import data as jaxwm_data
+from jaxwm import monitor
 from jaxwm.fingerprint import fingerprint
 from jaxwm.poison import methods as poison_methods
 from jaxwm.poison.ownership import verify_dataset_ownership
@@ -123,6 +125,18 @@ class _References:
   victim_parts: tuple[Any, ...]
 
 
+def _picture_stylised(key: move.MoveKey, count: int = 8) -> None:
+  """Draws ``count`` of the owner's training images above their style
+  transfer, as ``move_stylised.png`` in the run's pictures."""
+  count = min(count, len(key.transformed))
+  monitor.add_image_grid(
+      "move_stylised",
+      np.concatenate([key.benign_images[:count],
+                      key.transformed.images[:count]]),
+      ["original"] * count + ["stylised"] * count,
+      "MOVE: training images and their style transfer (external features)")
+
+
 class MoveOwner:
   """MOVE: external features, a meta-classifier, a paired t-test.
 
@@ -143,6 +157,7 @@ class MoveOwner:
         {**block, "cache_dir": os.path.join(run.workdir, "style_cache")})
     self.alpha = self.move.alpha
     self.marked, self.key = move.watermark(self.move, run.owner)
+    _picture_stylised(self.key)
     self._references: dict[str, _References] = {}
     main = self.references(run.config)
     self.victim, self.benign = main.victims[0], main.benign

@@ -15,6 +15,7 @@ import os
 import pytest
 
 from configs import model_stealing as stealing_configs
+from jaxwm import monitor
 from jaxwm.models import registry
 from jaxwm.recipes import model_stealing
 from jaxwm.verify import levels
@@ -42,20 +43,30 @@ def outcome(tmp_path_factory):
   config.move.style.steps = 20
   config.independent.model_kwargs.width = 32  # another seed only
   workdir = str(tmp_path_factory.mktemp("model_stealing"))
-  return config, workdir, model_stealing.run_experiment(config, workdir)
+  log = monitor.RunLog(
+      pictures_dir=str(tmp_path_factory.mktemp("model_stealing_pictures")))
+  with monitor.recording(log):
+    result = model_stealing.run_experiment(config, workdir)
+  return config, workdir, result, log
 
 
 def test_an_independent_model_is_not_accused(outcome):
-  config, _, result = outcome
+  config, _, result, _ = outcome
   independent = result["metrics"]["independent"]
   assert independent["decision"] == levels.RETAIN
   assert independent["p_value"] >= config.move.alpha
 
 
 def test_the_meta_classifier_learns_from_several_models(outcome):
-  config, workdir, _ = outcome
+  config, workdir, _, _ = outcome
   roles = [name.split("_")[0] for name in os.listdir(workdir)]
   count = config.meta.num_models
   # Victim-like and benign models, and one more benign model for the test.
   assert sum(role.startswith("victim") for role in roles) == count
   assert sum(role.startswith("benign") for role in roles) == count + 1
+
+
+def test_the_stylised_training_images_are_pictured(outcome):
+  _, _, _, log = outcome
+  assert [os.path.basename(path) for path in log.written
+          if path.endswith("move_stylised.png")] == ["move_stylised.png"]
