@@ -81,12 +81,9 @@ def poison_config(method: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  method, _, rest = (arg or "").partition(",")
-  if method not in METHODS:
-    raise ValueError(
-        f"config variant {arg or ''!r} must start with one of "
-        f"{', '.join(METHODS)}, "
-        "e.g. availability,fashion_mnist or availability,digits,runlocal.")
+  method, rest = train_configs.split_variant(
+      arg, METHODS,
+      "availability,fashion_mnist or availability,digits,runlocal")
   config = train_configs.base_config(rest, method)
   runlocal = "runlocal" in rest.split(",")
   config.method = method

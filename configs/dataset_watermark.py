@@ -129,12 +129,8 @@ def demo_recipe(config: ml_collections.ConfigDict) -> None:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  method, _, rest = (arg or "").partition(",")
-  if method not in METHODS:
-    raise ValueError(
-        f"config variant {arg or ''!r} must start with one of "
-        f"{', '.join(METHODS)}, "
-        "e.g. ubw_p,fashion_mnist or ubw_p,digits,runlocal.")
+  method, rest = train_configs.split_variant(
+      arg, METHODS, "ubw_p,fashion_mnist or ubw_p,digits,runlocal")
   parts = rest.split(",")
   demo = DEMO in parts
   rest = ",".join(part for part in parts if part != DEMO)

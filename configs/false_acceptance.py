@@ -36,6 +36,7 @@ import ml_collections
 from configs import dataset_watermark as dataset_configs
 from configs import model_stealing as stealing_configs
 from configs import model_watermark as model_configs
+from configs import train as train_configs
 
 VARIANTS = ("adi", "dataset", "move_whitebox", "move_blackbox")
 # Each variant's ``false_acceptance.verifier``.
@@ -62,12 +63,9 @@ def _owner_config(variant: str, rest: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant, _, rest = (arg or "").partition(",")
-  if variant not in VARIANTS:
-    raise ValueError(
-        f"config variant {arg or ''!r} must start with one of "
-        f"{', '.join(VARIANTS)}, e.g. dataset,ubw_p,fashion_mnist or "
-        "move_whitebox,digits,runlocal.")
+  variant, rest = train_configs.split_variant(
+      arg, VARIANTS,
+      "dataset,ubw_p,fashion_mnist or move_whitebox,digits,runlocal")
   if variant == "adi":
     return model_configs.get_config(f"false_acceptance,{rest}")
   config = _owner_config(variant, rest)

@@ -200,12 +200,9 @@ def _add_dataset_inference(config: ml_collections.ConfigDict, setting: str,
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  method, _, rest = (arg or "").partition(",")
-  if method not in METHODS:
-    raise ValueError(
-        f"config variant {arg or ''!r} must start with one of "
-        f"{', '.join(METHODS)}, e.g. move_whitebox,fashion_mnist or "
-        "move_blackbox,digits,runlocal.")
+  method, rest = train_configs.split_variant(
+      arg, METHODS,
+      "move_whitebox,fashion_mnist or move_blackbox,digits,runlocal")
   config = train_configs.base_config(rest, method)
   runlocal = "runlocal" in rest.split(",")
   config.method = method

@@ -54,13 +54,9 @@ def false_acceptance_config(verifier: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  mode, _, rest = (arg or "").partition(",")
-  if mode not in MODES:
-    raise ValueError(
-        f"config variant {arg or ''!r} must start with one of "
-        f"{', '.join(MODES)}, "
-        "e.g. adi_fromscratch,fashion_mnist or "
-        "adi_fromscratch,digits,runlocal.")
+  mode, rest = train_configs.split_variant(
+      arg, MODES,
+      "adi_fromscratch,fashion_mnist or adi_fromscratch,digits,runlocal")
   config = train_configs.base_config(rest, mode)
   runlocal = "runlocal" in rest.split(",")
   epochs = config.train.num_epochs

@@ -157,12 +157,8 @@ def _runlocal(config: ml_collections.ConfigDict) -> None:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  row, _, rest = (arg or "").partition(",")
-  if row not in ROWS:
-    raise ValueError(
-        f"config variant {arg or ''!r} must start with one of "
-        f"{', '.join(ROWS)}, e.g. ubw_p,fashion_mnist or "
-        "content,digits,runlocal.")
+  row, rest = train_configs.split_variant(
+      arg, ROWS, "ubw_p,fashion_mnist or content,digits,runlocal")
   config = _row_config(row, rest)
   config.row = row
   config.removal = ml_collections.ConfigDict(dict(

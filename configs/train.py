@@ -10,10 +10,32 @@ is required: no variant falls back to a default one.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import ml_collections
 
 MODELS = ("cnn", "resnet18", "resnet34", "vgg16_bn", "vgg19_bn", "wrn16_4",
           "wrn28_10")
+
+
+def split_variant(arg: str | None, choices: Sequence[str],
+                  examples: str) -> tuple[str, str]:
+  """``"ubw_p,fashion_mnist,runlocal"`` -> (``"ubw_p"``, the rest).
+
+  Args:
+    arg: the variant typed after the config file's path.
+    choices: what its first part may be (methods, modes, rows).
+    examples: variants to show in the error, e.g. ``"ubw_p,digits"``.
+
+  Raises:
+    ValueError: the first part is not one of ``choices``.
+  """
+  first, _, rest = (arg or "").partition(",")
+  if first not in choices:
+    raise ValueError(
+        f"config variant {arg or ''!r} must start with one of "
+        f"{', '.join(choices)}, e.g. {examples}.")
+  return first, rest
 
 
 def parse_variant(arg: str | None,

@@ -52,6 +52,23 @@ def test_a_variant_names_one_dataset_and_at_most_one_model():
       train_configs.parse_variant(variant)
 
 
+@pytest.mark.parametrize("config_file, choices", [
+    ("dataset_watermark", "METHODS"), ("craft_poison", "METHODS"),
+    ("model_stealing", "METHODS"), ("model_watermark", "MODES"),
+    ("removal", "ROWS"), ("false_acceptance", "VARIANTS")])
+def test_an_unknown_first_part_is_refused_with_the_choices(config_file,
+                                                           choices):
+  module = importlib.import_module(f"configs.{config_file}")
+  choices = list(getattr(module, choices))
+  with pytest.raises(ValueError) as caught:
+    module.get_config("nonesuch,digits")
+  assert (f"config variant 'nonesuch,digits' must start with one of "
+          f"{', '.join(choices)}, e.g. ") in str(caught.value)
+  assert train_configs.split_variant(f"{choices[0]},digits,runlocal",
+                                     choices, "") == (choices[0],
+                                                      "digits,runlocal")
+
+
 def _documented_variants():
   """(config file, variant) of every ``configs/NAME.py:VARIANT`` in the
   README, the docs and the code, placeholders filled in."""
