@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -82,11 +83,14 @@ def _as_nhwc(image: Any) -> np.ndarray:
 class ArrayRecordShards:
   """The records of a TFDS split's ArrayRecord files, by index in the split.
 
-  Reads a batch of records with one call per file into the files' own
-  readers (``array_record``'s ``ArrayRecordReader``), mapping the split's
-  indices to files with one vectorised search: about half the host time of
-  ``tfds.data_source``'s ``__getitems__``, which also starts a thread pool
-  and searches the files in Python for every batch.
+  Reads a batch's records one by one on the calling thread (``seek`` and
+  ``read`` of ``array_record``'s ``ArrayRecordReader``), mapping the
+  split's indices to files with one vectorised search. The reader's own
+  many-index ``read`` hands the records to its thread pool: about 64
+  context switches a batch of 128, which on a few cores take them from the
+  training step; ``tfds.data_source``'s ``__getitems__`` does the same and
+  also bisects the files in Python for every index. A lock makes the
+  readers' seek-then-read safe when several threads read.
 
   Args:
     file_instructions: the split's files in order, each with ``filename``,
@@ -102,6 +106,7 @@ class ArrayRecordShards:
             os.fspath(instruction.filename),
             options="readahead_buffer_size:0", file_reader_buffer_size=4096)
         for instruction in file_instructions]
+    self._lock = threading.Lock()
     takes = np.array([i.take for i in file_instructions], np.int64)
     self._ends = np.cumsum(takes)
     # Index in the split -> position in its file: index + offset.
@@ -123,12 +128,12 @@ class ArrayRecordShards:
                        f"{int(indices.min())}..{int(indices.max())}.")
     files = np.searchsorted(self._ends, indices, side="right")
     positions = indices + self._offsets[files]
-    records: list[bytes] = [b""] * indices.size
-    for file in np.unique(files):
-      rows = np.flatnonzero(files == file)
-      for row, record in zip(rows, self._readers[file].read(
-          positions[rows].tolist())):
-        records[row] = record
+    records = []
+    with self._lock:
+      for file, position in zip(files.tolist(), positions.tolist()):
+        reader = self._readers[file]
+        reader.seek(position)
+        records.append(reader.read())
     return records
 
 

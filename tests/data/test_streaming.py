@@ -1,6 +1,8 @@
 """Streaming datasets: ArrayRecord and mock TFDS sources, the host feed,
 and watermarks kept as an index-keyed overlay."""
 
+import sys
+from concurrent import futures
 from types import SimpleNamespace
 
 import jax
@@ -111,6 +113,28 @@ def test_array_record_shards_map_split_indices_across_files(tmp_path):
       b"b5", b"a1", b"b2", b"a3", b"b2"]
   with pytest.raises(IndexError, match=r"in \[0, 7\), got 0..7"):
     shards.__getitems__([0, 7])
+
+
+def test_array_record_shards_read_right_from_several_threads(fashion):
+  # A reader seeks, then reads: two threads sharing it must not interleave.
+  memory, stream = fashion
+  rng = np.random.default_rng(0)
+  batches = [rng.integers(0, len(memory), 64) for _ in range(400)]
+  orders = [list(range(400)), list(reversed(range(400)))]
+
+  def read_all(order):
+    return [stream.read(batches[k])[0] for k in order]
+
+  switch_interval = sys.getswitchinterval()
+  sys.setswitchinterval(1e-6)  # threads take turns between seek and read
+  try:
+    with futures.ThreadPoolExecutor(max_workers=2) as pool:
+      results = list(pool.map(read_all, orders))
+  finally:
+    sys.setswitchinterval(switch_interval)
+  for images, order in zip(results, orders):
+    for got, k in zip(images, order):
+      np.testing.assert_array_equal(got, memory.images[batches[k]])
 
 
 class _CountingSource:
