@@ -34,6 +34,7 @@ import numpy as np
 from absl import app, flags
 
 from configs import train as train_config
+from jaxwm import host_memory
 from jaxwm import train
 from jaxwm.models import get_model
 
@@ -169,6 +170,7 @@ def compare(model_name: str, dtype: str, batch_size: int, steps: int,
       "batch_size": batch_size, "dtype": dtype,
       "device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
       "jax_version": jax.__version__, "torch_version": torch.__version__,
+      "malloc": host_memory.preloaded_allocator() or "libc",
       "torch_threads": torch.get_num_threads(),
       "rounds": rounds, "steps_per_round": steps,
       "jax_images_per_s": jax_speed, "torch_images_per_s": torch_speed,

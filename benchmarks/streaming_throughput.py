@@ -10,7 +10,12 @@ timed in alternation in one process, ``--rounds`` times each; each round
 trains two epochs and times the second (compilation excluded). One JSON
 line with the medians, their ratio, and the median of each round's ratio:
 
-  python -m benchmarks.streaming_throughput --rounds=3
+  LD_PRELOAD=libtcmalloc_minimal.so.4 \
+      python -m benchmarks.streaming_throughput --rounds=3
+
+(tcmalloc, as the README runs jaxwm: under glibc's malloc the reader
+thread's allocations cost XLA's threads page faults; the JSON line's
+``malloc`` says which allocator ran.)
 
 Needs ``pip install jaxwm[tfds]``; the ArrayRecord copy goes to a temporary
 folder unless ``--data_dir`` names one (reused when it holds the copy).
@@ -31,6 +36,7 @@ import numpy as np
 from absl import app, flags
 
 from jaxwm import data as jaxwm_data
+from jaxwm import host_memory
 from jaxwm import train
 from jaxwm.data import streaming
 from jaxwm.models import get_model
@@ -98,6 +104,7 @@ def main(argv):
       "batch_size": _BATCH.value, "prefetch": _PREFETCH.value,
       "device": jax.devices()[0].device_kind,
       "devices": jax.device_count(), "jax_version": jax.__version__,
+      "malloc": host_memory.preloaded_allocator() or "libc",
       "in_memory_images_per_s": round(medians["in_memory"], 1),
       "streaming_images_per_s": round(medians["streaming"], 1),
       "ratio_streaming_over_in_memory": round(

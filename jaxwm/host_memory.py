@@ -11,9 +11,12 @@ the allocator hand the same memory back every step, with no fault.
 
 The arena limit only reaches threads that have not allocated yet, so
 :func:`retain_freed_memory` runs when ``jaxwm`` is imported, before JAX
-starts its CPU threads. It changes nothing when the C library is not glibc
-or when the user set one of glibc's own variables (``MALLOC_ARENA_MAX``,
-``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``): those win.
+starts its CPU threads. It changes nothing when the C library is not glibc,
+when another allocator replaces glibc's malloc (tcmalloc preloaded, as the
+README's commands run Python: faster still when a second busy thread
+allocates, such as a streamed dataset's reader) or when the user set one
+of glibc's own variables (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TRIM_THRESHOLD_``): those win.
 """
 
 from __future__ import annotations
@@ -33,16 +36,28 @@ USER_VARIABLES = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_",
                   "MALLOC_TRIM_THRESHOLD_")
 
 
+def preloaded_allocator() -> str | None:
+  """"tcmalloc" or "jemalloc" when one serves this process's malloc in
+  place of the C library's (``LD_PRELOAD``), else None."""
+  try:
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+      loaded = maps.read()
+  except OSError:  # Not Linux: nothing is preloaded that way.
+    return None
+  return next((name for name in ("tcmalloc", "jemalloc") if name in loaded),
+              None)
+
+
 @functools.cache
 def retain_freed_memory() -> bool:
   """Sets glibc to keep freed blocks for reuse; once per process.
 
   Returns:
-    Whether the settings were applied (False off glibc or when the user
-    set glibc's variables).
+    Whether the settings were applied (False off glibc, under a preloaded
+    allocator or when the user set glibc's variables).
   """
-  if platform.libc_ver()[0] != "glibc" or any(
-      name in os.environ for name in USER_VARIABLES):
+  if (platform.libc_ver()[0] != "glibc" or preloaded_allocator() or
+      any(name in os.environ for name in USER_VARIABLES)):
     return False
   libc = ctypes.CDLL(None)
   settings = ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _THRESHOLD_BYTES),

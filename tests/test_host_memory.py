@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import os
 import platform
 import resource
+import subprocess
+import sys
 
 import pytest
 
 import jaxwm  # pylint: disable=unused-import
 from jaxwm import host_memory
 
-APPLIES = platform.libc_ver()[0] == "glibc" and not any(
+# glibc, and none of its variables set by the user.
+GLIBC_DEFAULTS = platform.libc_ver()[0] == "glibc" and not any(
     name in os.environ for name in host_memory.USER_VARIABLES)
+APPLIES = GLIBC_DEFAULTS and not host_memory.preloaded_allocator()
 
 
 def _page_faults_of_filling(num_bytes: int) -> int:
@@ -42,3 +47,20 @@ def test_a_large_block_is_reused_without_page_faults():
 def test_user_malloc_variables_take_precedence(monkeypatch):
   monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
   assert not host_memory.retain_freed_memory.__wrapped__()
+
+
+TCMALLOC = ctypes.util.find_library("tcmalloc_minimal")
+
+
+@pytest.mark.skipif(TCMALLOC is None,
+                    reason="apt-get install -y libtcmalloc-minimal4")
+@pytest.mark.parametrize("preload", [False, True])
+def test_a_preloaded_allocator_is_seen_and_left_alone(preload):
+  code = ("from jaxwm import host_memory; print(host_memory.preloaded_allocator(),"
+          " host_memory.retain_freed_memory())")
+  env = {**os.environ, "LD_PRELOAD": TCMALLOC if preload else ""}
+  out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                       capture_output=True, text=True).stdout.split()
+  # glibc's settings are applied only without a preloaded allocator.
+  assert out == (["tcmalloc", "False"] if preload else
+                 ["None", str(GLIBC_DEFAULTS)])

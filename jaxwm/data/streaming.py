@@ -101,10 +101,14 @@ class ArrayRecordShards:
 
   def __init__(self, file_instructions: Sequence[Any]):
     from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+    # Both options 0 tune the readers for random access; with the default
+    # parallelism a read after a seek goes through the thread pool and
+    # the Fashion-MNIST CNN's streamed epoch ran 5x slower.
     self._readers = [
         array_record_module.ArrayRecordReader(
             os.fspath(instruction.filename),
-            options="readahead_buffer_size:0", file_reader_buffer_size=4096)
+            options="readahead_buffer_size:0,max_parallelism:0",
+            file_reader_buffer_size=4096)
         for instruction in file_instructions]
     self._lock = threading.Lock()
     takes = np.array([i.take for i in file_instructions], np.int64)
