@@ -13,9 +13,8 @@ line with the medians, their ratio, and the median of each round's ratio:
   LD_PRELOAD=libtcmalloc_minimal.so.4 \
       python -m benchmarks.streaming_throughput --rounds=3
 
-(tcmalloc, as the README runs jaxwm: under glibc's malloc the record
-parser's periodic ``malloc_trim`` costs XLA's threads page faults; the
-JSON line's ``malloc`` says which allocator ran.)
+(tcmalloc, as the README runs its demo; without the prefix, glibc's
+malloc; the JSON line's ``malloc`` says which allocator ran.)
 
 Needs ``pip install jaxwm[tfds]``; the ArrayRecord copy goes to a temporary
 folder unless ``--data_dir`` names one (reused when it holds the copy).

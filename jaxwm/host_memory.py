@@ -13,8 +13,7 @@ The arena limit only reaches threads that have not allocated yet, so
 :func:`retain_freed_memory` runs when ``jaxwm`` is imported, before JAX
 starts its CPU threads. It changes nothing when the C library is not glibc,
 when another allocator replaces glibc's malloc (tcmalloc preloaded, as the
-README's first command runs Python: faster still for streamed data,
-whose protobuf parser calls ``malloc_trim`` and so undoes these settings) or when the user set one
+README's first command runs Python, faster still) or when the user set one
 of glibc's own variables (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``,
 ``MALLOC_TRIM_THRESHOLD_``): those win.
 """
