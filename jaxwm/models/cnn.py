@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxwm.models import common, pooling
+from jaxwm.models import common, cpu_fusion, pooling
 
 
 class CNN(nn.Module):
@@ -31,10 +31,10 @@ class CNN(nn.Module):
     for block, channels in enumerate((self.width, 2 * self.width), start=1):
       for _ in range(self.convs_per_block):
         x = nn.Conv(channels, (3, 3), use_bias=False, dtype=self.dtype)(x)
-        x = nn.relu(common.batch_norm(train, self.dtype)(x))
+        x = cpu_fusion.relu(common.batch_norm(train, self.dtype)(x))
       x = pooling.max_pool(x, 2)
       self.sow("intermediates", f"block{block}", x)
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.dense_width, dtype=self.dtype)(x)
-    x = nn.relu(x)
+    x = cpu_fusion.relu(x)
     return common.classifier_head(x, self.num_classes, self.dtype, self)

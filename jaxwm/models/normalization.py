@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxwm.models import cpu_fusion
+
 
 class BatchNorm(nn.Module):
   """Batch normalisation over every axis but the last.
@@ -27,7 +29,8 @@ class BatchNorm(nn.Module):
   ``mean``, ``var``, all float32 [C]), statistics (E[x^2] - E[x]^2 in
   float32, clipped at 0) and running-average update as
   ``flax.linen.BatchNorm`` with its defaults, so checkpoints are
-  interchangeable.
+  interchangeable. The gradient reaching the input (a convolution's output) is evaluated
+  once on the CPU (:func:`jaxwm.models.cpu_fusion.cotangent_computed_once`).
 
   Attributes:
     use_running_average: normalise with the running statistics (evaluation)
@@ -45,6 +48,7 @@ class BatchNorm(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """[..., C] -> normalised [..., C]."""
+    x = cpu_fusion.cotangent_computed_once(x)
     features = (x.shape[-1],)
     scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxwm.models import common
+from jaxwm.models import common, cpu_fusion
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 
@@ -55,13 +55,13 @@ class BasicBlock(ResidualBlock):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     y = self.conv(3, self.strides)(x)
-    y = nn.relu(common.batch_norm(train, self.dtype)(y))
+    y = cpu_fusion.relu(common.batch_norm(train, self.dtype)(y))
     y = self.conv(3)(y)
     y = common.batch_norm(train, self.dtype)(y)
     if self.needs_projection(x):
       x = self.conv(1, self.strides, name="shortcut_conv")(x)
       x = common.batch_norm(train, self.dtype, name="shortcut_bn")(x)
-    return nn.relu(x + y)
+    return cpu_fusion.relu(x + y)
 
 
 class ResNet(nn.Module):
@@ -82,7 +82,7 @@ class ResNet(nn.Module):
     x = common.normalize(x, self.dtype)
     x = nn.Conv(STAGE_WIDTHS[0], (3, 3), use_bias=False, dtype=self.dtype,
                 name="stem_conv")(x)
-    x = nn.relu(common.batch_norm(train, self.dtype, name="stem_bn")(x))
+    x = cpu_fusion.relu(common.batch_norm(train, self.dtype, name="stem_bn")(x))
     for stage, (width, blocks) in enumerate(
         zip(STAGE_WIDTHS, self.stage_sizes), start=1):
       for block in range(blocks):

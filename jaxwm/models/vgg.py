@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxwm.models import common, pooling
+from jaxwm.models import common, cpu_fusion, pooling
 
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512),
                 (512, 512, 512))
@@ -42,7 +42,7 @@ class VGG(nn.Module):
     for stage, widths in enumerate(self.stages, start=1):
       for width in widths:
         x = nn.Conv(width, (3, 3), use_bias=False, dtype=self.dtype)(x)
-        x = nn.relu(common.batch_norm(train, self.dtype)(x))
+        x = cpu_fusion.relu(common.batch_norm(train, self.dtype)(x))
       x = pooling.max_pool(x, 2)
       self.sow("intermediates", f"block{stage}", x)
     return common.classifier_head(jnp.mean(x, axis=(1, 2)), self.num_classes,

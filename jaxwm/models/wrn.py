@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxwm.models import common, resnet
+from jaxwm.models import common, cpu_fusion, resnet
 
 STEM_WIDTH = 16
 GROUP_WIDTHS = (16, 32, 64)
@@ -34,11 +34,11 @@ class PreActBlock(resnet.ResidualBlock):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    activated = nn.relu(common.batch_norm(train, self.dtype)(x))
+    activated = cpu_fusion.relu(common.batch_norm(train, self.dtype)(x))
     if self.needs_projection(x):
       x = self.conv(1, self.strides, name="shortcut_conv")(activated)
     y = self.conv(3, self.strides)(activated)
-    y = nn.relu(common.batch_norm(train, self.dtype)(y))
+    y = cpu_fusion.relu(common.batch_norm(train, self.dtype)(y))
     y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
     y = self.conv(3)(y)
     return x + y
@@ -75,7 +75,8 @@ class WideResNet(nn.Module):
         x = PreActBlock(width * self.widen_factor, strides, self.dtype,
                         self.dropout_rate)(x, train)
       self.sow("intermediates", f"block{group}", x)
-    x = nn.relu(common.batch_norm(train, self.dtype, name="final_bn")(x))
+    x = cpu_fusion.relu(
+        common.batch_norm(train, self.dtype, name="final_bn")(x))
     return common.classifier_head(jnp.mean(x, axis=(1, 2)), self.num_classes,
                                   self.dtype, self)
 
