@@ -8,8 +8,9 @@ the weight gradient of a convolution reads its input activations as [C, H, W,
 B] and its output gradient as [H, W, B, C], so XLA:CPU transposes both, and
 fuses into each transpose a recomputation of the BatchNorm-ReLU chain (or of
 BatchNorm's input gradient, two full-size reads) in transposed, cache-hostile
-order. In ResNet-18's training step these fused transposes took about a
-third of the time.
+order. In a profile of ResNet-18's training step these fused transposes took
+about a fifth of the time; removing the recomputation made the step 16-20%
+faster (benchmarks/RESULTS.md).
 
 The identity ``max(x, min(x, 0))`` reads two full-size arrays, so XLA
 computes it once into a buffer that every consumer then reads (a plain
