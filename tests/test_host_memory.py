@@ -56,8 +56,9 @@ TCMALLOC = ctypes.util.find_library("tcmalloc_minimal")
                     reason="apt-get install -y libtcmalloc-minimal4")
 @pytest.mark.parametrize("preload", [False, True])
 def test_a_preloaded_allocator_is_seen_and_left_alone(preload):
-  code = ("from jaxwm import host_memory; print(host_memory.preloaded_allocator(),"
-          " host_memory.retain_freed_memory())")
+  code = ("from jaxwm import host_memory; "
+          "print(host_memory.preloaded_allocator(), "
+          "host_memory.retain_freed_memory())")
   env = {**os.environ, "LD_PRELOAD": TCMALLOC if preload else ""}
   out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
                        capture_output=True, text=True).stdout.split()

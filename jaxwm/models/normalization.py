@@ -29,8 +29,9 @@ class BatchNorm(nn.Module):
   ``mean``, ``var``, all float32 [C]), statistics (E[x^2] - E[x]^2 in
   float32, clipped at 0) and running-average update as
   ``flax.linen.BatchNorm`` with its defaults, so checkpoints are
-  interchangeable. The gradient reaching the input (a convolution's output) is evaluated
-  once on the CPU (:func:`jaxwm.models.cpu_fusion.cotangent_computed_once`).
+  interchangeable. The gradient reaching the input (a convolution's
+  output) is evaluated once on the CPU
+  (:func:`jaxwm.models.cpu_fusion.cotangent_computed_once`).
 
   Attributes:
     use_running_average: normalise with the running statistics (evaluation)
