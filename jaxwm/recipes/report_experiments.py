@@ -342,10 +342,32 @@ def _stealing_row(run: Run, name: str, entry: Any) -> list[str]:
           RATE(entry.get("delta_p")), str(entry.get("decision", "n/a"))]
 
 
+def _verdicts_by_method(runs: Sequence[Run]) -> list[list[str]]:
+  """One row per suspect, one cell per method: ``k/n: p, p, ...``, the
+  seeds (in order) whose test rejected H0 out of those run, then each
+  seed's p-value (the layout of MOVE's Tables III-VI, seeds pooled)."""
+  methods: dict[str, list[Run]] = {}
+  for run in sorted(runs, key=lambda run: run.seed):
+    methods.setdefault(str(lookup(run.config, "method")), []).append(run)
+  rows = []
+  for name, _ in _suspects(runs[0]):
+    row = [name.replace("_", " ")]
+    for group in methods.values():
+      entries = [dict(_suspects(run)).get(name) for run in group]
+      entries = [entry if isinstance(entry, Mapping) else {}
+                 for entry in entries]
+      rejected = sum(entry.get("decision") == "reject_h0"
+                     for entry in entries)
+      row.append(f"{rejected}/{len(entries)}: " + ", ".join(
+          p_value(entry.get("p_value")) for entry in entries))
+    rows.append(row)
+  return [["suspect"] + [f"`{method}`" for method in methods]] + rows
+
+
 def model_stealing(runs: Sequence[Run]) -> str:
   """Ownership verification of stolen and independent models: the owner's
-  models, then one row per suspect, then p-values side by side (the layout
-  of MOVE's Tables III-VI)."""
+  models, then one row per suspect, then each method's verdicts over its
+  seeds side by side (the layout of MOVE's Tables III-VI)."""
   owners = [[f"`{run.name}`", str(lookup(run.config, "method")),
              str(lookup(run.metrics, "method.setting", "")), str(run.seed),
              ACCURACY(run.metrics.get("victim_accuracy")),
@@ -356,10 +378,7 @@ def model_stealing(runs: Sequence[Run]) -> str:
             for run in runs]
   suspects = [_stealing_row(run, name, entry) for run in runs
               for name, entry in _suspects(run)]
-  by_run = [dict(_suspects(run)) for run in runs]
-  side_by_side = [[name.replace("_", " ")] + [
-      p_value(lookup(entries, f"{name}.p_value")) for entries in by_run]
-                  for name, _ in _suspects(runs[0])]
+  header, *side_by_side = _verdicts_by_method(runs)
   alpha = lookup(runs[0].metrics, "alpha", "n/a")
   return "\n\n".join([
       "The owner's models: the victim (watermarked) and the benign model "
@@ -375,9 +394,12 @@ def model_stealing(runs: Sequence[Run]) -> str:
       f"judged stolen (reject_h0) when p < alpha = {alpha}. ΔP is the mean "
       "difference of the test's paired scores (suspect minus benign).",
       markdown_table(STEALING_HEADER, suspects),
-      "p-values side by side (rows: suspects; columns: runs).",
-      markdown_table(["suspect"] + [f"`{run.name}`" for run in runs],
-                     side_by_side)])
+      "Each method's verdicts side by side: k/n is the number of seeds, "
+      "of the n run, whose test judged the suspect stolen, then each "
+      "seed's p-value in seed order. A method works where every stolen "
+      "model is judged stolen (n/n) and the independent model is not "
+      "(0/n).",
+      markdown_table(header, side_by_side)])
 
 
 BUILDERS: dict[str, Callable[[Sequence[Run]], str]] = {

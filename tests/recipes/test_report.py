@@ -215,10 +215,33 @@ def test_model_stealing_tables_give_every_suspects_verdict():
         str(entry["queries"]), f"{entry['statistic']:.2f}",
         report_tables.p_value(entry["p_value"]), f"{entry['delta_p']:.3f}",
         entry["decision"]]
-    assert (f"| {name.replace('_', ' ')} | "
+    verdict = int(entry["decision"] == "reject_h0")
+    assert (f"| {name.replace('_', ' ')} | {verdict}/1: "
             f"{report_tables.p_value(entry['p_value'])} |") in block
   assert (f"| `move_whitebox` | move_whitebox | white_box | 0 | "
           f"{metrics['victim_accuracy']:.4f} |") in block
+
+
+def test_model_stealing_verdicts_are_pooled_over_seeds_per_method(
+    tmp_path):
+  """Two seeds of one method and one of another: each method's column
+  counts its seeds' rejections and lists their p-values in seed order."""
+  original = _load("model_stealing", "move_whitebox")
+  runs = tmp_path / "model_stealing"
+  runs.mkdir()
+  for name, method, seed, p in (("a", "move_whitebox", 1, 0.5),
+                                ("b", "move_whitebox", 0, 1e-4),
+                                ("c", "badnets", 0, 0.002)):
+    data = json.loads(json.dumps(original))
+    data["seed"], data["config"]["method"] = seed, method
+    copy = data["metrics"]["attacks"]["direct_copy"]
+    copy["p_value"] = p
+    copy["decision"] = "reject_h0" if p < 0.01 else "fail_to_reject"
+    (runs / f"{name}.json").write_text(json.dumps(data))
+  block = _block(report.regenerate(_page("model_stealing"),
+                                   str(tmp_path)).text, "model_stealing")
+  assert "| suspect | `move_whitebox` | `badnets` |" in block
+  assert "| direct copy | 1/2: 1.0e-04, 0.5 | 1/1: 2.0e-03 |" in block
 
 
 def test_a_group_without_jsons_is_kept_and_marked_pending(tmp_path):
