@@ -260,15 +260,18 @@ def test_model_stealing_rewatermarks_for_another_move_seed(tmp_path, spy):
   first = model_stealing.run_experiment(config, workdir)["metrics"]
   before = _folders(workdir)
   kept = {f for f in before
-          if os.path.basename(f).startswith(("benign", "independent"))}
-  assert len(kept) == config.meta.num_models + 2
+          if os.path.basename(f).startswith(("benign", "independent",
+                                             "control_benign"))}
+  assert len(kept) == config.meta.num_models + 3
   config.move.seed = 1
   spy.reset()
   second = model_stealing.run_experiment(config, workdir)["metrics"]
-  # The benign and independent models do not depend on the watermark; the
-  # victims and the meta-classifier are trained again, in new folders.
+  # The benign, control benign and independent models do not depend on the
+  # watermark; the victims, the control victim-like model and the
+  # meta-classifier are trained again, in new folders.
   assert set(spy.restored) == kept
-  assert len(spy.fitted) == len(kept) + config.meta.num_models + 1
+  assert len(spy.fitted) == len(kept) + config.meta.num_models + 2
   assert {os.path.basename(f).split("_")[0].rstrip("0123456789")
-          for f in _folders(workdir) - before} == {"victim", "meta"}
+          for f in _folders(workdir) - before} == {"victim", "meta",
+                                                   "control"}
   assert second["benign_accuracy"] == first["benign_accuracy"]

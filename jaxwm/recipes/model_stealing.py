@@ -24,7 +24,8 @@ Metrics: ``split`` (``owner_images``, ``attacker_images``,
 ``test_images``), ``victim_accuracy``, ``benign_accuracy`` and
 ``accuracy_drop`` (benign minus victim: the watermark's harm), the
 method's own ``method`` record (e.g. MOVE's meta-classifier accuracy on
-held-out images), ``alpha``; ``attacks``, per attack: ``test_accuracy``,
+held-out images and its ``controls``: the verdicts on an unseen
+victim-like and an unseen benign model), ``alpha``; ``attacks``, per attack: ``test_accuracy``,
 ``agreement`` (share of test images on which it predicts the victim's
 class), ``queries`` (images the victim answered) and the verdict;
 ``independent``: the same for the independent model (``queries`` 0). A

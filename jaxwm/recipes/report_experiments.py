@@ -374,7 +374,11 @@ def model_stealing(runs: Sequence[Run]) -> str:
              ACCURACY(run.metrics.get("benign_accuracy")),
              ACCURACY(run.metrics.get("accuracy_drop")),
              RATE(lookup(run.metrics,
-                         "method.meta_classifier_held_out_accuracy"))]
+                         "method.meta_classifier_held_out_accuracy")),
+             p_value(lookup(run.metrics,
+                            "method.controls.unseen_victim_like.p_value")),
+             p_value(lookup(run.metrics,
+                            "method.controls.unseen_benign.p_value"))]
             for run in runs]
   suspects = [_stealing_row(run, name, entry) for run in runs
               for name, entry in _suspects(run)]
@@ -384,10 +388,16 @@ def model_stealing(runs: Sequence[Run]) -> str:
       "The owner's models: the victim (watermarked) and the benign model "
       "on the owner's half of the training set; accuracy drop is benign "
       "minus victim; the meta-classifier's accuracy is on held-out "
-      "transformed images of the victim and the benign model.",
+      "transformed images of the victim and the benign model. The "
+      "controls (MOVE) are the verifier's p-values on one more "
+      "victim-like and one more benign model that its meta-classifier "
+      "never saw: a verifier to trust has the first below alpha and the "
+      "second above it.",
       markdown_table(["run", "method", "setting", "seed", "victim accuracy",
                       "benign accuracy", "accuracy drop",
-                      "meta-classifier held-out accuracy"], owners),
+                      "meta-classifier held-out accuracy",
+                      "control: unseen victim-like p",
+                      "control: unseen benign p"], owners),
       "Each suspect: the stolen models of the six attacks (on the thief's "
       "half) and an independent model (the thief's half, another seed "
       "and architecture), with the method's one-sided test; a model is "

@@ -199,6 +199,25 @@ class MoveOwner:
     return self.references(suspect_config if self.setting == move.WHITE_BOX
                            else self.run.config)
 
+  def controls(self) -> dict[str, Any]:
+    """The verifier's controls: the verdicts on one more victim-like and
+    one more benign model of the victim's architecture, from streams that
+    no other model uses, which the meta-classifier never saw. A verifier
+    that learned the external features judges the first stolen and not
+    the second; one that memorised its training models may judge both
+    at random, and accuse the benign one."""
+    config, count = self.run.config, self.run.config.meta.num_models
+    models = {
+        "unseen_victim_like": recipe.train_model(
+            config, self.marked, stream=VICTIM_STREAM + count,
+            workdir=self.run.model_dir("control_victim", config,
+                                       *self.parts)),
+        "unseen_benign": recipe.train_model(
+            config, self.run.owner, stream=BENIGN_STREAM + count + 1,
+            workdir=self.run.model_dir("control_benign", config))}
+    return {name: self.verdict(model, config)
+            for name, model in models.items()}
+
   def summary(self) -> dict[str, Any]:
     main = self.references(self.run.config)
     return {"name": "move", "setting": self.setting,
@@ -206,7 +225,8 @@ class MoveOwner:
             "transformed_images": len(self.key.transformed),
             "meta_classifier_held_out_accuracy": move.held_out_accuracy(
                 self.move, self.key, main.meta, self.victim, main.benign,
-                self.setting)}
+                self.setting),
+            "controls": self.controls()}
 
   def verdict(self, suspect: recipe.TrainedModel,
               suspect_config) -> dict[str, Any]:

@@ -66,6 +66,20 @@ def test_the_meta_classifier_learns_from_several_models(outcome):
   assert sum(role.startswith("benign") for role in roles) == count + 1
 
 
+def test_the_verifier_reports_its_controls(outcome):
+  config, workdir, result, _ = outcome
+  controls = result["metrics"]["method"]["controls"]
+  assert set(controls) == {"unseen_victim_like", "unseen_benign"}
+  for verdict in controls.values():
+    assert 0 < verdict["p_value"] <= 1
+    assert verdict["decision"] == levels.decision(
+        verdict["p_value"] < config.move.alpha)
+  # An unseen benign model, like the independent one, is not accused.
+  assert controls["unseen_benign"]["decision"] == levels.RETAIN
+  roles = [name.split("-")[0] for name in os.listdir(workdir)]
+  assert sum(role.startswith("control_") for role in roles) == 2
+
+
 def test_the_stylised_training_images_are_pictured(outcome):
   _, _, _, log = outcome
   assert [os.path.basename(path) for path in log.written

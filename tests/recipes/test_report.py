@@ -237,11 +237,16 @@ def test_model_stealing_verdicts_are_pooled_over_seeds_per_method(
     copy = data["metrics"]["attacks"]["direct_copy"]
     copy["p_value"] = p
     copy["decision"] = "reject_h0" if p < 0.01 else "fail_to_reject"
+    data["metrics"]["method"]["controls"] = {
+        "unseen_victim_like": {"p_value": p / 10},
+        "unseen_benign": {"p_value": 1 - p}}
     (runs / f"{name}.json").write_text(json.dumps(data))
   block = _block(report.regenerate(_page("model_stealing"),
                                    str(tmp_path)).text, "model_stealing")
   assert "| suspect | `move_whitebox` | `badnets` |" in block
   assert "| direct copy | 1/2: 1.0e-04, 0.5 | 1/1: 2.0e-03 |" in block
+  # Each owner's row ends with its controls' p-values.
+  assert "| 0.05 | 0.5 |\n" in block and "| 2.0e-04 | 1 |\n" in block
 
 
 def test_a_group_without_jsons_is_kept_and_marked_pending(tmp_path):
