@@ -25,14 +25,14 @@ Metrics: ``split`` (``owner_images``, ``attacker_images``,
 ``accuracy_drop`` (benign minus victim: the watermark's harm), the
 method's own ``method`` record (e.g. MOVE's meta-classifier accuracy on
 held-out images and its ``controls``: the verdicts on an unseen
-victim-like and an unseen benign model), ``alpha``; ``attacks``, per attack: ``test_accuracy``,
-``agreement`` (share of test images on which it predicts the victim's
-class), ``queries`` (images the victim answered) and the verdict;
-``independent``: the same for the independent model (``queries`` 0). A
-verdict is ``statistic``, ``p_value``, ``log10_p_value``, ``delta_p``,
-``m``, ``alpha``, ``decision`` (``reject_h0``: judged stolen, or
-``fail_to_reject_h0``) and
-whatever else the method's test reports.
+victim-like and an unseen benign model), ``alpha``; ``attacks``, per
+attack: ``test_accuracy``, ``agreement`` (share of test images on which
+it predicts the victim's class), ``queries`` (images the victim
+answered) and the verdict; ``independent``: the same for the independent
+model (``queries`` 0). A verdict is ``statistic``, ``p_value``,
+``log10_p_value``, ``delta_p``, ``m``, ``alpha``, ``decision``
+(``reject_h0``: judged stolen, or ``fail_to_reject_h0``) and whatever
+else the method's test reports.
 """
 
 from __future__ import annotations
