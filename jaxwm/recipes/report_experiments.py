@@ -346,20 +346,19 @@ def _verdicts_by_method(runs: Sequence[Run]) -> list[list[str]]:
   """One row per suspect, one cell per method: ``k/n: p, p, ...``, the
   seeds (in order) whose test rejected H0 out of those run, then each
   seed's p-value (the layout of MOVE's Tables III-VI, seeds pooled)."""
-  methods: dict[str, list[Run]] = {}
+  # Each method's runs in seed order, as {suspect: verdict} mappings.
+  methods: dict[str, list[dict[str, Any]]] = {}
   for run in sorted(runs, key=lambda run: run.seed):
-    methods.setdefault(str(lookup(run.config, "method")), []).append(run)
+    methods.setdefault(str(lookup(run.config, "method")), []).append(
+        dict(_suspects(run)))
   rows = []
   for name, _ in _suspects(runs[0]):
     row = [name.replace("_", " ")]
-    for group in methods.values():
-      entries = [dict(_suspects(run)).get(name) for run in group]
-      entries = [entry if isinstance(entry, Mapping) else {}
-                 for entry in entries]
-      rejected = sum(entry.get("decision") == "reject_h0"
-                     for entry in entries)
-      row.append(f"{rejected}/{len(entries)}: " + ", ".join(
-          p_value(entry.get("p_value")) for entry in entries))
+    for seeds in methods.values():
+      rejected = sum(lookup(suspects, f"{name}.decision") == "reject_h0"
+                     for suspects in seeds)
+      row.append(f"{rejected}/{len(seeds)}: " + ", ".join(
+          p_value(lookup(suspects, f"{name}.p_value")) for suspects in seeds))
     rows.append(row)
   return [["suspect"] + [f"`{method}`" for method in methods]] + rows
 
