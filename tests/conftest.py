@@ -16,12 +16,14 @@ shapes, other seeds or data); the cache compiles each once per session
 instead of once per model.
 
 The eight fake devices run each sharded program on eight threads that meet
-at every collective. On an oversubscribed machine (more test workers than
-cores) a thread can wait there past XLA:CPU's default 40 s, after which XLA
-aborts the process; measured: one of six processes training the detectors'
-digits model side by side on 2 cores aborted so, none of eight with the
-timeouts below. `-n auto` starts one worker per CPU the session may use
-(its affinity mask and cgroup quota), not one per core the host reports.
+at every collective. On an oversubscribed machine XLA:CPU can deadlock
+there (measured on 2 cores: 7 of 10 processes training the detectors'
+digits model side by side hung at their first all-reduce, none of 10 with
+four fake devices); after 40 s XLA aborts the process, and
+pytest-xdist reports its test as crashed. So `-n auto` starts one worker
+per CPU the session may use (its affinity mask and cgroup quota), not one
+per core the host reports (pytest-xdist's default counts physical cores
+with psutil, which can see more cores than the session is given).
 """
 
 import atexit
@@ -36,9 +38,7 @@ import pytest
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") +
     " --xla_force_host_platform_device_count=8"
-    " --xla_backend_optimization_level=1"
-    " --xla_cpu_collective_call_terminate_timeout_seconds=900"
-    " --xla_cpu_collective_timeout_seconds=900").strip()
+    " --xla_backend_optimization_level=1").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _CACHE = tempfile.mkdtemp(prefix="jaxwm_tests_xla_cache_")
