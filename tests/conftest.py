@@ -16,14 +16,18 @@ shapes, other seeds or data); the cache compiles each once per session
 instead of once per model.
 
 The eight fake devices run each sharded program on eight threads that meet
-at every collective. On an oversubscribed machine XLA:CPU can deadlock
-there (measured on 2 cores: 7 of 10 processes training the detectors'
-digits model side by side hung at their first all-reduce, none of 10 with
-four fake devices); after 40 s XLA aborts the process, and
-pytest-xdist reports its test as crashed. So `-n auto` starts one worker
-per CPU the session may use (its affinity mask and cgroup quota), not one
-per core the host reports (pytest-xdist's default counts physical cores
-with psutil, which can see more cores than the session is given).
+at every collective. XLA:CPU caps how many programs each device may have
+queued; a host that dispatches far ahead fills one device's queue while
+the others wait in a collective behind it, and the process deadlocks (on
+2 cores, 7 of 10 processes training the detectors' digits model side by
+side hung at an all-reduce; XLA aborts such a process after 40 s and
+pytest-xdist reports its test as crashed). The training loop therefore
+keeps at most a few steps in flight (jaxwm.train.loop), after which 10 of
+10 finished. Oversubscription makes the race likelier, so `-n auto` also
+starts one worker per CPU the session may use (its affinity mask and
+cgroup quota), not one per core the host reports (pytest-xdist's default
+counts physical cores with psutil, which can see more cores than the
+session is given).
 """
 
 import atexit

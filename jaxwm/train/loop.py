@@ -13,10 +13,19 @@ epoch, for the progress line and the divergence check: the first step whose
 loss is NaN or infinite is remembered on the device and reported there as a
 :class:`TrainingDivergedError`, before any checkpoint of the diverged model
 is saved.
+
+The host may dispatch at most :data:`MAX_STEPS_IN_FLIGHT` steps ahead of
+the device: each step waits for the loss of the step that many before it
+(it is long done when the device keeps up). Unbounded, the host queues
+hundreds of sharded programs; XLA:CPU caps each device's queue, and once a
+device's queue is full while the others have entered a collective that
+the queued programs wait behind, the process deadlocks (seen with eight
+fake CPU devices on an oversubscribed machine).
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 import time
@@ -39,6 +48,8 @@ from jaxwm.train.checkpoint import Checkpointer
 from jaxwm.train.state import TrainState
 from jaxwm.train.step import StepFn
 
+# How many steps the host may dispatch ahead of the device (module docstring).
+MAX_STEPS_IN_FLIGHT = 4
 # (batch, key) -> batch of the same shapes, run on device before each step.
 BatchFn = Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
 # The learning rate: a constant or a schedule of the optimizer step.
@@ -517,6 +528,7 @@ def _train(step_fn: StepFn, state: TrainState, batcher, rows: np.ndarray, *,
                    if workdir else None),
           total_steps, first_step, steps_per_epoch, models=members or 1))
   guard = _DivergenceGuard(steps_per_epoch, learning_rate)
+  in_flight = collections.deque()
   try:
     for epoch in range(start_epoch, num_epochs):
       perm = permute(data_rng, epoch, rows)
@@ -524,6 +536,9 @@ def _train(step_fn: StepFn, state: TrainState, batcher, rows: np.ndarray, *,
         global_step = epoch * steps_per_epoch + index
         batch, key = batcher(perm, index, base_key, global_step)
         state, metrics = step_fn(state, batch, key)
+        in_flight.append(metrics["loss"])
+        if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+          in_flight.popleft().block_until_ready()
         guard.update(global_step, metrics["loss"])
         if progress.update(global_step + 1, metrics,
                            force=index == steps_per_epoch - 1):
