@@ -1,6 +1,7 @@
 """Test set-up: 8 fake CPU devices, so that sharded code is exercised on CPU,
-XLA:CPU's code generation at LLVM optimisation level 1, and a persistent
-compilation cache for the session.
+XLA:CPU's code generation at LLVM optimisation level 1, a thread pool with
+room to spare for those devices, and a persistent compilation cache for the
+session.
 
 XLA reads the flags when JAX initialises its backend, so they are set here,
 before any test module imports jax. The suite's programs are small and most
@@ -15,15 +16,20 @@ suite compile to the same programs (the same architecture, recipe and
 shapes, other seeds or data); the cache compiles each once per session
 instead of once per model.
 
-The eight fake devices run each sharded program on eight threads that meet
-at every collective. XLA:CPU caps how many programs each device may have
-queued; a host that dispatches far ahead fills one device's queue while
-the others wait in a collective behind it, and the process deadlocks (on
-2 cores, 7 of 10 processes training the detectors' digits model side by
-side hung at an all-reduce; XLA aborts such a process after 40 s and
-pytest-xdist reports its test as crashed). The training loop therefore
-keeps at most a few steps in flight (jaxwm.train.loop), after which 10 of
-10 finished. Oversubscription makes the race likelier, so `-n auto` also
+The eight fake devices run each sharded program on eight threads of one
+pool that meet at every collective, and XLA sizes that pool to the larger
+of the machine's CPUs and the device count: eight threads on a small
+machine, none to spare. Once a thread is held elsewhere (a device that ran
+ahead to the next collective, a host that queued programs far ahead),
+the devices still behind find no thread, the others wait at the
+collective for them, and the process deadlocks; XLA aborts it after 40 s
+and pytest-xdist reports its test as crashed. Measured on 2 cores with six
+processes side by side training the ensemble tests' 8-member models: 18
+of 24 finished at the default pool, 18 of 18 with ``NPROC=16`` (which XLA
+reads as the machine's CPU count), at the same speed (tests/steal/
+test_attacks.py, medians of 3: 24.8 s at 8 threads, 25.1 s at 16). So the
+suite sets ``NPROC=16`` unless it is set. The training loop also keeps
+at most a few steps in flight (jaxwm.train.dispatch), and `-n auto`
 starts one worker per CPU the session may use (its affinity mask and
 cgroup quota), not one per core the host reports (pytest-xdist's default
 counts physical cores with psutil, which can see more cores than the
@@ -44,6 +50,7 @@ os.environ["XLA_FLAGS"] = (
     " --xla_force_host_platform_device_count=8"
     " --xla_backend_optimization_level=1").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("NPROC", "16")  # XLA:CPU's thread pool (docstring).
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _CACHE = tempfile.mkdtemp(prefix="jaxwm_tests_xla_cache_")
   atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)

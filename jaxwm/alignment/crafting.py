@@ -64,7 +64,7 @@ from jaxwm.alignment.regularizers import Regularizers
 from jaxwm.data import augment as augment_lib
 from jaxwm.data.dataset import Dataset
 from jaxwm.fingerprint import array_digest, callable_identity, tree_digest
-from jaxwm.train import compiler, sharding
+from jaxwm.train import compiler, dispatch, sharding
 from jaxwm.train.checkpoint import Checkpointer
 from jaxwm.train.step import to_float_images
 
@@ -582,6 +582,7 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
       trial_key = jax.random.fold_in(key, restart)
       target_grads = {}  # member -> its target gradient
       first_bad = jnp.int32(0)  # the trial's first non-finite step, 0: none
+      in_flight = dispatch.DispatchWindow()
       for step in range(int(state.step), config.steps):
         if config.retrain_every and step % config.retrain_every == 0 and (
             int(state.round) < step // config.retrain_every):
@@ -608,6 +609,7 @@ def craft(model, variables: Any, images: np.ndarray, labels: np.ndarray,
               surrogate, target_grads[member], *batched,
               jax.random.fold_in(step_key, index))
           objectives.append(batch_objective)
+          in_flight.push(batch_objective)
         loss = jnp.mean(jnp.stack(objectives))
         state = state.replace(delta=carry[0], opt_state=carry[1],
                               step=jnp.int32(step + 1), loss=loss)

@@ -51,7 +51,7 @@ from jaxwm.fingerprint import tree_digest
 from jaxwm.models import common
 from jaxwm.steal import losses as steal_losses
 from jaxwm.steal.student import check_positive, num_classes, StudentRecipe
-from jaxwm.train import loop, optim, recipe, sharding
+from jaxwm.train import dispatch, loop, optim, recipe, sharding
 from jaxwm.train import step as step_lib
 from jaxwm.train.checkpoint import Checkpointer
 from jaxwm.train.state import TrainState, create_train_state
@@ -330,9 +330,11 @@ def _play(game: _Game, states: dict[str, TrainState], done: int,
   """Runs the iterations after ``done``; returns the student's state."""
   settings = game.settings
   student_state, generator_state = states["student"], states["generator"]
+  in_flight = dispatch.DispatchWindow()
   for finished in range(done + 1, settings.iterations + 1):
     student_state, generator_state, student_l1, value = game.iteration(
         finished - 1, student_state, generator_state)
+    in_flight.push(value)
     last = finished == settings.iterations
     save = checkpointer is not None and (
         last or finished % settings.checkpoint_every == 0)

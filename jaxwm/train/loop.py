@@ -14,18 +14,12 @@ loss is NaN or infinite is remembered on the device and reported there as a
 :class:`TrainingDivergedError`, before any checkpoint of the diverged model
 is saved.
 
-The host may dispatch at most :data:`MAX_STEPS_IN_FLIGHT` steps ahead of
-the device: each step waits for the loss of the step that many before it
-(it is long done when the device keeps up). Unbounded, the host queues
-hundreds of sharded programs; XLA:CPU caps each device's queue, and once a
-device's queue is full while the others have entered a collective that
-the queued programs wait behind, the process deadlocks (seen with eight
-fake CPU devices on an oversubscribed machine).
+The host keeps at most a few steps ahead of the device
+(:mod:`jaxwm.train.dispatch` says why).
 """
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
 import time
@@ -43,13 +37,11 @@ from jaxwm.data.dataset import Dataset
 from jaxwm.data.streaming import StreamingDataset
 from jaxwm.fingerprint import array_digest
 from jaxwm.monitor import run_log
-from jaxwm.train import ensemble, sharding
+from jaxwm.train import dispatch, ensemble, sharding
 from jaxwm.train.checkpoint import Checkpointer
 from jaxwm.train.state import TrainState
 from jaxwm.train.step import StepFn
 
-# How many steps the host may dispatch ahead of the device (module docstring).
-MAX_STEPS_IN_FLIGHT = 4
 # (batch, key) -> batch of the same shapes, run on device before each step.
 BatchFn = Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
 # The learning rate: a constant or a schedule of the optimizer step.
@@ -528,7 +520,7 @@ def _train(step_fn: StepFn, state: TrainState, batcher, rows: np.ndarray, *,
                    if workdir else None),
           total_steps, first_step, steps_per_epoch, models=members or 1))
   guard = _DivergenceGuard(steps_per_epoch, learning_rate)
-  in_flight = collections.deque()
+  in_flight = dispatch.DispatchWindow()
   try:
     for epoch in range(start_epoch, num_epochs):
       perm = permute(data_rng, epoch, rows)
@@ -536,9 +528,7 @@ def _train(step_fn: StepFn, state: TrainState, batcher, rows: np.ndarray, *,
         global_step = epoch * steps_per_epoch + index
         batch, key = batcher(perm, index, base_key, global_step)
         state, metrics = step_fn(state, batch, key)
-        in_flight.append(metrics["loss"])
-        if len(in_flight) > MAX_STEPS_IN_FLIGHT:
-          in_flight.popleft().block_until_ready()
+        in_flight.push(metrics["loss"])
         guard.update(global_step, metrics["loss"])
         if progress.update(global_step + 1, metrics,
                            force=index == steps_per_epoch - 1):
@@ -569,6 +559,7 @@ def predict_logits(predict_fn, variables: Any, images: np.ndarray,
   batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
   num = images.shape[0]
   outputs = []
+  in_flight = dispatch.DispatchWindow()
   for start in range(0, num, batch_size):
     chunk = images[start:start + batch_size]
     pad = batch_size - chunk.shape[0]
@@ -577,6 +568,7 @@ def predict_logits(predict_fn, variables: Any, images: np.ndarray,
                                               chunk.dtype)])
     chunk = jax.device_put(chunk, sharding.batch_sharded(mesh))
     outputs.append(predict_fn(variables, chunk))
+    in_flight.push(outputs[-1])
   logits = np.concatenate([np.asarray(o) for o in outputs])
   return logits[:num]
 
