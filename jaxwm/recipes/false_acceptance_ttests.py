@@ -171,7 +171,7 @@ class MoveVerifier(TTestVerifier):
     return self.owner.summary()
 
   def _test(self, model: recipe.TrainedModel, index: int) -> dict[str, Any]:
-    return self.owner.verdict(
+    return self.owner.test(
         model, self.architectures[index % len(self.architectures)])
 
   def summary(self, verdicts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -32,7 +32,10 @@ answered) and the verdict; ``independent``: the same for the independent
 model (``queries`` 0). A verdict is ``statistic``, ``p_value``,
 ``log10_p_value``, ``delta_p``, ``m``, ``alpha``, ``decision``
 (``reject_h0``: judged stolen, or ``fail_to_reject_h0``) and whatever
-else the method's test reports.
+else the method's test reports; MOVE's also carries the t-test's own
+``test_decision``, and its ``decision`` is ``inconclusive`` where the
+verifier's controls disown the test's
+(:func:`jaxwm.recipes.stealing_methods.controlled_decision`).
 """
 
 from __future__ import annotations

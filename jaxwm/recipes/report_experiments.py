@@ -20,6 +20,7 @@ from jaxwm.recipes import scenarios
 from jaxwm.recipes.report_tables import (
     Column, RUN, Run, SEED, alpha_of, fixed, lookup, markdown_table, metric,
     p_value, p_value_definition, setting, table, yes_no)
+from jaxwm.verify.levels import INCONCLUSIVE, REJECT
 
 RATE = fixed(3)
 STATISTIC = fixed(2)
@@ -344,8 +345,9 @@ def _stealing_row(run: Run, name: str, entry: Any) -> list[str]:
 
 def _verdicts_by_method(runs: Sequence[Run]) -> list[list[str]]:
   """One row per suspect, one cell per method: ``k/n: p, p, ...``, the
-  seeds (in order) whose test rejected H0 out of those run, then each
-  seed's p-value (the layout of MOVE's Tables III-VI, seeds pooled)."""
+  seeds (in order) judged stolen (decision ``reject_h0``) out of those
+  run, the inconclusive ones if any, then each seed's p-value (the layout
+  of MOVE's Tables III-VI, seeds pooled)."""
   # Each method's runs in seed order, as {suspect: verdict} mappings.
   methods: dict[str, list[dict[str, Any]]] = {}
   for run in sorted(runs, key=lambda run: run.seed):
@@ -355,9 +357,11 @@ def _verdicts_by_method(runs: Sequence[Run]) -> list[list[str]]:
   for name, _ in _suspects(runs[0]):
     row = [name.replace("_", " ")]
     for seeds in methods.values():
-      rejected = sum(lookup(suspects, f"{name}.decision") == "reject_h0"
-                     for suspects in seeds)
-      row.append(f"{rejected}/{len(seeds)}: " + ", ".join(
+      decisions = [lookup(suspects, f"{name}.decision") for suspects in seeds]
+      inconclusive = decisions.count(INCONCLUSIVE)
+      counts = f"{decisions.count(REJECT)}/{len(seeds)}" + (
+          f" ({inconclusive} inconclusive)" if inconclusive else "")
+      row.append(counts + ": " + ", ".join(
           p_value(lookup(suspects, f"{name}.p_value")) for suspects in seeds))
     rows.append(row)
   return [["suspect"] + [f"`{method}`" for method in methods]] + rows

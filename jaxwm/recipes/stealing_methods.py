@@ -28,7 +28,7 @@ from jaxwm import results as results_lib
 from jaxwm.recipes import common
 from jaxwm.train import recipe
 from jaxwm.verify import TooFewCorrectError
-from jaxwm.verify.levels import decision
+from jaxwm.verify.levels import INCONCLUSIVE, REJECT, RETAIN, decision
 from jaxwm.verify.ttest import PairedTTestResult
 from jaxwm.watermark import move
 
@@ -159,17 +159,21 @@ class MoveOwner:
     self.marked, self.key = move.watermark(self.move, run.owner)
     _picture_stylised(self.key)
     self._references: dict[str, _References] = {}
+    self._controls: dict[str, dict[str, Any]] = {}
     main = self.references(run.config)
     self.victim, self.benign = main.victims[0], main.benign
     self.victim_parts = main.victim_parts
+
+  def _architecture_name(self, config) -> str:
+    """The built module of ``config``, so that a default written out
+    (width=32) is the architecture that leaves it implicit."""
+    return repr(recipe.build_model(config, self.run.owner.num_classes))
 
   def references(self, suspect_config) -> _References:
     """The owner's models and meta-classifier for ``suspect_config``'s
     architecture (trained on first use)."""
     config = architecture(self.run.config, suspect_config)
-    # The built module, so that a default written out (width=32) is the
-    # architecture that leaves it implicit.
-    name = repr(recipe.build_model(config, self.run.owner.num_classes))
+    name = self._architecture_name(config)
     if name not in self._references:
       self._references[name] = self._train_references(config)
     return self._references[name]
@@ -193,30 +197,42 @@ class MoveOwner:
                              fingerprint(folders, self.parts)))
     return _References(victims, benigns[0], meta, self.parts)
 
-  def _for(self, suspect_config) -> _References:
-    """White-box: the suspect's architecture; black-box: the victim's (the
-    features are the suspect's outputs alone)."""
-    return self.references(suspect_config if self.setting == move.WHITE_BOX
-                           else self.run.config)
+  def _for_config(self, suspect_config):
+    """The training config whose references judge ``suspect_config``'s
+    models. White-box: the suspect's architecture; black-box: the
+    victim's (the features are the suspect's outputs alone)."""
+    return architecture(self.run.config,
+                        suspect_config if self.setting == move.WHITE_BOX
+                        else self.run.config)
 
-  def controls(self) -> dict[str, Any]:
-    """The verifier's controls: the verdicts on one more victim-like and
-    one more benign model of the victim's architecture, from streams that
-    no other model uses, which the meta-classifier never saw. A verifier
-    that learned the external features judges the first stolen and not
-    the second; one that memorised its training models may judge both
-    at random, and accuse the benign one."""
-    config, count = self.run.config, self.run.config.meta.num_models
-    models = {
-        "unseen_victim_like": recipe.train_model(
-            config, self.marked, stream=VICTIM_STREAM + count,
-            workdir=self.run.model_dir("control_victim", config,
-                                       *self.parts)),
-        "unseen_benign": recipe.train_model(
-            config, self.run.owner, stream=BENIGN_STREAM + count + 1,
-            workdir=self.run.model_dir("control_benign", config))}
-    return {name: self.verdict(model, config)
-            for name, model in models.items()}
+  def _for(self, suspect_config) -> _References:
+    """The references that judge ``suspect_config``'s models."""
+    return self.references(self._for_config(suspect_config))
+
+  def controls(self, suspect_config=None) -> dict[str, Any]:
+    """The verifier's controls for suspects of ``suspect_config``'s
+    architecture (default the victim's): the test's verdicts on one more
+    victim-like and one more benign model of the architecture whose
+    meta-classifier judges them, from streams that no other model uses,
+    which that meta-classifier never saw. A verifier that learned the
+    external features judges the first stolen and not the second; one that
+    memorised its training models may judge both at random, and accuse the
+    benign one (:func:`controlled_decision`). Trained on first use."""
+    config = self._for_config(suspect_config or self.run.config)
+    name = self._architecture_name(config)
+    if name not in self._controls:
+      count = self.run.config.meta.num_models
+      models = {
+          "unseen_victim_like": recipe.train_model(
+              config, self.marked, stream=VICTIM_STREAM + count,
+              workdir=self.run.model_dir("control_victim", config,
+                                         *self.parts)),
+          "unseen_benign": recipe.train_model(
+              config, self.run.owner, stream=BENIGN_STREAM + count + 1,
+              workdir=self.run.model_dir("control_benign", config))}
+      self._controls[name] = {
+          role: self.test(model, config) for role, model in models.items()}
+    return self._controls[name]
 
   def summary(self) -> dict[str, Any]:
     main = self.references(self.run.config)
@@ -228,8 +244,10 @@ class MoveOwner:
                 self.setting),
             "controls": self.controls()}
 
-  def verdict(self, suspect: recipe.TrainedModel,
-              suspect_config) -> dict[str, Any]:
+  def test(self, suspect: recipe.TrainedModel,
+           suspect_config) -> dict[str, Any]:
+    """The paper's paired t-test's verdict on ``suspect``, controls aside
+    (what a false-acceptance rate counts)."""
     references = self._for(suspect_config)
     result = move.verify(self.move, self.key, references.meta, suspect,
                          references.benign, self.setting)
@@ -237,6 +255,30 @@ class MoveOwner:
         result.test, result.alpha, result.stolen,
         mu_suspect=float(result.suspect_confidence.mean()),
         mu_benign=float(result.benign_confidence.mean()))
+
+  def verdict(self, suspect: recipe.TrainedModel,
+              suspect_config) -> dict[str, Any]:
+    """The test's verdict on ``suspect`` (``test_decision``) and the
+    ``decision`` that its architecture's controls leave of it."""
+    record = self.test(suspect, suspect_config)
+    return {**record, "test_decision": record["decision"],
+            "decision": controlled_decision(
+                record["decision"], self.controls(suspect_config))}
+
+
+def controlled_decision(test_decision: str,
+                        controls: dict[str, dict[str, Any]]) -> str:
+  """A test's decision on a suspect, unless the verifier's controls
+  disown it: a rejection while ``controls["unseen_benign"]`` (innocent)
+  was rejected too, or a retention while
+  ``controls["unseen_victim_like"]`` (watermarked) was retained too, is
+  :data:`~jaxwm.verify.levels.INCONCLUSIVE`."""
+  if test_decision not in (REJECT, RETAIN):
+    raise ValueError(f"test_decision={test_decision!r}: expected {REJECT!r} "
+                     f"or {RETAIN!r}")
+  disowning = {REJECT: "unseen_benign", RETAIN: "unseen_victim_like"}
+  control = controls[disowning[test_decision]]["decision"]
+  return INCONCLUSIVE if control == test_decision else test_decision
 
 
 class BadNetsOwner:

@@ -17,6 +17,10 @@ DEFAULT_ALPHA = 0.01
 # The decision of a test: H0 (the suspect is independent of the owner's
 # data or key) rejected, or not.
 REJECT, RETAIN = "reject_h0", "fail_to_reject_h0"
+# A verdict that a verifier's own controls disown: H0 rejected while a
+# model known to be innocent was accused too, or retained while a model
+# known to carry the watermark was missed. Neither names the suspect stolen.
+INCONCLUSIVE = "inconclusive"
 
 
 def decision(rejected: bool) -> str:

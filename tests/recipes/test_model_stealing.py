@@ -18,6 +18,7 @@ from configs import model_stealing as stealing_configs
 from jaxwm import monitor
 from jaxwm.models import registry
 from jaxwm.recipes import model_stealing
+from jaxwm.recipes import stealing_methods
 from jaxwm.verify import levels
 
 import tiny
@@ -53,8 +54,11 @@ def outcome(tmp_path_factory):
 def test_an_independent_model_is_not_accused(outcome):
   config, _, result, _ = outcome
   independent = result["metrics"]["independent"]
-  assert independent["decision"] == levels.RETAIN
+  assert independent["test_decision"] == levels.RETAIN
   assert independent["p_value"] >= config.move.alpha
+  # Not accused; inconclusive where the verifier missed its watermarked
+  # control (the digits verifier's 5-epoch MLPs do).
+  assert independent["decision"] != levels.REJECT
 
 
 def test_the_meta_classifier_learns_from_several_models(outcome):
@@ -78,6 +82,34 @@ def test_the_verifier_reports_its_controls(outcome):
   assert controls["unseen_benign"]["decision"] == levels.RETAIN
   roles = [name.split("-")[0] for name in os.listdir(workdir)]
   assert sum(role.startswith("control_") for role in roles) == 2
+
+
+def test_each_verdict_is_the_test_s_unless_the_controls_disown_it(outcome):
+  _, _, result, _ = outcome
+  metrics = result["metrics"]
+  controls = metrics["method"]["controls"]
+  for entry in [*metrics["attacks"].values(), metrics["independent"]]:
+    assert entry["decision"] == stealing_methods.controlled_decision(
+        entry["test_decision"], controls)
+
+
+@pytest.mark.parametrize("test, victim_like, benign, expected", [
+    (levels.REJECT, levels.REJECT, levels.RETAIN, levels.REJECT),
+    (levels.RETAIN, levels.REJECT, levels.RETAIN, levels.RETAIN),
+    # The verifier accused an innocent model: its accusations say nothing.
+    (levels.REJECT, levels.REJECT, levels.REJECT, levels.INCONCLUSIVE),
+    (levels.RETAIN, levels.REJECT, levels.REJECT, levels.RETAIN),
+    # It missed a watermarked model: its acquittals say nothing.
+    (levels.RETAIN, levels.RETAIN, levels.RETAIN, levels.INCONCLUSIVE),
+    (levels.REJECT, levels.RETAIN, levels.RETAIN, levels.REJECT),
+])
+def test_controls_disown_what_they_contradict(test, victim_like, benign,
+                                              expected):
+  controls = {"unseen_victim_like": {"decision": victim_like},
+              "unseen_benign": {"decision": benign}}
+  assert stealing_methods.controlled_decision(test, controls) == expected
+  with pytest.raises(ValueError, match="test_decision='inconclusive'"):
+    stealing_methods.controlled_decision(levels.INCONCLUSIVE, controls)
 
 
 def test_the_stylised_training_images_are_pictured(outcome):
