@@ -408,10 +408,11 @@ def model_stealing(runs: Sequence[Run]) -> str:
       "difference of the test's paired scores (suspect minus benign).",
       markdown_table(STEALING_HEADER, suspects),
       "Each method's verdicts side by side: k/n is the number of seeds, "
-      "of the n run, whose test judged the suspect stolen, then each "
-      "seed's p-value in seed order. A method works where every stolen "
-      "model is judged stolen (n/n) and the independent model is not "
-      "(0/n).",
+      "of the n run, whose verdict judged the suspect stolen (reject_h0), "
+      "then how many were inconclusive (MOVE's verifier's controls "
+      "disowned its test) if any, then each seed's p-value in seed order. "
+      "A method works where every stolen model is judged stolen (n/n) and "
+      "the independent model is not (0/n).",
       markdown_table(header, side_by_side)])
 
 
