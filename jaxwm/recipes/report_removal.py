@@ -1,5 +1,10 @@
 """The report's tables of ``experiments/removal.py`` runs: the watermark x
-defense matrix and the detectors."""
+defense matrix and the detectors.
+
+A group may be an ablation (the same watermarked model repaired with other
+settings of one defense): the settings that differ between its runs get
+columns of their own, and each watermarked model's detectors are listed
+once."""
 
 from __future__ import annotations
 
@@ -30,15 +35,38 @@ def _row_label(run: Run) -> list[str]:
           str(run.seed)]
 
 
+def _varying_settings(runs: Sequence[Run]) -> list[str]:
+  """The paths ``defenses.COLUMN.settings.NAME`` of the settings of the
+  runs' columns whose values differ between runs (an ablation's
+  variables), sorted."""
+  paths = sorted({f"defenses.{column}.settings.{name}"
+                  for run in runs for column in run.metrics.get("columns", ())
+                  for name in lookup(run.config,
+                                     f"defenses.{column}.settings", {})})
+  return [path for path in paths
+          if len({repr(lookup(run.config, path)) for run in runs}) > 1]
+
+
+def _setting(value: Any) -> str:
+  """A setting's value as written in a config (lists as tuples)."""
+  return str(tuple(value)) if isinstance(value, list) else str(value)
+
+
 def _matrix(runs: Sequence[Run]) -> str:
   columns: list[str] = []
   for run in runs:
     columns += [c for c in run.metrics.get("columns", ()) if c not in columns]
-  rows = [_row_label(run) + [_cell(lookup(run.metrics, f"cells.{column}"))
-                             for column in columns]
+  varying = _varying_settings(runs)
+  rows = [_row_label(run) +
+          [_setting(lookup(run.config, path)) for path in varying] +
+          [_cell(lookup(run.metrics, f"cells.{column}"))
+           for column in columns]
           for run in runs if "watermark_success" in lookup(
               run.metrics, "cells.none", {})]
-  return markdown_table(["run", "watermark", "seed"] + columns, rows)
+  header = [path.replace("defenses.", "").replace(".settings.", " ")
+            for path in varying]
+  return markdown_table(["run", "watermark", "seed"] + header + columns,
+                        rows)
 
 
 def _filtering(record: Any) -> str:
@@ -71,6 +99,15 @@ def _detectors(run: Run) -> list[str]:
   ]
 
 
+def _one_per_model(runs: Sequence[Run]) -> list[Run]:
+  """The first run of each watermarked model (row and seed): the runs of
+  an ablation share the model, and so its detectors."""
+  first: dict[tuple[Any, Any], Run] = {}
+  for run in runs:
+    first.setdefault((run.metrics.get("row"), run.seed), run)
+  return list(first.values())
+
+
 def removal(runs: Sequence[Run]) -> str:
   """The matrix (each cell: the watermark's success after the defense, the
   benign accuracy and the owner's p-value) and the detectors per run."""
@@ -91,5 +128,5 @@ def removal(runs: Sequence[Run]) -> str:
                       "NC flagged", "STRIP entropy trig. / clean / AUROC",
                       "Grad-CAM share / region", "spectral signatures",
                       "activation clustering"],
-                     [_detectors(run) for run in runs]),
+                     [_detectors(run) for run in _one_per_model(runs)]),
   ])

@@ -199,6 +199,30 @@ def test_removal_tables_give_every_cell_and_the_detectors():
           f"{found['spectral_signatures']['auroc']:.3f}")
   # The matrix's columns: every column any run measured, none first.
   assert "| run | watermark | seed | none | fine_tuning_fc |" in block
+
+
+def test_an_ablation_shows_the_settings_it_varies_and_each_model_once(
+    tmp_path):
+  ablation = tmp_path / "removal"
+  ablation.mkdir()
+  for weight in (0.1, 10.0):
+    run = _load("removal", "content")
+    run["config"]["defenses"]["wild_js"]["settings"]["weight"] = weight
+    (ablation / f"content_lambda{weight}.json").write_text(json.dumps(run))
+  block = _block(report.regenerate(_page("removal"), str(tmp_path)).text,
+                 "removal")
+  assert "| run | watermark | seed | wild_js weight | none |" in block
+  assert "| `content_lambda0.1` | content | 0 | 0.1 | " in block
+  assert "| `content_lambda10.0` | content | 0 | 10.0 | " in block
+  # Both runs repaired one watermarked model: its detectors once.
+  detectors = block.split("Detectors on the watermarked model")[1]
+  assert detectors.count("| `content_lambda") == 1
+  # Settings that no run varies get no column.
+  main = _block(report.regenerate(_page("removal"), str(FIXTURES)).text,
+                "removal")
+  assert "weight" not in main.split("Detectors")[0]
+
+
 def test_model_stealing_tables_give_every_suspects_verdict():
   block = _block(report.regenerate(_page("model_stealing"),
                                    str(FIXTURES)).text, "model_stealing")
