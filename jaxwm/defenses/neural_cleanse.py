@@ -17,8 +17,9 @@ divided by ``cost_multiplier ** 1.5`` (``cost_multiplier = 1`` keeps a
 fixed lambda). The kept trigger is that of the epoch with the smallest mean
 mask norm among the epochs whose mean attack success reached the
 threshold (the last epoch's when none did, marked in ``reached``). All
-classes are optimised together in one compiled loop (their objectives are
-independent); Wang et al. run up to 1000 epochs with early stopping, jaxwm
+classes are optimised together (their objectives are independent), in
+compiled loops of ``LOG_EVERY_EPOCHS`` epochs with a progress line after
+each; Wang et al. run up to 1000 epochs with early stopping, jaxwm
 a fixed ``num_epochs``.
 
 A backdoored target class needs a much smaller mask than the others. The
@@ -32,12 +33,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 from jaxwm.defenses import image_grids
 from jaxwm.defenses._model_calls import num_classes, on_one_device
@@ -46,6 +49,8 @@ from jaxwm.train.step import to_float_images
 MAD_CONSISTENCY = 1.4826
 # Initial masks and patterns are drawn in [_INIT_MARGIN, 1 - _INIT_MARGIN].
 _INIT_MARGIN = 0.01
+# Epochs per compiled call; a progress line is logged after each call.
+LOG_EVERY_EPOCHS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,26 +149,19 @@ def _stamp(params: dict[str, jax.Array], images: jax.Array) -> jax.Array:
   return (1.0 - mask) * images[None] + mask * pattern
 
 
+def _optimizer(config: NeuralCleanseConfig) -> optax.GradientTransformation:
+  return optax.adam(config.learning_rate, b1=0.5, b2=0.9)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "num_classes",
                                              "config"))
-def _reverse_engineer(variables: Any, images: jax.Array, key: jax.Array, *,
-                      model: Any, num_classes: int,
-                      config: NeuralCleanseConfig
-                      ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
-  """(best {"mask", "pattern"} logits, their mean attack success [K],
-  whether the threshold was reached [K])."""
-  height, width, channels = images.shape[1:]
-  key_mask, key_pattern, key_batches = jax.random.split(key, 3)
-
-  def init_logits(key, shape):
-    return jax.scipy.special.logit(jax.random.uniform(
-        key, shape, minval=_INIT_MARGIN, maxval=1.0 - _INIT_MARGIN))
-
-  params = {
-      "mask": init_logits(key_mask, (num_classes, height, width, 1)),
-      "pattern": init_logits(key_pattern,
-                             (num_classes, height, width, channels))}
-  optimizer = optax.adam(config.learning_rate, b1=0.5, b2=0.9)
+def _run_epochs(variables: Any, images: jax.Array, carry: Any,
+                epoch_keys: jax.Array, *, model: Any, num_classes: int,
+                config: NeuralCleanseConfig) -> tuple[Any, jax.Array]:
+  """``len(epoch_keys)`` epochs from ``carry`` (params, optimizer state,
+  cost schedule, best triggers so far); returns the new carry and each
+  epoch's mean attack success [E, K]."""
+  optimizer = _optimizer(config)
   targets = jnp.arange(num_classes)
 
   def objective(params, batch, cost):
@@ -200,14 +198,49 @@ def _reverse_engineer(variables: Any, images: jax.Array, key: jax.Array, *,
     return (params, opt_state, _next_cost(schedule, reached, config),
             best), success
 
+  return jax.lax.scan(epoch, carry, epoch_keys)
+
+
+def _reverse_engineer(variables: Any, images: jax.Array, key: jax.Array, *,
+                      model: Any, num_classes: int,
+                      config: NeuralCleanseConfig
+                      ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+  """(best {"mask", "pattern"} logits, their mean attack success [K],
+  whether the threshold was reached [K]). Runs ``LOG_EVERY_EPOCHS`` epochs
+  per compiled call and logs the progress between calls."""
+  height, width, channels = images.shape[1:]
+  key_mask, key_pattern, key_batches = jax.random.split(key, 3)
+
+  def init_logits(key, shape):
+    return jax.scipy.special.logit(jax.random.uniform(
+        key, shape, minval=_INIT_MARGIN, maxval=1.0 - _INIT_MARGIN))
+
+  params = {
+      "mask": init_logits(key_mask, (num_classes, height, width, 1)),
+      "pattern": init_logits(key_pattern,
+                             (num_classes, height, width, channels))}
   schedule = {"cost": jnp.full(num_classes, config.init_cost),
               "up": jnp.zeros(num_classes, jnp.int32),
               "down": jnp.zeros(num_classes, jnp.int32)}
   best = {"params": params, "norm": jnp.full(num_classes, jnp.inf),
           "success": jnp.zeros(num_classes)}
-  (last, _, _, best), successes = jax.lax.scan(
-      epoch, (params, optimizer.init(params), schedule, best),
-      jax.random.split(key_batches, config.num_epochs))
+  carry = (params, _optimizer(config).init(params), schedule, best)
+  epoch_keys = jax.random.split(key_batches, config.num_epochs)
+  start = time.monotonic()
+  for done in range(0, config.num_epochs, LOG_EVERY_EPOCHS):
+    carry, successes = _run_epochs(
+        variables, images, carry, epoch_keys[done:done + LOG_EVERY_EPOCHS],
+        model=model, num_classes=num_classes, config=config)
+    finished = min(done + LOG_EVERY_EPOCHS, config.num_epochs)
+    reached = int(jnp.sum(jnp.isfinite(carry[3]["norm"])))
+    elapsed = time.monotonic() - start
+    logging.info(
+        "neural cleanse epoch %d/%d  classes with a trigger %d/%d  "
+        "mean attack success %.3f  %.1f s/epoch  ETA %.0fs", finished,
+        config.num_epochs, reached, num_classes, float(successes[-1].mean()),
+        elapsed / finished, elapsed / finished *
+        (config.num_epochs - finished))
+  last, best = carry[0], carry[3]
   reached = jnp.isfinite(best["norm"])
   return (_per_class_where(reached, best["params"], last),
           jnp.where(reached, best["success"], successes[-1]), reached)

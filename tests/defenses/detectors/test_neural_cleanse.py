@@ -72,3 +72,21 @@ def test_trigger_grid_is_written(cleansed, tmp_path):
   path = tmp_path / "triggers.png"
   nc.save_trigger_grid(str(path), cleansed)
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_epochs_run_in_logged_chunks_find_the_same_triggers(
+    badnets_digits, cleansed, monkeypatch):
+  # FAST's 100 epochs in chunks of 30 (30, 30, 30, 10) against one chunk
+  # of 100 (the fixture ran chunks of 10): the same keys and updates.
+  trained = badnets_digits.trained
+  runs = {}
+  for chunk in (30, 100):
+    monkeypatch.setattr(nc, "LOG_EVERY_EPOCHS", chunk)
+    runs[chunk] = nc.neural_cleanse(trained.model, trained.variables,
+                                    badnets_digits.test.images,
+                                    jax.random.PRNGKey(1), FAST)
+  for result in runs.values():
+    np.testing.assert_allclose(result.masks, cleansed.masks, atol=1e-5)
+    np.testing.assert_allclose(result.l1_norms, cleansed.l1_norms,
+                               rtol=1e-5)
+    assert result.flagged_classes == cleansed.flagged_classes
