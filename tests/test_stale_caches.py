@@ -233,11 +233,17 @@ def test_alignment_transfer_probes_a_new_victim_recipe(tmp_path, spy):
   assert second["surrogate"] == first["surrogate"]
 
 
-def test_removal_repairs_again_for_another_learning_rate(tmp_path, spy):
+def test_removal_repairs_again_for_another_learning_rate(tmp_path, spy,
+                                                         monkeypatch):
   config = _config(removal_configs, "noise,digits,runlocal",
                    removal__columns=("fine_tuning_all",))
   config.model_kwargs = {}  # the runlocal CNN's widths
   workdir = str(tmp_path)
+  detected = []
+  run_detectors = removal.detector_suite.run_detectors
+  monkeypatch.setattr(removal.detector_suite, "run_detectors",
+                      lambda *args, **kwargs: detected.append(1) or
+                      run_detectors(*args, **kwargs))
   first = removal.run_experiment(config, workdir)["metrics"]
   before = _folders(workdir)
   (marked,) = [f for f in before if "noise_watermarked_" in f]
@@ -253,6 +259,13 @@ def test_removal_repairs_again_for_another_learning_rate(tmp_path, spy):
               f"noise_fine_tuning_all_digits_{TINY}", f"matrix_digits_{TINY}"}
   assert second["cells"]["none"] == first["cells"]["none"]
   assert len(second["curves"]["fine_tuning_all"]) == 2
+  # The detectors judge the watermarked model alone: run once, reused by
+  # the second matrix with their grid.
+  assert detected == [1]
+  assert second["detectors"] == first["detectors"]
+  grid = second["figures"]["neural_cleanse"]
+  assert os.path.dirname(grid) != os.path.dirname(
+      first["figures"]["neural_cleanse"]) and os.path.exists(grid)
 def test_model_stealing_rewatermarks_for_another_move_seed(tmp_path, spy):
   config = _config(ms_configs, "move_blackbox,digits,runlocal",
                    attacks=("direct_copy",))

@@ -28,7 +28,10 @@ Every repaired model is checkpointed in a folder named after its row and
 column and the fingerprint of the watermarked model's folder, the clean
 data's share and the repair's settings, and each curve over epochs is kept
 beside it with the identity of the run it was measured on
-(:mod:`jaxwm.identity`), so a rerun in the same workdir resumes.
+(:mod:`jaxwm.identity`), so a rerun in the same workdir resumes. The
+detectors' record and grids are kept beside the watermarked model in the
+same way, so a matrix that varies only the repairs (an ablation) does not
+run them again.
 
 Metrics: ``row``, ``success_metric``, ``clean_images``, ``columns``,
 ``cells`` (per column, ``none`` first: ``benign_accuracy``,
@@ -45,6 +48,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 from typing import Any
 
 import jax
@@ -70,6 +74,7 @@ NONE = "none"
 EPOCH_CURVES = ("fine_tuning", "wild")
 PRUNING = "pruning"
 CURVE_FILE = "removal_curve.json"
+DETECTORS_FILE = "detectors.json"
 # The engine's key stream of each repair, and the detectors' key stream.
 REPAIR_STREAMS = {name: 100 + i for i, name in enumerate(repairs.REPAIRS)}
 DETECTOR_STREAM = 3000
@@ -154,11 +159,46 @@ def matrix_dir(config, workdir: str) -> str:
                           config.defenses.to_dict()))
 
 
-def _detectors(config, row: Row, folder: str) -> tuple[dict[str, Any],
-                                                      dict[str, str]]:
-  """The detectors' record and the paths of their image grids."""
+def _detectors(config, row: Row, workdir: str,
+               folder: str) -> tuple[dict[str, Any], dict[str, str]]:
+  """The detectors' record and the paths of their image grids in
+  ``folder``.
+
+  Both are kept beside the watermarked model, in a folder named after its
+  folder and the detectors' settings (:data:`DETECTORS_FILE` and the
+  PNGs), so that another matrix of the same model (an ablation of one
+  repair) or a rerun reuses them.
+  """
   settings = repairs.with_overrides(detector_suite.DetectorSuiteConfig(),
                                     config.detectors.to_dict(), "detectors")
+  kept = model_dir(workdir, f"{row.name}_detectors", row.config,
+                   os.path.basename(row.folder), dataclasses.asdict(settings))
+  path = os.path.join(kept, DETECTORS_FILE)
+  record = {
+      "model_folder": os.path.basename(row.folder),
+      "settings": dataclasses.asdict(settings),
+      "key": [config.seed, DETECTOR_STREAM],
+      **identity.code_versions(),
+      "test": identity.dataset_identity(row.test),
+      "train": identity.dataset_identity(row.train)}
+  found = identity.read_json(path, record, what="the detectors' record")
+  if found is None:
+    found = {"report": _run_detectors(config, row, settings, kept)}
+    found["figures"] = sorted(name for name in os.listdir(kept)
+                              if name.endswith(".png"))
+    identity.write_json(path, record, found)
+  else:
+    logging.info("%s: detectors reused from %s", row.name, kept)
+  figures = {}
+  for name in found["figures"]:
+    figures[name[:-len(f"_{row.name}.png")]] = os.path.join(folder, name)
+    shutil.copyfile(os.path.join(kept, name), os.path.join(folder, name))
+  return found["report"], figures
+
+
+def _run_detectors(config, row: Row, settings, folder: str) -> dict[str, Any]:
+  """Runs the detectors on the row's model; draws their grids in
+  ``folder``."""
   key = jax.random.fold_in(jax.random.key(config.seed), DETECTOR_STREAM)
   model = row.model
   dataset_watermark = {} if row.key is None else dict(
@@ -166,15 +206,15 @@ def _detectors(config, row: Row, folder: str) -> tuple[dict[str, Any],
   report = detector_suite.run_detectors(model.model, model.variables,
                                         row.test, key, settings,
                                         **dataset_watermark)
-  figures = {"neural_cleanse": os.path.join(
-      folder, f"neural_cleanse_{row.name}.png")}
-  neural_cleanse.save_trigger_grid(figures["neural_cleanse"],
-                                   report.neural_cleanse)
+  os.makedirs(folder, exist_ok=True)
+  neural_cleanse.save_trigger_grid(
+      os.path.join(folder, f"neural_cleanse_{row.name}.png"),
+      report.neural_cleanse)
   if report.grad_cam is not None:
-    figures["grad_cam"] = os.path.join(folder, f"grad_cam_{row.name}.png")
-    grad_cam.save_trigger_saliency_grid(figures["grad_cam"],
-                                        report.triggered, report.grad_cam)
-  return report.to_dict(), figures
+    grad_cam.save_trigger_saliency_grid(
+        os.path.join(folder, f"grad_cam_{row.name}.png"), report.triggered,
+        report.grad_cam)
+  return report.to_dict()
 
 
 def _keep_row(folder: str, record: dict[str, Any]) -> None:
@@ -238,7 +278,7 @@ def run_experiment(config, workdir: str,
       metrics["curves"][column] = curve
   folder = matrix_dir(config, workdir)
   os.makedirs(folder, exist_ok=True)
-  metrics["detectors"], figures = _detectors(config, row, folder)
+  metrics["detectors"], figures = _detectors(config, row, workdir, folder)
   _keep_row(folder, {name: metrics[name] for name in (
       "row", "success_metric", "columns", "cells", "curves")})
   metrics["figures"] = {**figures, **_draw_matrix(folder, columns)}
