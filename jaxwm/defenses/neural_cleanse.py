@@ -232,12 +232,13 @@ def _reverse_engineer(variables: Any, images: jax.Array, key: jax.Array, *,
         variables, images, carry, epoch_keys[done:done + LOG_EVERY_EPOCHS],
         model=model, num_classes=num_classes, config=config)
     finished = min(done + LOG_EVERY_EPOCHS, config.num_epochs)
-    reached = int(jnp.sum(jnp.isfinite(carry[3]["norm"])))
+    with_trigger = int(jnp.sum(jnp.isfinite(carry[3]["norm"])))
     elapsed = time.monotonic() - start
     logging.info(
         "neural cleanse epoch %d/%d  classes with a trigger %d/%d  "
         "mean attack success %.3f  %.1f s/epoch  ETA %.0fs", finished,
-        config.num_epochs, reached, num_classes, float(successes[-1].mean()),
+        config.num_epochs, with_trigger, num_classes,
+        float(successes[-1].mean()),
         elapsed / finished, elapsed / finished *
         (config.num_epochs - finished))
   last, best = carry[0], carry[3]

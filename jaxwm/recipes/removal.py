@@ -183,22 +183,22 @@ def _detectors(config, row: Row, workdir: str,
       "train": identity.dataset_identity(row.train)}
   found = identity.read_json(path, record, what="the detectors' record")
   if found is None:
-    found = {"report": _run_detectors(config, row, settings, kept)}
-    found["figures"] = sorted(name for name in os.listdir(kept)
-                              if name.endswith(".png"))
+    report, grids = _run_detectors(config, row, settings, kept)
+    found = {"report": report, "figures": grids}
     identity.write_json(path, record, found)
   else:
     logging.info("%s: detectors reused from %s", row.name, kept)
   figures = {}
-  for name in found["figures"]:
-    figures[name[:-len(f"_{row.name}.png")]] = os.path.join(folder, name)
-    shutil.copyfile(os.path.join(kept, name), os.path.join(folder, name))
+  for kind, name in found["figures"].items():
+    figures[kind] = os.path.join(folder, name)
+    shutil.copyfile(os.path.join(kept, name), figures[kind])
   return found["report"], figures
 
 
-def _run_detectors(config, row: Row, settings, folder: str) -> dict[str, Any]:
-  """Runs the detectors on the row's model; draws their grids in
-  ``folder``."""
+def _run_detectors(config, row: Row, settings, folder: str
+                   ) -> tuple[dict[str, Any], dict[str, str]]:
+  """Runs the detectors on the row's model and draws their grids in
+  ``folder``; returns the detectors' record and {figure: file name}."""
   key = jax.random.fold_in(jax.random.key(config.seed), DETECTOR_STREAM)
   model = row.model
   dataset_watermark = {} if row.key is None else dict(
@@ -207,14 +207,15 @@ def _run_detectors(config, row: Row, settings, folder: str) -> dict[str, Any]:
                                         row.test, key, settings,
                                         **dataset_watermark)
   os.makedirs(folder, exist_ok=True)
+  grids = {"neural_cleanse": f"neural_cleanse_{row.name}.png"}
   neural_cleanse.save_trigger_grid(
-      os.path.join(folder, f"neural_cleanse_{row.name}.png"),
-      report.neural_cleanse)
+      os.path.join(folder, grids["neural_cleanse"]), report.neural_cleanse)
   if report.grad_cam is not None:
+    grids["grad_cam"] = f"grad_cam_{row.name}.png"
     grad_cam.save_trigger_saliency_grid(
-        os.path.join(folder, f"grad_cam_{row.name}.png"), report.triggered,
+        os.path.join(folder, grids["grad_cam"]), report.triggered,
         report.grad_cam)
-  return report.to_dict()
+  return report.to_dict(), grids
 
 
 def _keep_row(folder: str, record: dict[str, Any]) -> None:
