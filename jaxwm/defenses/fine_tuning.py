@@ -6,7 +6,7 @@ benign training data, learning rate 0.1, for 100 epochs; those are the
 defaults of :class:`FineTuneConfig`. ``layers="all"`` tunes every layer
 (the all-layer variant, usually with a smaller learning rate such as
 0.01). The optimizer, batch size, weight decay and augmentation are the
-training config's, with a constant learning rate.
+training config's, with a constant learning rate or a cosine decay.
 """
 
 from __future__ import annotations
@@ -30,19 +30,24 @@ class FineTuneConfig:
   Attributes:
     layers: ``"fc"`` (fully connected layers only, the convolutional ones
       frozen) or ``"all"``.
-    learning_rate: the constant learning rate (UBW C.3: 0.1).
+    learning_rate: the learning rate (UBW C.3: 0.1, constant; the peak of
+      a cosine schedule).
     num_epochs: epochs over the clean data (UBW C.3: 100).
+    schedule: ``"constant"`` (UBW C.3) or ``"cosine"`` (decay to 0 over
+      the epochs).
   """
 
   layers: str = FC
   learning_rate: float = 0.1
   num_epochs: int = 100
+  schedule: str = repair_engine.CONSTANT
 
   def __post_init__(self):
     if self.layers not in (FC, ALL):
       raise ValueError(f"layers must be {FC!r} or {ALL!r}, got "
                        f"{self.layers!r}.")
-    repair_engine.check_schedule(self.learning_rate, self.num_epochs)
+    repair_engine.check_schedule(self.learning_rate, self.num_epochs,
+                                 self.schedule)
 
 
 def repair(config, model: recipe.TrainedModel, clean: Dataset,
@@ -73,6 +78,6 @@ def repair(config, model: recipe.TrainedModel, clean: Dataset,
                if settings.layers == FC else None)
   return recipe.train_model(
       repair_engine.repair_recipe(config, settings.learning_rate,
-                                  settings.num_epochs),
+                                  settings.num_epochs, settings.schedule),
       clean, workdir=workdir, stream=stream, init_variables=model.variables,
       trainable=trainable, on_epoch_end=on_epoch_end)

@@ -30,21 +30,36 @@ from jaxwm.train import step as step_lib
 ExtendFn = Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
 
 
-def check_schedule(learning_rate: float, num_epochs: int) -> None:
-  """Raises ValueError unless ``learning_rate`` > 0 and ``num_epochs`` >= 1
-  (the constant-rate recipe of every repair)."""
+# The learning-rate schedules a repair may use: a constant rate, or a cosine
+# decay from the rate to 0 over the repair's epochs.
+CONSTANT = "constant"
+COSINE = "cosine"
+SCHEDULES = (CONSTANT, COSINE)
+
+
+def check_schedule(learning_rate: float, num_epochs: int,
+                   schedule: str = CONSTANT) -> None:
+  """Raises ValueError unless ``learning_rate`` > 0, ``num_epochs`` >= 1
+  and ``schedule`` is one of :data:`SCHEDULES`."""
   if not learning_rate > 0:
     raise ValueError(f"learning_rate must be > 0, got {learning_rate}.")
   if isinstance(num_epochs, bool) or int(num_epochs) != num_epochs or (
       num_epochs < 1):
     raise ValueError(f"num_epochs must be an integer >= 1, got {num_epochs}.")
+  if schedule not in SCHEDULES:
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got "
+                     f"{schedule!r}.")
 
 
-def repair_recipe(config, learning_rate: float, num_epochs: int):
-  """``config`` with a constant-rate ``train`` recipe of ``num_epochs``
-  (optimizer, batch size, weight decay and augmentation kept)."""
-  return finetune.finetune_config(config, learning_rate=learning_rate,
-                                  num_epochs=num_epochs)
+def repair_recipe(config, learning_rate: float, num_epochs: int,
+                  schedule: str = CONSTANT):
+  """``config`` with a ``train`` recipe of ``num_epochs`` at
+  ``learning_rate``, constant or decayed by a cosine to 0 (``schedule``);
+  optimizer, batch size, weight decay and augmentation kept."""
+  derived = finetune.finetune_config(config, learning_rate=learning_rate,
+                                     num_epochs=num_epochs)
+  derived.train.schedule = schedule
+  return derived
 
 
 def no_transform(images: jax.Array, key: jax.Array) -> jax.Array:

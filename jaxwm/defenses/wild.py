@@ -61,8 +61,9 @@ class WildConfig:
     erasing_scale: bounds of the erased area's share of the image.
     erasing_ratio: bounds of the erased rectangle's aspect ratio h / w.
     erasing_value: the fill, a constant in [0, 1] or ``"random"``.
-    learning_rate: constant learning rate.
+    learning_rate: the learning rate (the peak of a cosine schedule).
     num_epochs: epochs over the clean data.
+    schedule: ``"constant"`` or ``"cosine"`` (decay to 0 over the epochs).
   """
 
   weight: float = 1.0
@@ -74,6 +75,7 @@ class WildConfig:
   erasing_value: float | str = "random"
   learning_rate: float = 0.01
   num_epochs: int = 10
+  schedule: str = repair_engine.CONSTANT
 
   def __post_init__(self):
     if not self.weight >= 0:
@@ -83,7 +85,8 @@ class WildConfig:
                        f"{self.divergence!r}.")
     object.__setattr__(self, "erasing_scale", tuple(self.erasing_scale))
     object.__setattr__(self, "erasing_ratio", tuple(self.erasing_ratio))
-    repair_engine.check_schedule(self.learning_rate, self.num_epochs)
+    repair_engine.check_schedule(self.learning_rate, self.num_epochs,
+                                 self.schedule)
 
   def erase(self, images: jax.Array, key: jax.Array) -> jax.Array:
     """float [B, H, W, C] -> the images with one random rectangle erased
@@ -215,7 +218,7 @@ def repair(config, model: recipe.TrainedModel, clean: Dataset,
   """
   repair_engine.check_clean_data(model, clean)
   config = repair_engine.repair_recipe(config, settings.learning_rate,
-                                       settings.num_epochs)
+                                       settings.num_epochs, settings.schedule)
   augment = recipe.input_transform_from_config(config.train.augment)
   return recipe.train_model(
       config, clean, workdir=workdir, stream=stream,

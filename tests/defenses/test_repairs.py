@@ -16,6 +16,7 @@ from jaxwm.defenses import mode_connectivity
 from jaxwm.defenses import pruning
 from jaxwm.defenses import repair_engine
 from jaxwm.defenses import repairs
+from jaxwm.train import optim
 from jaxwm.train import recipe
 
 # Repair settings small enough for a test: one epoch each.
@@ -196,6 +197,19 @@ def test_curve_model_needs_batches_divisible_by_the_points(curve):
   with pytest.raises(ValueError, match="multiple of curve_points"):
     model.apply({"params": {"control": curve.control}},
                 jnp.zeros((3, 8, 8, 1)))
+
+
+@pytest.mark.parametrize("schedule", repair_engine.SCHEDULES)
+def test_repair_recipe_schedules(schedule):
+  config = repair_engine.repair_recipe(
+      train_configs.base_config("digits"), 0.04, 3, schedule)
+  rates = optim.schedule_from_config(config.train, steps_per_epoch=10,
+                                     num_epochs=3)
+  assert float(rates(0)) == pytest.approx(0.04)
+  assert float(rates(15)) == pytest.approx(
+      0.04 if schedule == repair_engine.CONSTANT else 0.02)
+  assert float(rates(30)) == pytest.approx(
+      0.04 if schedule == repair_engine.CONSTANT else 0.0, abs=1e-9)
 
 
 def test_settings_overrides_and_bad_names():

@@ -90,6 +90,8 @@ def test_wild_settings_are_checked():
     wild.WildConfig(weight=-1.0)
   with pytest.raises(ValueError, match="learning_rate"):
     wild.WildConfig(learning_rate=0.0)
+  with pytest.raises(ValueError, match="schedule must be one of"):
+    wild.WildConfig(schedule="step")
 
 
 def test_erasing_keeps_the_shape_and_erases_one_rectangle_in_range():
