@@ -45,10 +45,15 @@ architecture (``independent``), and must not be accused.
 
 The meta-classifier learns from ``meta.num_models`` victim-like models
 (the victim and others trained on the watermarked set with other seeds)
-against as many benign ones; the benign model that verification compares
-with is kept out of its training. A meta-classifier that knew only one
-victim and one benign model learnt those two models rather than the
-external features, and accused independently trained models.
+against as many benign ones; the ``meta.num_references`` benign models
+that verification compares with are kept out of its training. A
+meta-classifier that knew only one victim and one benign model learnt
+those two models rather than the external features, and accused
+independently trained models; and the paper's paired t-test against one
+benign model accused 30% (white-box) and 66% (black-box) of independent
+models, so a suspect is judged stolen only if it also scores above the
+benign references by a test over models
+(``jaxwm.watermark.move.verification``).
 
 The attacks' settings (``steal``) are those of :mod:`jaxwm.steal`,
 scaled to the Fashion-MNIST ``cnn`` recipe; ``runlocal`` shrinks them to
@@ -128,9 +133,13 @@ def _add_move(config: ml_collections.ConfigDict, setting: str,
       # Victim-like and benign models the meta-classifier learns from
       # (each), besides the benign model verification compares with.
       num_models=3,
+      # Benign models it never saw, for the test over models (the first
+      # is the paired test's benign model).
+      num_references=8,
   ))
   if runlocal:
     config.meta.num_models = 2
+    config.meta.num_references = 3
     config.move.transform_rate = 0.3
     config.move.verification_fraction = 0.5
     config.move.m_black_box = 10

@@ -209,6 +209,9 @@ CASES = {
         "split.attacker_fraction", 1.0),
     "model_stealing_no_meta_models": Case(
         "model_stealing", ("meta.num_models=0",), "meta.num_models", 0),
+    "model_stealing_one_reference": Case(
+        "model_stealing", ("meta.num_references=1",), "meta.num_references",
+        1),
     "model_stealing_alpha": Case("model_stealing", ("move.alpha=1.5",),
                                  "move.alpha", 1.5),
     "model_stealing_m_below_two": Case(

@@ -274,13 +274,14 @@ def test_model_stealing_rewatermarks_for_another_move_seed(tmp_path, spy):
   before = _folders(workdir)
   kept = {f for f in before
           if os.path.basename(f).startswith(("benign", "independent",
-                                             "control_benign"))}
-  assert len(kept) == config.meta.num_models + 3
+                                             "control_benign", "reference"))}
+  assert len(kept) == (config.meta.num_models + 3 +
+                       config.meta.num_references - 1)
   config.move.seed = 1
   spy.reset()
   second = model_stealing.run_experiment(config, workdir)["metrics"]
-  # The benign, control benign and independent models do not depend on the
-  # watermark; the victims, the control victim-like model and the
+  # The benign, reference, control benign and independent models do not
+  # depend on the watermark; the victims, the control victim-like model and the
   # meta-classifier are trained again, in new folders.
   assert set(spy.restored) == kept
   assert len(spy.fitted) == len(kept) + config.meta.num_models + 2

@@ -109,7 +109,9 @@ def model_stealing(config, shape: DataShape | None) -> list[Problem]:
         "gradient-matching watermark")
     return problems + dataset_watermarks.verification(config)
   if method in MOVE_METHODS:
-    root.block_of("meta").integer("num_models", 1, example=3)
+    meta = root.block_of("meta")
+    meta.integer("num_models", 1, example=3)
+    meta.integer("num_references", 2, example=8)
     _move(root)
     return problems
   if method in DATASET_INFERENCE_METHODS:

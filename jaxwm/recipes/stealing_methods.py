@@ -112,17 +112,31 @@ class _References:
 
   Attributes:
     victims: the victim-like models (the first is the victim).
-    benign: the benign model that verification compares with (never in
-      the meta-classifier's training).
+    benign_references: the benign models that verification compares with
+      (never in the meta-classifier's training); the first is the paired
+      test's benign model.
     meta: the meta-classifier, trained on ``victims`` against benign
       models of other seeds.
     victim_parts: what ``victims[0]``'s folder depends on.
   """
 
   victims: list[recipe.TrainedModel]
-  benign: recipe.TrainedModel
+  benign_references: list[recipe.TrainedModel]
   meta: move.MetaClassifier
   victim_parts: tuple[Any, ...]
+
+  @property
+  def benign(self) -> recipe.TrainedModel:
+    """The paired test's benign model."""
+    return self.benign_references[0]
+
+
+def _reference_streams(num_models: int, num_references: int) -> range:
+  """The streams of the benign references after the first (stream
+  BENIGN_STREAM): past the meta-classifier's benign models (the next
+  ``num_models``) and the unseen benign control's (one more)."""
+  first = BENIGN_STREAM + num_models + 2
+  return range(first, first + num_references - 1)
 
 
 def _picture_stylised(key: move.MoveKey, count: int = 8) -> None:
@@ -142,10 +156,13 @@ class MoveOwner:
 
   The meta-classifier learns from ``meta.num_models`` victim-like models
   (the victim, and models of other key streams trained on the same
-  watermarked set) against as many benign models of other streams; the
-  benign model of verification is one more, which it never saw. White-box
-  verification of a suspect of another architecture trains these models
-  and a meta-classifier for that architecture, as the paper does.
+  watermarked set) against as many benign models of other streams;
+  verification compares the suspect with ``meta.num_references`` more
+  benign models, which it never saw (:mod:`jaxwm.watermark.move.verification`:
+  the paper's paired test against the first, and the test over models
+  against all). White-box verification of a suspect of another
+  architecture trains these models and a meta-classifier for that
+  architecture, as the paper does.
   """
 
   def __init__(self, run: Run):
@@ -195,7 +212,13 @@ class MoveOwner:
         self.move, self.key, victims, benigns[1:], self.setting,
         workdir=os.path.join(run.workdir, f"meta_{self.setting}-" +
                              fingerprint(folders, self.parts)))
-    return _References(victims, benigns[0], meta, self.parts)
+    # benigns[0] and more benign models past the controls' stream.
+    extra = [recipe.train_model(
+        config, run.owner, stream=stream,
+        workdir=run.model_dir(f"reference{stream}", config))
+             for stream in _reference_streams(
+                 count, self.run.config.meta.num_references)]
+    return _References(victims, [benigns[0], *extra], meta, self.parts)
 
   def _for_config(self, suspect_config):
     """The training config whose references judge ``suspect_config``'s
@@ -238,6 +261,7 @@ class MoveOwner:
     main = self.references(self.run.config)
     return {"name": "move", "setting": self.setting,
             "meta_models": self.run.config.meta.num_models,
+            "benign_references": self.run.config.meta.num_references,
             "transformed_images": len(self.key.transformed),
             "meta_classifier_held_out_accuracy": move.held_out_accuracy(
                 self.move, self.key, main.meta, self.victim, main.benign,
@@ -246,15 +270,23 @@ class MoveOwner:
 
   def test(self, suspect: recipe.TrainedModel,
            suspect_config) -> dict[str, Any]:
-    """The paper's paired t-test's verdict on ``suspect``, controls aside
-    (what a false-acceptance rate counts)."""
+    """The verdict of the paper's paired t-test and the test over models
+    on ``suspect``, controls aside (what a false-acceptance rate counts):
+    the paired test's record (statistic, delta_p, m) with the joint
+    ``p_value``, ``log10_p_value`` and ``decision``, and each test's own
+    p-value."""
     references = self._for(suspect_config)
     result = move.verify(self.move, self.key, references.meta, suspect,
-                         references.benign, self.setting)
-    return verdict_record(
-        result.test, result.alpha, result.stolen,
-        mu_suspect=float(result.suspect_confidence.mean()),
-        mu_benign=float(result.benign_confidence.mean()))
+                         references.benign_references, self.setting)
+    record = result.to_dict()
+    return {**verdict_record(result.test, result.alpha, result.stolen),
+            **{name: record[name] for name in (
+                "p_value", "p_value_definition", "paired_p_value",
+                "reference_statistic",
+                "reference_p_value", "reference_log10_p", "suspect_score",
+                "reference_scores", "mu_suspect", "mu_benign")},
+            "log10_p_value": max(result.test.log10_p_value,
+                                 result.reference.log10_p_value)}
 
   def verdict(self, suspect: recipe.TrainedModel,
               suspect_config) -> dict[str, Any]:

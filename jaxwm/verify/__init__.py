@@ -11,4 +11,5 @@ from jaxwm.verify.levels import DEFAULT_ALPHA, REJECT, RETAIN, decision
 from jaxwm.verify.dataset_ownership import PredictProba
 from jaxwm.verify.dataset_ownership import TooFewCorrectError
 from jaxwm.verify.dataset_ownership import verify_ownership
+from jaxwm.verify.reference import ReferenceTestResult, reference_ttest
 from jaxwm.verify.ttest import PairedTTestResult, paired_ttest

@@ -213,6 +213,7 @@ def test_dataset_verifier_end_to_end_sequential_and_ensembled(tmp_path):
 def test_move_verifier_end_to_end_sequential_and_ensembled(tmp_path):
   config = _config("move_whitebox,digits,runlocal", 2)
   config.meta.num_models = 1  # the fewest reference models per architecture
+  config.meta.num_references = 2
   workdir = str(tmp_path)
   sequential = false_acceptance.run_experiment(config, workdir)["metrics"]
   _check_rate(sequential, 2)

@@ -68,6 +68,9 @@ def test_the_meta_classifier_learns_from_several_models(outcome):
   # Victim-like and benign models, and one more benign model for the test.
   assert sum(role.startswith("victim") for role in roles) == count
   assert sum(role.startswith("benign") for role in roles) == count + 1
+  # The other benign references of the test over models.
+  assert sum(role.startswith("reference") for role in roles) == (
+      config.meta.num_references - 1)
 
 
 def test_the_verifier_reports_its_controls(outcome):

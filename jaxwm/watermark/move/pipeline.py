@@ -4,18 +4,23 @@
 
     config = MoveConfig.from_dict(config_dict.move.to_dict())
     marked, key = watermark(config, train)            # Section 5.2
-    victim = recipe.train_model(train_config, marked, stream=1)
-    benign = recipe.train_model(train_config, train, stream=2)
-    meta = train_meta_classifier(config, key, victim, benign, WHITE_BOX)
-    verdict = verify(config, key, meta, suspect, benign, WHITE_BOX)
+    victims = [recipe.train_model(train_config, marked, stream=1 + i)
+               for i in range(3)]
+    benigns = [recipe.train_model(train_config, train, stream=20 + i)
+               for i in range(3)]
+    # Benign models C never sees, for the test over models.
+    references = [recipe.train_model(train_config, train, stream=30 + i)
+                  for i in range(8)]
+    meta = train_meta_classifier(config, key, victims, benigns, WHITE_BOX)
+    verdict = verify(config, key, meta, suspect, references, WHITE_BOX)
     verdict.stolen, verdict.to_dict()
 
 Models are :class:`jaxwm.train.recipe.TrainedModel` objects: white-box
 features read ``.model`` and ``.variables``, black-box ones only
-``.predict_proba``. White-box verification needs ``benign`` and ``suspect``
-of the architecture the meta-classifier was trained for (the paper trains
-a victim and a benign copy of the suspect's architecture when they differ);
-black-box verification does not.
+``.predict_proba``. White-box verification needs ``references`` and
+``suspect`` of the architecture the meta-classifier was trained for (the
+paper trains a victim and a benign copy of the suspect's architecture when
+they differ); black-box verification does not.
 
 Random streams: every draw comes from ``jax.random.PRNGKey(config.seed)``,
 folded with 0 for the embedding (which images, which split) and with 1 and
@@ -234,28 +239,34 @@ def held_out_accuracy(config: MoveConfig, key: MoveKey,
 
 
 def verify(config: MoveConfig, key: MoveKey, meta: meta_lib.MetaClassifier,
-           suspect: TrainedModel, benign: TrainedModel, setting: str, *,
-           trial: int = 0) -> verification.MoveVerdict:
-  """Tests whether ``suspect`` was stolen from the victim (Section 5.4).
+           suspect: TrainedModel, references: Sequence[TrainedModel],
+           setting: str, *, trial: int = 0) -> verification.MoveVerdict:
+  """Tests whether ``suspect`` was stolen from the victim (Section 5.4,
+  and jaxwm's test over models: :mod:`.verification`).
 
   Args:
     config: the MOVE settings (m and alpha per setting).
     key: the owner's MoveKey.
     meta: C for this setting (and, white-box, the suspect's architecture).
     suspect: the suspect model S.
-    benign: the owner's benign model B (white-box: of S's architecture).
+    references: K >= 2 benign models that C never saw, trained from
+      different seeds (white-box: of S's architecture); the first is B,
+      the paired test's.
     setting: ``"white_box"`` or ``"black_box"``.
     trial: selects an independent draw of the m verification images.
 
   Returns:
-    The MoveVerdict of the one-sided paired t-test.
+    The MoveVerdict of both tests.
   """
+  references = _models(references)
   rng = jax.random.fold_in(_key(config, _VERIFY_STREAM), trial)
   positions = verification.sample_positions(key.verification_positions,
                                             config.m(setting), rng)
+
+  def confidence(model):
+    return meta.victim_probability(features(config, key, positions, model,
+                                            setting))
+
   return verification.ownership_test(
-      meta.victim_probability(features(config, key, positions, suspect,
-                                       setting)),
-      meta.victim_probability(features(config, key, positions, benign,
-                                       setting)),
+      confidence(suspect), np.stack([confidence(r) for r in references]),
       setting=setting, alpha=config.alpha, positions=positions)

@@ -57,3 +57,11 @@ def victim(marked):
 @pytest.fixture(scope="session")
 def benign(digits):
   return recipe.train_model(_train_config(), digits[0], stream=2)
+
+
+@pytest.fixture(scope="session")
+def references(digits):
+  """Four benign models of other streams than ``benign`` (which trains the
+  meta-classifiers), for verification."""
+  return [recipe.train_model(_train_config(), digits[0], stream=stream)
+          for stream in (3, 4, 5, 6)]

@@ -57,19 +57,24 @@ def test_black_box_meta_classifier_separates_victim_from_benign(
 
 
 def test_victim_is_verified_and_benign_model_is_not(move_config, marked,
-                                                    victim, benign,
+                                                    victim, references,
                                                     white_box_meta):
   key = marked[1]
-  stolen = move.verify(move_config, key, white_box_meta, victim, benign,
+  stolen = move.verify(move_config, key, white_box_meta, victim, references,
                        move.WHITE_BOX)
   assert stolen.stolen and stolen.test.p_value < 0.01
+  assert stolen.reference.p_value < 0.01
   assert stolen.test.m == 10 and stolen.test.delta_p > 0.5
   record = stolen.to_dict()
-  assert record["decision"] == "stolen" and record["alpha"] == 0.01
-  # The benign model against itself: every difference is 0, p = 1.
-  itself = move.verify(move_config, key, white_box_meta, benign, benign,
-                       move.WHITE_BOX)
+  assert record["decision"] == "reject_h0" and record["alpha"] == 0.01
+  assert record["p_value"] == max(record["paired_p_value"],
+                                  record["reference_p_value"])
+  assert len(record["reference_scores"]) == len(references)
+  # A reference against itself: every difference is 0, p = 1.
+  itself = move.verify(move_config, key, white_box_meta, references[0],
+                       references, move.WHITE_BOX)
   assert not itself.stolen and itself.test.p_value == 1.0
+  assert itself.p_value == 1.0
 
 
 def _fit_recorder(monkeypatch, meta):
@@ -102,8 +107,8 @@ def test_verification_uses_only_rows_the_meta_classifier_never_saw(
                                     move.BLACK_BOX)
   stage[0] = "verify"
   for trial in range(3):
-    move.verify(move_config, key, meta, victim, benign, move.BLACK_BOX,
-                trial=trial)
+    move.verify(move_config, key, meta, victim, [benign, victim],
+                move.BLACK_BOX, trial=trial)
   assert used["train"] == set(key.meta_positions.tolist())
   assert used["verify"] <= set(key.verification_positions.tolist())
   assert not used["train"] & used["verify"]
