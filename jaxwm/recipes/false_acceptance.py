@@ -34,7 +34,11 @@ it (:func:`verdict_identity`: the whole config but the number of models,
 the training and test data and the jaxwm version). A rerun with any other
 value starts anew in its own folder; each verdict file keeps its identity
 record, checked before it is reused. Verdicts are shared between
-sequential and ensemble runs (:data:`HOW_NOT_WHAT`).
+sequential and ensemble runs (:data:`HOW_NOT_WHAT`). The models
+themselves are exported to the workdir, each in a folder named after what
+it depends on (its training config and examples), so that a run with
+another verifier, or another alpha, loads them instead of training them
+again.
 
 Adi's metrics, for each rule (suffix ``_binomial``, with ``alpha``, or
 ``_threshold``, with ``eps``): ``false_acceptance_rate``, ``accepted`` (how
@@ -45,6 +49,7 @@ at chance) and ``rate_upper_95`` (Clopper-Pearson); and ``models``,
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -55,9 +60,11 @@ from scipy import stats
 from jaxwm import data as jaxwm_data
 from jaxwm import identity, monitor
 from jaxwm.fingerprint import fingerprint
+from jaxwm.recipes import common
 from jaxwm.recipes import false_acceptance_rates as rates
 from jaxwm.recipes import false_acceptance_ttests as ttests
 from jaxwm.train import recipe
+from jaxwm.train import saved_model
 from jaxwm.watermark import adi
 
 
@@ -167,39 +174,72 @@ VERIFIERS = {"adi": AdiVerifier, "dataset": ttests.DatasetVerifier,
              "move": ttests.MoveVerifier}
 
 
-def _trained_models(config, verifier, indices: list[int]
-                    ) -> list[recipe.TrainedModel]:
+def _member_config(architecture, seed: int):
+  """``architecture`` with seed ``seed``: model i's training config."""
+  model_config = architecture.copy_and_resolve_references()
+  model_config.seed = seed
+  return model_config
+
+
+def _export_prefix(workdir: str, model_config, pool_digest: str,
+                   rows: np.ndarray) -> str:
+  """Where a model is exported: a folder named after its training config,
+  its examples (the pool's digest and its rows) and jaxwm's version."""
+  rows_digest = hashlib.sha256(
+      np.ascontiguousarray(rows, np.int64).tobytes()).hexdigest()
+  return os.path.join(
+      common.model_dir(workdir, "false_acceptance_model", model_config,
+                       pool_digest, rows_digest), "model")
+
+
+def _trained_models(config, verifier, indices: list[int], workdir: str,
+                    pool_digest: str) -> list[recipe.TrainedModel]:
   """The models ``indices``, all of one architecture: model i has seed
   ``verifier.first_seed + i`` and its own stratified subset of
   ``verifier.pool``; one after another, or as ensembles of
-  ``false_acceptance.ensemble_size``."""
+  ``false_acceptance.ensemble_size``. Each is exported to the workdir
+  (:func:`jaxwm.train.saved_model.export_model`) and loaded from there by
+  later runs, whatever they verify."""
   block = config.false_acceptance
   architecture = verifier.architectures[
       indices[0] % len(verifier.architectures)]
   pool = verifier.pool
-  seeds = [verifier.first_seed + index for index in indices]
+  configs = [_member_config(architecture, verifier.first_seed + index)
+             for index in indices]
   rows = [jaxwm_data.stratified_indices(pool.labels, block.subset_fraction,
-                                        seed) for seed in seeds]
-  if not block.ensemble_size:
-    models = []
-    for seed, model_rows in zip(seeds, rows):
-      model_config = architecture.copy_and_resolve_references()
-      model_config.seed = seed
-      models.append(recipe.train_model(model_config, pool.take(model_rows)))
-    return models
-  return recipe.train_ensemble(architecture, pool, np.stack(rows), seeds,
-                               strategy=block.ensemble_strategy)
+                                        model_config.seed)
+          for model_config in configs]
+  prefixes = [_export_prefix(workdir, model_config, pool_digest, model_rows)
+              for model_config, model_rows in zip(configs, rows)]
+  models = {i: saved_model.load_model(prefix)
+            for i, prefix in enumerate(prefixes)
+            if os.path.exists(prefix + saved_model.DESCRIPTION_SUFFIX)}
+  missing = [i for i in range(len(indices)) if i not in models]
+  if not missing:
+    return [models[i] for i in range(len(indices))]
+  if block.ensemble_size:
+    trained = recipe.train_ensemble(
+        architecture, pool, np.stack([rows[i] for i in missing]),
+        [configs[i].seed for i in missing], strategy=block.ensemble_strategy)
+  else:
+    trained = [recipe.train_model(configs[i], pool.take(rows[i]))
+               for i in missing]
+  for i, model in zip(missing, trained):
+    saved_model.export_model(model, prefixes[i])
+    models[i] = model
+  return [models[i] for i in range(len(indices))]
 
 
-def _train_missing(config, verifier, indices: list[int]
-                   ) -> dict[int, recipe.TrainedModel]:
-  """The models ``indices``, trained per architecture."""
+def _train_missing(config, verifier, indices: list[int], workdir: str,
+                   pool_digest: str) -> dict[int, recipe.TrainedModel]:
+  """The models ``indices``, trained (or loaded) per architecture."""
   count = len(verifier.architectures)
   models = {}
   for kind in range(count):
     of_kind = [index for index in indices if index % count == kind]
     if of_kind:
-      models.update(zip(of_kind, _trained_models(config, verifier, of_kind)))
+      models.update(zip(of_kind, _trained_models(
+          config, verifier, of_kind, workdir, pool_digest)))
   return models
 
 
@@ -240,6 +280,7 @@ def run_experiment(config, workdir: str,
   # E models of each architecture at a time.
   group = ((config.false_acceptance.ensemble_size or 1) *
            len(verifier.architectures))
+  pool_digest = fingerprint(identity.dataset_identity(verifier.pool))
   verdicts = []
   monitor.expect_models(num_models)
   for first in range(0, num_models, group):
@@ -251,8 +292,9 @@ def run_experiment(config, workdir: str,
     missing = [i for i, verdict in enumerate(found) if verdict is None]
     for _ in range(len(indices) - len(missing)):
       monitor.skip_model()
-    models = _train_missing(config, verifier,
-                            [indices[i] for i in missing]) if missing else {}
+    models = _train_missing(
+        config, verifier, [indices[i] for i in missing], workdir,
+        pool_digest) if missing else {}
     for i in missing:
       found[i] = verifier.verdict(models[indices[i]], indices[i])
       identity.write_json(paths[i], records[i], found[i])
