@@ -8,8 +8,10 @@ once."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, Sequence
 
+from jaxwm.defenses import repairs
 from jaxwm.recipes.report_tables import (MISSING, Run, fixed, lookup,
                                          markdown_table, number, p_value)
 from jaxwm.verify.levels import REJECT
@@ -44,7 +46,21 @@ def _varying_settings(runs: Sequence[Run]) -> list[str]:
                   for name in lookup(run.config,
                                      f"defenses.{column}.settings", {})})
   return [path for path in paths
-          if len({repr(lookup(run.config, path)) for run in runs}) > 1]
+          if len({repr(_run_setting(run, path)) for run in runs}) > 1]
+
+
+def _run_setting(run: Run, path: str) -> Any:
+  """The setting at ``path`` (``defenses.COLUMN.settings.NAME``) of a run.
+  A run whose config lacks it predates the setting, and did what the
+  repair's default does (a setting is only ever added with the former
+  behaviour as its default)."""
+  _, column, _, name = path.split(".", 3)
+  found = lookup(run.config, path, MISSING)
+  if found is not MISSING:
+    return found
+  repair = lookup(run.config, f"defenses.{column}.repair")
+  return dataclasses.asdict(repairs.make_settings(repair, {})).get(
+      name, MISSING)
 
 
 def _setting(value: Any) -> str:
@@ -58,7 +74,7 @@ def _matrix(runs: Sequence[Run]) -> str:
     columns += [c for c in run.metrics.get("columns", ()) if c not in columns]
   varying = _varying_settings(runs)
   rows = [_row_label(run) +
-          [_setting(lookup(run.config, path)) for path in varying] +
+          [_setting(_run_setting(run, path)) for path in varying] +
           [_cell(lookup(run.metrics, f"cells.{column}"))
            for column in columns]
           for run in runs if "watermark_success" in lookup(

@@ -223,6 +223,23 @@ def test_an_ablation_shows_the_settings_it_varies_and_each_model_once(
   assert "weight" not in main.split("Detectors")[0]
 
 
+def test_a_run_older_than_a_setting_shows_the_setting_s_default(tmp_path):
+  ablation = tmp_path / "removal"
+  ablation.mkdir()
+  older = _load("removal", "content")
+  settings = older["config"]["defenses"]["wild_js"]["settings"]
+  settings.pop("schedule", None)  # as a run from before the setting
+  (ablation / "content_older.json").write_text(json.dumps(older))
+  newer = _load("removal", "content")
+  newer["config"]["defenses"]["wild_js"]["settings"]["schedule"] = "cosine"
+  (ablation / "content_cosine.json").write_text(json.dumps(newer))
+  block = _block(report.regenerate(_page("removal"), str(tmp_path)).text,
+                 "removal")
+  assert "| run | watermark | seed | wild_js schedule | none |" in block
+  assert "| `content_older` | content | 0 | constant | " in block
+  assert "| `content_cosine` | content | 0 | cosine | " in block
+
+
 def test_model_stealing_tables_give_every_suspects_verdict():
   block = _block(report.regenerate(_page("model_stealing"),
                                    str(FIXTURES)).text, "model_stealing")
