@@ -290,12 +290,15 @@ class MoveOwner:
 
   def verdict(self, suspect: recipe.TrainedModel,
               suspect_config) -> dict[str, Any]:
-    """The test's verdict on ``suspect`` (``test_decision``) and the
-    ``decision`` that its architecture's controls leave of it."""
+    """The test's verdict on ``suspect`` (``test_decision``), the
+    ``decision`` that its architecture's controls leave of it, and those
+    controls' own decisions (``controls``)."""
     record = self.test(suspect, suspect_config)
+    controls = self.controls(suspect_config)
     return {**record, "test_decision": record["decision"],
-            "decision": controlled_decision(
-                record["decision"], self.controls(suspect_config))}
+            "decision": controlled_decision(record["decision"], controls),
+            "controls": {role: control["decision"]
+                         for role, control in controls.items()}}
 
 
 def controlled_decision(test_decision: str,

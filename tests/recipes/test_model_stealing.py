@@ -92,8 +92,15 @@ def test_each_verdict_is_the_test_s_unless_the_controls_disown_it(outcome):
   metrics = result["metrics"]
   controls = metrics["method"]["controls"]
   for entry in [*metrics["attacks"].values(), metrics["independent"]]:
+    assert set(entry["controls"]) == {"unseen_victim_like", "unseen_benign"}
+    judging = {role: {"decision": decision}
+               for role, decision in entry["controls"].items()}
     assert entry["decision"] == stealing_methods.controlled_decision(
-        entry["test_decision"], controls)
+        entry["test_decision"], judging)
+  # The stolen models are of the victim's architecture: its controls.
+  for entry in metrics["attacks"].values():
+    assert entry["controls"] == {role: control["decision"]
+                                 for role, control in controls.items()}
 
 
 @pytest.mark.parametrize("test, victim_like, benign, expected", [
