@@ -142,6 +142,19 @@ def small_outliers(values: np.ndarray, threshold: float = 2.0) -> np.ndarray:
   return np.flatnonzero((values < np.median(values)) & (index > threshold))
 
 
+def largest_small_index(values: np.ndarray) -> float:
+  """The largest anomaly index among the values below their median (the
+  statistic :func:`small_outliers` compares with its threshold; 0.0 when
+  no value lies below the median).
+
+  Args:
+    values: float [K], e.g. the mask norms of each class.
+  """
+  values = np.asarray(values, np.float64)
+  below = values < np.median(values)
+  return float(mad_anomaly_index(values)[below].max()) if below.any() else 0.0
+
+
 def _stamp(params: dict[str, jax.Array], images: jax.Array) -> jax.Array:
   """Every class's trigger on every image: [B, H, W, C] -> [K, B, H, W, C]."""
   mask = jax.nn.sigmoid(params["mask"])[:, None]
@@ -307,6 +320,7 @@ class NeuralCleanseResult:
             "reached": self.reached.tolist(),
             "anomaly_index": self.anomaly_index.tolist(),
             "max_anomaly_index": float(self.anomaly_index.max()),
+            "max_small_anomaly_index": largest_small_index(self.l1_norms),
             "flagged_classes": list(self.flagged_classes)}
 
 

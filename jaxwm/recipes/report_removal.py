@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any, Mapping, Sequence
 
 from jaxwm.defenses import repairs
+from jaxwm.defenses.neural_cleanse import largest_small_index
 from jaxwm.recipes.report_tables import (MISSING, Run, fixed, lookup,
                                          markdown_table, number, p_value)
 from jaxwm.verify.levels import REJECT
@@ -100,8 +101,10 @@ def _detectors(run: Run) -> list[str]:
   strip = found.get("strip")
   saliency = found.get("grad_cam")
   index = number(cleanse.get("max_anomaly_index"))
+  norms = cleanse.get("l1_norms")
   return _row_label(run) + [
-      MISSING if index is None else f"{index:.2f}",
+      MISSING if index is None or norms is None else
+      f"{largest_small_index(norms):.2f} / {index:.2f}",
       str(cleanse.get("flagged_classes", MISSING)),
       MISSING if strip is None else (
           f"{ENTROPY(strip.get('mean_triggered_entropy'))} / "
@@ -135,12 +138,15 @@ def removal(runs: Sequence[Run]) -> str:
       "defense.",
       _matrix(runs),
       "Detectors on the watermarked model: Neural Cleanse's largest "
-      "anomaly index and flagged classes (flagged: index > 2); STRIP's "
+      "anomaly index among the classes whose trigger is smaller than the "
+      "median / among all classes, and the flagged classes (flagged: "
+      "smaller than the median and index > 2); STRIP's "
       "mean entropy (bits) on triggered / clean test images and its AUROC; "
       "Grad-CAM's mean saliency share inside the trigger / the trigger's "
       "share of the image; spectral signatures and activation clustering "
       "on the training set: successful filtering rate / TPR / FPR / AUROC.",
-      markdown_table(["run", "watermark", "seed", "NC max anomaly index",
+      markdown_table(["run", "watermark", "seed",
+                      "NC max anomaly index (small / all)",
                       "NC flagged", "STRIP entropy trig. / clean / AUROC",
                       "Grad-CAM share / region", "spectral signatures",
                       "activation clustering"],

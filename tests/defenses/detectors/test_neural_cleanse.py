@@ -21,6 +21,9 @@ def test_mad_anomaly_index_on_fixed_numbers():
   assert nc.small_outliers(np.array([1.0, 2.0, 3.0, 4.0, 10.0]),
                            1.3).tolist() == [0]
   assert nc.small_outliers(np.array([1.0, 2.0, 3.0, 4.0, 10.0])).size == 0
+  # The statistic small_outliers thresholds: 2 / 1.4826, not 10's 7 / 1.4826.
+  assert nc.largest_small_index(
+      np.array([1.0, 2.0, 3.0, 4.0, 10.0])) == pytest.approx(2 / 1.4826)
 
 
 def test_mad_anomaly_index_refuses_undefined_values():
@@ -56,6 +59,8 @@ def test_recovers_the_patch_and_flags_the_target(badnets_digits, cleansed):
   record = cleansed.to_dict()
   assert record["flagged_classes"] == [0]
   assert record["max_anomaly_index"] == pytest.approx(
+      cleansed.anomaly_index[0])
+  assert record["max_small_anomaly_index"] == pytest.approx(
       cleansed.anomaly_index[0])
 
 
