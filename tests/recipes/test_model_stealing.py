@@ -43,6 +43,7 @@ def outcome(tmp_path_factory):
   config.attacks = ("direct_copy",)
   config.move.style.steps = 20
   config.independent.model_kwargs.width = 32  # another seed only
+  config.meta.num_references = 3
   workdir = str(tmp_path_factory.mktemp("model_stealing"))
   log = monitor.RunLog(
       pictures_dir=str(tmp_path_factory.mktemp("model_stealing_pictures")))
