@@ -22,8 +22,11 @@ changes are not treated as a different run).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
+import pathlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -46,6 +49,20 @@ class StaleRunError(ValueError):
 def code_versions() -> dict[str, Any]:
   """The code that made a record: ``{"jaxwm": version, "record_format"}``."""
   return {"jaxwm": jaxwm.__version__, "record_format": RECORD_FORMAT}
+
+
+@functools.cache
+def source_digest() -> str:
+  """SHA-256 of jaxwm's Python sources (each file's path and bytes, in
+  path order): for caches that are cheap to redo and must follow every
+  change of the code, such as verdicts, where a version number would let a
+  changed test reuse the old test's decisions."""
+  root = pathlib.Path(jaxwm.__file__).parent
+  digest = hashlib.sha256()
+  for path in sorted(root.rglob("*.py")):
+    digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+    digest.update(hashlib.sha256(path.read_bytes()).digest())
+  return digest.hexdigest()
 
 
 def training_fields(config) -> dict[str, Any]:

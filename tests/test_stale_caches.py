@@ -202,6 +202,23 @@ def test_false_acceptance_verifies_again_at_another_alpha(tmp_path, spy):
   assert second["exact_size_binomial"] > first["exact_size_binomial"]
 
 
+def test_false_acceptance_verifies_again_after_a_change_of_code(
+    tmp_path, spy, monkeypatch):
+  config = _config(mw_configs, "false_acceptance,digits,runlocal",
+                   false_acceptance__num_models=1)
+  workdir = str(tmp_path)
+  false_acceptance.run_experiment(config, workdir)
+  verdicts = {f for f in _folders(workdir) if "verdicts-" in f}
+  # Same version number, other sources (e.g. a fixed test): the verdict is
+  # not reused, the model is.
+  monkeypatch.setattr(identity, "source_digest", lambda: "0" * 64)
+  spy.reset()
+  false_acceptance.run_experiment(config, workdir)
+  assert spy.fitted == []
+  assert len({f for f in _folders(workdir) if "verdicts-" in f}) == (
+      len(verdicts) + 1)
+
+
 def test_ablate_ubw_p_measures_again_for_another_learning_rate(tmp_path,
                                                                 spy):
   config = _config(dw_configs, "ubw_p,digits,runlocal",

@@ -31,7 +31,8 @@ trained alone.
 Each model's verdict is stored in the workdir, so an interrupted run
 resumes, in a folder named by the fingerprint of everything that determines
 it (:func:`verdict_identity`: the whole config but the number of models,
-the training and test data and the jaxwm version). A rerun with any other
+the training and test data, the jaxwm version and a digest of its
+sources). A rerun with any other
 value starts anew in its own folder; each verdict file keeps its identity
 record, checked before it is reused. Verdicts are shared between
 sequential and ensemble runs (:data:`HOW_NOT_WHAT`). The models
@@ -250,8 +251,9 @@ def verdict_identity(config, train: jaxwm_data.Dataset,
   Returns:
     A JSON-able dict: ``config`` (the whole config but the
     ``false_acceptance`` fields of :data:`HOW_NOT_WHAT`), ``train`` and
-    ``test`` (their :func:`jaxwm.identity.dataset_identity`) and the code
-    versions.
+    ``test`` (their :func:`jaxwm.identity.dataset_identity`), the code
+    versions and the digest of jaxwm's sources (a changed test verifies
+    again; the models are loaded, not trained again).
   """
   fields = config.to_dict()
   fields["false_acceptance"] = {
@@ -259,7 +261,8 @@ def verdict_identity(config, train: jaxwm_data.Dataset,
       if name not in HOW_NOT_WHAT}
   return identity.canonical({
       "config": fields, "train": identity.dataset_identity(train),
-      "test": identity.dataset_identity(test), **identity.code_versions()})
+      "test": identity.dataset_identity(test), **identity.code_versions(),
+      "source": identity.source_digest()})
 
 
 def run_experiment(config, workdir: str,
