@@ -281,12 +281,10 @@ class MoveOwner:
     record = result.to_dict()
     return {**verdict_record(result.test, result.alpha, result.stolen),
             **{name: record[name] for name in (
-                "p_value", "p_value_definition", "paired_p_value",
-                "reference_statistic",
-                "reference_p_value", "reference_log10_p", "suspect_score",
-                "reference_scores", "mu_suspect", "mu_benign")},
-            "log10_p_value": max(result.test.log10_p_value,
-                                 result.reference.log10_p_value)}
+                "p_value", "log10_p_value", "p_value_definition",
+                "paired_p_value", "reference_statistic", "reference_p_value",
+                "reference_log10_p", "suspect_score", "reference_scores",
+                "mu_suspect", "mu_benign")}}
 
   def verdict(self, suspect: recipe.TrainedModel,
               suspect_config) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from scipy import special
 
 from jaxwm.poison.poisoned_label import select_indices
 from jaxwm.verify import reference as reference_lib
@@ -76,9 +77,8 @@ def model_score(confidence: np.ndarray) -> float:
   Args:
     confidence: float [m] in [0, 1], C's confidences in the victim class.
   """
-  mean = float(np.clip(np.mean(np.asarray(confidence, np.float64)), EPS,
-                       1.0 - EPS))
-  return float(np.log(mean) - np.log1p(-mean))
+  return float(special.logit(np.clip(
+      np.mean(np.asarray(confidence, np.float64)), EPS, 1.0 - EPS)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,11 +112,17 @@ class MoveVerdict:
     """The intersection-union test's p-value: the larger of the two."""
     return max(self.test.p_value, self.reference.p_value)
 
+  @property
+  def log10_p_value(self) -> float:
+    """log10 of :attr:`p_value`, exact where the p-values underflow."""
+    return max(self.test.log10_p_value, self.reference.log10_p_value)
+
   def to_dict(self) -> dict[str, Any]:
     """The JSON record of a launcher's results."""
     return {
         "setting": self.setting, "hypothesis": HYPOTHESIS,
-        "p_value": self.p_value, "p_value_definition": P_VALUE_DEFINITION,
+        "p_value": self.p_value, "log10_p_value": self.log10_p_value,
+        "p_value_definition": P_VALUE_DEFINITION,
         "alpha": self.alpha,
         "decision": decision(self.stolen),
         "paired_statistic": self.test.statistic,

@@ -73,6 +73,8 @@ def test_record_names_the_test_and_its_decision():
   assert record["p_value_definition"] == verification.P_VALUE_DEFINITION
   assert record["m"] == 10 and record["paired_log10_p"] < -2
   assert record["reference_log10_p"] < -2
+  assert record["log10_p_value"] == max(record["paired_log10_p"],
+                                        record["reference_log10_p"])
   assert "one-sided paired" in record["hypothesis"]
   assert "prediction t-test" in record["hypothesis"]
 
