@@ -30,11 +30,12 @@ class FineTuneConfig:
   Attributes:
     layers: ``"fc"`` (fully connected layers only, the convolutional ones
       frozen) or ``"all"``.
-    learning_rate: the learning rate (UBW C.3: 0.1, constant; the peak of
-      a cosine schedule).
+    learning_rate: the learning rate (UBW C.3: 0.1, constant; the first of
+      a step or cosine schedule).
     num_epochs: epochs over the clean data (UBW C.3: 100).
-    schedule: ``"constant"`` (UBW C.3) or ``"cosine"`` (decay to 0 over
-      the epochs).
+    schedule: ``"constant"`` (UBW C.3), ``"cosine"`` (decay to 0 over
+      the epochs) or ``"step"`` (a tenth of the rate for the last fifth of
+      them).
   """
 
   layers: str = FC

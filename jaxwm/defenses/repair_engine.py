@@ -30,11 +30,15 @@ from jaxwm.train import step as step_lib
 ExtendFn = Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
 
 
-# The learning-rate schedules a repair may use: a constant rate, or a cosine
-# decay from the rate to 0 over the repair's epochs.
+# The learning-rate schedules a repair may use: a constant rate, a cosine
+# decay from the rate to 0 over the repair's epochs, or a step: the rate for
+# the first STEP_AT of the epochs, then STEP_GAMMA times it to the end.
 CONSTANT = "constant"
 COSINE = "cosine"
-SCHEDULES = (CONSTANT, COSINE)
+STEP = "step"
+SCHEDULES = (CONSTANT, COSINE, STEP)
+STEP_AT = 0.8
+STEP_GAMMA = 0.1
 
 
 def check_schedule(learning_rate: float, num_epochs: int,
@@ -54,11 +58,16 @@ def check_schedule(learning_rate: float, num_epochs: int,
 def repair_recipe(config, learning_rate: float, num_epochs: int,
                   schedule: str = CONSTANT):
   """``config`` with a ``train`` recipe of ``num_epochs`` at
-  ``learning_rate``, constant or decayed by a cosine to 0 (``schedule``);
-  optimizer, batch size, weight decay and augmentation kept."""
+  ``learning_rate``: constant, decayed by a cosine to 0, or divided by ten
+  for the last fifth of the epochs (``schedule``, one of
+  :data:`SCHEDULES`); optimizer, batch size, weight decay and augmentation
+  kept."""
   derived = finetune.finetune_config(config, learning_rate=learning_rate,
                                      num_epochs=num_epochs)
   derived.train.schedule = schedule
+  if schedule == STEP:
+    derived.train.milestones = (STEP_AT * num_epochs,)
+    derived.train.gamma = STEP_GAMMA
   return derived
 
 

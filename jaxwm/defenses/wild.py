@@ -64,9 +64,11 @@ class WildConfig:
     erasing_scale: bounds of the erased area's share of the image.
     erasing_ratio: bounds of the erased rectangle's aspect ratio h / w.
     erasing_value: the fill, a constant in [0, 1] or ``"random"``.
-    learning_rate: the learning rate (the peak of a cosine schedule).
+    learning_rate: the learning rate (the first of a step or cosine
+      schedule).
     num_epochs: epochs over the clean data.
-    schedule: ``"constant"`` or ``"cosine"`` (decay to 0 over the epochs).
+    schedule: ``"constant"``, ``"cosine"`` (decay to 0 over the epochs)
+      or ``"step"`` (a tenth of the rate for the last fifth of them).
   """
 
   weight: float = 5.0

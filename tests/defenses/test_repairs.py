@@ -205,11 +205,17 @@ def test_repair_recipe_schedules(schedule):
       train_configs.base_config("digits"), 0.04, 3, schedule)
   rates = optim.schedule_from_config(config.train, steps_per_epoch=10,
                                      num_epochs=3)
+  # (rate at the middle, at the last step, after the end) per schedule; the
+  # step decays at 0.8 * 3 epochs = optimizer step 24.
+  middle, last, end = {repair_engine.CONSTANT: (0.04, 0.04, 0.04),
+                       repair_engine.COSINE: (0.02, None, 0.0),
+                       repair_engine.STEP: (0.04, 0.004, 0.004)}[schedule]
   assert float(rates(0)) == pytest.approx(0.04)
-  assert float(rates(15)) == pytest.approx(
-      0.04 if schedule == repair_engine.CONSTANT else 0.02)
-  assert float(rates(30)) == pytest.approx(
-      0.04 if schedule == repair_engine.CONSTANT else 0.0, abs=1e-9)
+  assert float(rates(15)) == pytest.approx(middle)
+  if schedule == repair_engine.STEP:
+    assert float(rates(23)) == pytest.approx(0.04)
+    assert float(rates(24)) == pytest.approx(last)
+  assert float(rates(30)) == pytest.approx(end, abs=1e-9)
 
 
 def test_settings_overrides_and_bad_names():
