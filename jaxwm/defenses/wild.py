@@ -90,6 +90,8 @@ class WildConfig:
                        f"{self.divergence!r}.")
     object.__setattr__(self, "erasing_scale", tuple(self.erasing_scale))
     object.__setattr__(self, "erasing_ratio", tuple(self.erasing_ratio))
+    object.__setattr__(self, "erasing_value",
+                       _erasing_fill(self.erasing_value))
     repair_engine.check_schedule(self.learning_rate, self.num_epochs,
                                  self.schedule)
 
@@ -99,6 +101,21 @@ class WildConfig:
     return augment_lib.random_erasing(
         images, key, self.erasing_probability, self.erasing_scale,
         self.erasing_ratio, self.erasing_value)
+
+
+def _erasing_fill(value: float | str) -> float | str:
+  """``"random"``, or the constant fill as a float in [0, 1] (a number
+  typed on the command line arrives as a string)."""
+  if value == "random":
+    return value
+  try:
+    fill = float(value)
+  except (TypeError, ValueError):
+    fill = float("nan")
+  if not 0.0 <= fill <= 1.0:
+    raise ValueError(f"erasing_value must be 'random' or a number in [0, 1], "
+                     f"got {value!r}.")
+  return fill
 
 
 def cross_entropy_divergence(p_logits: jax.Array,

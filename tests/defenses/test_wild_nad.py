@@ -91,7 +91,18 @@ def test_wild_settings_are_checked():
   with pytest.raises(ValueError, match="learning_rate"):
     wild.WildConfig(learning_rate=0.0)
   with pytest.raises(ValueError, match="schedule must be one of"):
-    wild.WildConfig(schedule="step")
+    wild.WildConfig(schedule="linear")
+  for bad in ("black", 1.5, -0.1, "nan"):
+    with pytest.raises(ValueError, match="erasing_value must be"):
+      wild.WildConfig(erasing_value=bad)
+
+
+def test_erasing_value_from_the_command_line_is_a_number():
+  # A ConfigDict whose default is "random" turns a command-line 0.5 into
+  # the string "0.5".
+  assert wild.WildConfig(erasing_value="0.5").erasing_value == 0.5
+  assert wild.WildConfig(erasing_value="random").erasing_value == "random"
+  assert wild.WildConfig(erasing_value=0).erasing_value == 0.0
 
 
 def test_erasing_keeps_the_shape_and_erases_one_rectangle_in_range():
