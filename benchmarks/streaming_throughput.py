@@ -103,7 +103,7 @@ def main(argv):
       "batch_size": _BATCH.value, "prefetch": _PREFETCH.value,
       "device": jax.devices()[0].device_kind,
       "devices": jax.device_count(), "jax_version": jax.__version__,
-      "malloc": host_memory.preloaded_allocator() or "libc",
+      "malloc": host_memory.allocator_name(),
       "in_memory_images_per_s": round(medians["in_memory"], 1),
       "streaming_images_per_s": round(medians["streaming"], 1),
       "ratio_streaming_over_in_memory": round(

@@ -47,6 +47,12 @@ def preloaded_allocator() -> str | None:
               None)
 
 
+def allocator_name() -> str:
+  """The malloc serving this process, as benchmarks record it:
+  :func:`preloaded_allocator`'s name, else ``"libc"``."""
+  return preloaded_allocator() or "libc"
+
+
 @functools.cache
 def retain_freed_memory() -> bool:
   """Sets glibc to keep freed blocks for reuse; once per process.

@@ -58,10 +58,10 @@ TCMALLOC = ctypes.util.find_library("tcmalloc_minimal")
 def test_a_preloaded_allocator_is_seen_and_left_alone(preload):
   code = ("from jaxwm import host_memory; "
           "print(host_memory.preloaded_allocator(), "
-          "host_memory.retain_freed_memory())")
+          "host_memory.allocator_name(), host_memory.retain_freed_memory())")
   env = {**os.environ, "LD_PRELOAD": TCMALLOC if preload else ""}
   out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
                        capture_output=True, text=True).stdout.split()
   # glibc's settings are applied only without a preloaded allocator.
-  assert out == (["tcmalloc", "False"] if preload else
-                 ["None", str(GLIBC_DEFAULTS)])
+  assert out == (["tcmalloc", "tcmalloc", "False"] if preload else
+                 ["None", "libc", str(GLIBC_DEFAULTS)])
