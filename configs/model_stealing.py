@@ -62,7 +62,11 @@ a smoke run.
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
+
+from jaxwm.watermark import move
 
 from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dataset_configs
@@ -119,10 +123,21 @@ def _move(setting: str) -> ml_collections.ConfigDict:
       alpha=0.01,
       gradient_batch_size=32,
       shift=2,
-      # Adam steps per stylised image; the other style-transfer and
-      # meta-classifier settings are MoveConfig's defaults.
+      # Adam steps per stylised image; the other style-transfer settings
+      # are MoveConfig's defaults.
       style=dict(steps=100),
+      # The meta-classifiers (MetaClassifierConfig: hidden widths D // d,
+      # Adam, cosine decay, weight decay, epochs), MoveConfig's defaults
+      # written out so that a flag can change them, e.g.
+      # --config.move.white_box.weight_decay=0.01.
+      white_box=_meta_classifier_defaults(move.WHITE_BOX),
+      black_box=_meta_classifier_defaults(move.BLACK_BOX),
   ))
+
+
+def _meta_classifier_defaults(setting: str) -> dict:
+  """MoveConfig's meta-classifier settings for ``setting``, as a dict."""
+  return dataclasses.asdict(move.MoveConfig().meta_classifier(setting))
 
 
 def _add_move(config: ml_collections.ConfigDict, setting: str,
@@ -145,7 +160,7 @@ def _add_move(config: ml_collections.ConfigDict, setting: str,
     config.move.m_black_box = 10
     config.move.style.steps = 20
     for meta in ("white_box", "black_box"):
-      config.move[meta] = ml_collections.ConfigDict(dict(batch_size=16))
+      config.move[meta].batch_size = 16
 
 
 def _add_badnets(config: ml_collections.ConfigDict, method: str,

@@ -308,3 +308,25 @@ def test_model_stealing_rewatermarks_for_another_move_seed(tmp_path, spy):
           for f in _folders(workdir) - before} == {"victim", "meta",
                                                    "control"}
   assert second["benign_accuracy"] == first["benign_accuracy"]
+
+
+def test_model_stealing_retrains_only_the_meta_classifier_for_its_settings(
+    tmp_path, spy):
+  config = _config(ms_configs, "move_blackbox,digits,runlocal",
+                   attacks=("direct_copy",))
+  workdir = str(tmp_path)
+  model_stealing.run_experiment(config, workdir)
+  before = _folders(workdir)
+  config.move.black_box.num_epochs = 2
+  spy.reset()
+  model_stealing.run_experiment(config, workdir)
+  # Every model is restored; the meta-classifier alone is trained again,
+  # in a new folder.
+  new = _folders(workdir) - before
+  assert {os.path.basename(f).split("-")[0] for f in new} == {
+      "meta_black_box"}
+  models = [folder for folder in spy.fitted
+            if folder and not folder.startswith(tuple(new))]
+  assert models and set(models) <= set(spy.restored)
+  assert any(folder and folder.startswith(tuple(new))
+             for folder in spy.fitted)

@@ -38,6 +38,8 @@ BENIGN_STREAM = 20
 # The stream of the BadNets watermark's draws (which images, folded into
 # jax.random.key(config.seed)).
 BADNETS_STREAM = 0
+# The blocks of ``config.move`` that set the meta-classifiers.
+META_CLASSIFIER_BLOCKS = ("white_box", "black_box")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +171,10 @@ class MoveOwner:
     block = run.config.move.to_dict()
     self.setting = block.pop("setting")
     self.run = run
-    self.parts = ("move", block)
+    # What the owner's models depend on: the watermark's settings, not the
+    # meta-classifiers' (which key the meta-classifiers alone).
+    self.parts = ("move", {name: value for name, value in block.items()
+                           if name not in META_CLASSIFIER_BLOCKS})
     self.move = move.MoveConfig.from_dict(
         {**block, "cache_dir": os.path.join(run.workdir, "style_cache")})
     self.alpha = self.move.alpha
@@ -210,8 +215,9 @@ class MoveOwner:
     folders = [os.path.basename(f) for f in victim_dirs + benign_dirs]
     meta = move.train_meta_classifier(
         self.move, self.key, victims, benigns[1:], self.setting,
-        workdir=os.path.join(run.workdir, f"meta_{self.setting}-" +
-                             fingerprint(folders, self.parts)))
+        workdir=os.path.join(run.workdir, f"meta_{self.setting}-" + fingerprint(
+            folders, self.parts,
+            dataclasses.asdict(self.move.meta_classifier(self.setting)))))
     # benigns[0] and more benign models past the controls' stream.
     extra = [recipe.train_model(
         config, run.owner, stream=stream,
