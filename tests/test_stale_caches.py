@@ -330,3 +330,22 @@ def test_model_stealing_retrains_only_the_meta_classifier_for_its_settings(
   assert models and set(models) <= set(spy.restored)
   assert any(folder and folder.startswith(tuple(new))
              for folder in spy.fitted)
+
+
+def test_model_stealing_takes_more_meta_models_in_the_same_workdir(
+    tmp_path, spy):
+  config = _config(ms_configs, "move_blackbox,digits,runlocal",
+                   attacks=("direct_copy",))
+  workdir = str(tmp_path)
+  model_stealing.run_experiment(config, workdir)
+  before = _folders(workdir)
+  config.meta.num_models += 1
+  spy.reset()
+  metrics = model_stealing.run_experiment(config, workdir)["metrics"]
+  # The controls' streams follow the meta-classifier's models: new
+  # controls in new folders; the first models are restored.
+  assert metrics["method"]["meta_models"] == config.meta.num_models
+  new = {os.path.basename(f) for f in _folders(workdir) - before}
+  assert sum(name.startswith("control_") for name in new) == 2
+  assert any(os.path.basename(f).startswith("victim_")
+             for f in spy.restored)

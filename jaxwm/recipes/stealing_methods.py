@@ -251,14 +251,19 @@ class MoveOwner:
     name = self._architecture_name(config)
     if name not in self._controls:
       count = self.run.config.meta.num_models
+      # The streams follow the meta-classifier's models, so the folders
+      # are named by stream: another num_models trains other controls.
+      victim_stream = VICTIM_STREAM + count
+      benign_stream = BENIGN_STREAM + count + 1
       models = {
           "unseen_victim_like": recipe.train_model(
-              config, self.marked, stream=VICTIM_STREAM + count,
-              workdir=self.run.model_dir("control_victim", config,
-                                         *self.parts)),
+              config, self.marked, stream=victim_stream,
+              workdir=self.run.model_dir(f"control_victim{victim_stream}",
+                                         config, *self.parts)),
           "unseen_benign": recipe.train_model(
-              config, self.run.owner, stream=BENIGN_STREAM + count + 1,
-              workdir=self.run.model_dir("control_benign", config))}
+              config, self.run.owner, stream=benign_stream,
+              workdir=self.run.model_dir(f"control_benign{benign_stream}",
+                                         config))}
       self._controls[name] = {
           role: self.test(model, config) for role, model in models.items()}
     return self._controls[name]
