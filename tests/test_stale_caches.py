@@ -10,6 +10,7 @@ fitted: only what does not depend on the changed value may be restored.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -310,19 +311,26 @@ def test_model_stealing_rewatermarks_for_another_move_seed(tmp_path, spy):
   assert second["benign_accuracy"] == first["benign_accuracy"]
 
 
-def test_model_stealing_retrains_only_the_meta_classifier_for_its_settings(
-    tmp_path, spy):
+def _move_rerun(workdir: str, spy, change) -> tuple[Any, dict, set[str]]:
+  """MOVE black-box on digits, run, ``change(config)``, run again in the
+  same workdir: (the config, the second run's metrics, the folders it
+  added)."""
   config = _config(ms_configs, "move_blackbox,digits,runlocal",
                    attacks=("direct_copy",))
-  workdir = str(tmp_path)
   model_stealing.run_experiment(config, workdir)
   before = _folders(workdir)
-  config.move.black_box.num_epochs = 2
+  change(config)
   spy.reset()
-  model_stealing.run_experiment(config, workdir)
+  metrics = model_stealing.run_experiment(config, workdir)["metrics"]
+  return config, metrics, _folders(workdir) - before
+
+
+def test_model_stealing_retrains_only_the_meta_classifier_for_its_settings(
+    tmp_path, spy):
+  _, _, new = _move_rerun(str(tmp_path), spy, lambda config: setattr(
+      config.move.black_box, "num_epochs", 2))
   # Every model is restored; the meta-classifier alone is trained again,
   # in a new folder.
-  new = _folders(workdir) - before
   assert {os.path.basename(f).split("-")[0] for f in new} == {
       "meta_black_box"}
   models = [folder for folder in spy.fitted
@@ -334,18 +342,12 @@ def test_model_stealing_retrains_only_the_meta_classifier_for_its_settings(
 
 def test_model_stealing_takes_more_meta_models_in_the_same_workdir(
     tmp_path, spy):
-  config = _config(ms_configs, "move_blackbox,digits,runlocal",
-                   attacks=("direct_copy",))
-  workdir = str(tmp_path)
-  model_stealing.run_experiment(config, workdir)
-  before = _folders(workdir)
-  config.meta.num_models += 1
-  spy.reset()
-  metrics = model_stealing.run_experiment(config, workdir)["metrics"]
+  config, metrics, new = _move_rerun(str(tmp_path), spy, lambda config: setattr(
+      config.meta, "num_models", config.meta.num_models + 1))
   # The controls' streams follow the meta-classifier's models: new
   # controls in new folders; the first models are restored.
   assert metrics["method"]["meta_models"] == config.meta.num_models
-  new = {os.path.basename(f) for f in _folders(workdir) - before}
-  assert sum(name.startswith("control_") for name in new) == 2
+  names = {os.path.basename(f) for f in new}
+  assert sum(name.startswith("control_") for name in names) == 2
   assert any(os.path.basename(f).startswith("victim_")
              for f in spy.restored)
