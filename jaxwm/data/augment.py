@@ -136,6 +136,18 @@ def _erasing_boxes(uniform: jax.Array, height: int, width: int,
   return jnp.stack([top, left, h, w], axis=1)
 
 
+def check_random_erasing(probability: float, scale: tuple[float, float],
+                         ratio: tuple[float, float],
+                         value: float | str) -> None:
+  """Raises ValueError unless :func:`random_erasing` accepts these settings
+  (for settings objects that check them before any work)."""
+  _check_probability(probability)
+  _check_range("scale", scale, 1.0)
+  _check_range("ratio", ratio, math.inf)
+  if isinstance(value, str) and value != "random":
+    raise ValueError(f"value={value!r}; use a number or 'random'.")
+
+
 def random_erasing(images: jax.Array, key: jax.Array, probability: float,
                    scale: tuple[float, float] = (0.02, 0.33),
                    ratio: tuple[float, float] = (0.3, 3.3),
@@ -162,11 +174,7 @@ def random_erasing(images: jax.Array, key: jax.Array, probability: float,
     float [B, H, W, C], same dtype as ``images``.
   """
   _check_images(images)
-  _check_probability(probability)
-  _check_range("scale", scale, 1.0)
-  _check_range("ratio", ratio, math.inf)
-  if isinstance(value, str) and value != "random":
-    raise ValueError(f"value={value!r}; use a number or 'random'.")
+  check_random_erasing(probability, scale, ratio, value)
   batch, height, width, _ = images.shape
   draw_key, fill_key = jax.random.split(key)
   # Column 0 decides whether to erase, the others draw the rectangle.

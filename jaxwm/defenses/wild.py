@@ -92,6 +92,9 @@ class WildConfig:
     object.__setattr__(self, "erasing_ratio", tuple(self.erasing_ratio))
     object.__setattr__(self, "erasing_value",
                        _erasing_fill(self.erasing_value))
+    augment_lib.check_random_erasing(
+        self.erasing_probability, self.erasing_scale, self.erasing_ratio,
+        self.erasing_value)
     repair_engine.check_schedule(self.learning_rate, self.num_epochs,
                                  self.schedule)
 

@@ -95,6 +95,14 @@ def test_wild_settings_are_checked():
   for bad in ("black", 1.5, -0.1, "nan"):
     with pytest.raises(ValueError, match="erasing_value must be"):
       wild.WildConfig(erasing_value=bad)
+  # Random Erasing's other settings are refused when the settings are
+  # made too, not at the first training step.
+  with pytest.raises(ValueError, match="scale"):
+    wild.WildConfig(erasing_scale=(0.5, 0.2))
+  with pytest.raises(ValueError, match="ratio"):
+    wild.WildConfig(erasing_ratio=(0.0, 3.3))
+  with pytest.raises(ValueError, match="probability"):
+    wild.WildConfig(erasing_probability=1.5)
 
 
 def test_erasing_value_from_the_command_line_is_a_number():
