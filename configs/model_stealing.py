@@ -66,11 +66,10 @@ import dataclasses
 
 import ml_collections
 
-from jaxwm.watermark import move
-
 from configs import craft_poison as craft_configs
 from configs import dataset_watermark as dataset_configs
 from configs import train as train_configs
+from jaxwm.watermark import move
 
 MOVE_METHODS = {"move_whitebox": "white_box", "move_blackbox": "black_box"}
 DATASET_INFERENCE_METHODS = {"dataset_inference_whitebox": "white_box",
