@@ -5,13 +5,17 @@ Fashion-MNIST training set held in device memory (the default feed), and
 on the same examples written to ArrayRecord
 (:func:`jaxwm.data.streaming.write_array_record`) and streamed with
 ``tfds.data_source``: read on the host at the epoch permutation's
-positions, a few batches ahead, and sent to the devices. The two are
-timed in alternation in one process, ``--rounds`` times each; each round
-trains two epochs and times the second (compilation excluded). One JSON
-line with the medians, their ratio, and the median of each round's ratio:
+positions, a few batches ahead, and sent to the devices. A third arm
+feeds the in-memory examples through the same host feed as the stream
+(``feed="host"``), which tells the feed's cost from the reading's. The
+arms are timed in alternation in one process (order reversed every other
+round), ``--rounds`` times each; each round trains two epochs of each and
+times the second (compilation excluded). A shared VM's speed drifts by
+10-20% within minutes, so the defaults take many short rounds and the
+figure to read is the median of the per-round ratios (each arm's epoch
+over the in-memory epoch of the same round). One JSON line:
 
-  LD_PRELOAD=libtcmalloc_minimal.so.4 \
-      python -m benchmarks.streaming_throughput --rounds=3
+  LD_PRELOAD=libtcmalloc_minimal.so.4 python -m benchmarks.streaming_throughput
 
 (tcmalloc, as the README runs its demo; without the prefix, glibc's
 malloc; the JSON line's ``malloc`` says which allocator ran.)
@@ -41,8 +45,8 @@ from jaxwm.data import streaming
 from jaxwm.models import get_model
 
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Global batch size.")
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed rounds of each input.")
-_EXAMPLES = flags.DEFINE_integer("num_examples", 60000,
+_ROUNDS = flags.DEFINE_integer("rounds", 15, "Timed rounds of each input.")
+_EXAMPLES = flags.DEFINE_integer("num_examples", 12800,
                                  "Training examples used (from the start).")
 _PREFETCH = flags.DEFINE_integer("prefetch", 2, "Batches read ahead.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None,
@@ -72,6 +76,14 @@ def _second_epoch_images_per_second(data, step_fn, initial_state,
   return (len(data) // _BATCH.value) * _BATCH.value / (ends[1] - ends[0])
 
 
+def _median_ratio(rates: dict[str, list[float]], name: str) -> float:
+  """The median over rounds of ``name``'s rate over the in-memory rate of
+  the same round: pairs runs close in time, so the VM's drifts cancel."""
+  return round(statistics.median(
+      arm / memory for arm, memory in zip(rates[name], rates["in_memory"])),
+               3)
+
+
 def main(argv):
   del argv
   memory = jaxwm_data.load("fashion_mnist", "train").take(
@@ -86,12 +98,18 @@ def main(argv):
     state = jax.device_get(train.create_train_state(
         model, optimizer, memory.image_shape, jax.random.PRNGKey(0)))
     step_fn = train.make_train_step(model, optimizer)
-    rates = {"in_memory": [], "streaming": []}
-    for _ in range(_ROUNDS.value):
-      rates["in_memory"].append(
-          _second_epoch_images_per_second(memory, step_fn, state))
-      rates["streaming"].append(_second_epoch_images_per_second(
-          stream, step_fn, state, prefetch=_PREFETCH.value))
+    arms = {
+        "in_memory": lambda: _second_epoch_images_per_second(
+            memory, step_fn, state),
+        "in_memory_host_feed": lambda: _second_epoch_images_per_second(
+            memory, step_fn, state, feed="host", prefetch=_PREFETCH.value),
+        "streaming": lambda: _second_epoch_images_per_second(
+            stream, step_fn, state, prefetch=_PREFETCH.value)}
+    rates = {name: [] for name in arms}
+    for round_index in range(_ROUNDS.value):
+      order = list(arms) if round_index % 2 == 0 else list(arms)[::-1]
+      for name in order:
+        rates[name].append(arms[name]())
   finally:
     if not _DATA_DIR.value:
       shutil.rmtree(data_dir, ignore_errors=True)
@@ -104,14 +122,12 @@ def main(argv):
       "device": jax.devices()[0].device_kind,
       "devices": jax.device_count(), "jax_version": jax.__version__,
       "malloc": host_memory.allocator_name(),
-      "in_memory_images_per_s": round(medians["in_memory"], 1),
-      "streaming_images_per_s": round(medians["streaming"], 1),
-      "ratio_streaming_over_in_memory": round(
+      **{f"{name}_images_per_s": round(median, 1)
+         for name, median in medians.items()},
+      **{f"median_ratio_per_round_{name}": _median_ratio(rates, name)
+         for name in ("streaming", "in_memory_host_feed")},
+      "ratio_of_medians_streaming": round(
           medians["streaming"] / medians["in_memory"], 3),
-      # Each round's streamed epoch over the in-memory epoch just before
-      # it: pairs runs close in time, so slow drifts of the machine cancel.
-      "median_ratio_per_round": round(statistics.median(
-          s / m for s, m in zip(rates["streaming"], rates["in_memory"])), 3),
       "rounds": {name: [round(v, 1) for v in values]
                  for name, values in rates.items()}}), flush=True)
 
