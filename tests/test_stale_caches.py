@@ -325,10 +325,14 @@ def _move_rerun(workdir: str, spy, change) -> tuple[Any, dict, set[str]]:
   return config, metrics, _folders(workdir) - before
 
 
+@pytest.mark.parametrize("change", [
+    lambda config: setattr(config.move.black_box, "num_epochs", 2),
+    lambda config: setattr(config.move, "verification_fraction",
+                           config.move.verification_fraction + 0.1)],
+                         ids=["meta_setting", "meta_data"])
 def test_model_stealing_retrains_only_the_meta_classifier_for_its_settings(
-    tmp_path, spy):
-  _, _, new = _move_rerun(str(tmp_path), spy, lambda config: setattr(
-      config.move.black_box, "num_epochs", 2))
+    tmp_path, spy, change):
+  _, _, new = _move_rerun(str(tmp_path), spy, change)
   # Every model is restored; the meta-classifier alone is trained again,
   # in a new folder.
   assert {os.path.basename(f).split("-")[0] for f in new} == {
@@ -338,6 +342,22 @@ def test_model_stealing_retrains_only_the_meta_classifier_for_its_settings(
   assert models and set(models) <= set(spy.restored)
   assert any(folder and folder.startswith(tuple(new))
              for folder in spy.fitted)
+
+
+def test_model_stealing_trains_nothing_for_another_test_setting(
+    tmp_path, spy):
+  def change(config):
+    config.move.alpha = 0.05
+    config.move.m_black_box -= 1
+
+  config, metrics, new = _move_rerun(str(tmp_path), spy, change)
+  # The test's level and sample size key no model and no meta-classifier:
+  # everything is restored, and the verdict uses the new settings.
+  assert not new
+  assert spy.fitted and set(spy.fitted) - {None} <= set(spy.restored)
+  verdict = metrics["attacks"]["direct_copy"]
+  assert verdict["alpha"] == 0.05
+  assert verdict["m"] == config.move.m_black_box
 
 
 def test_model_stealing_takes_more_meta_models_in_the_same_workdir(

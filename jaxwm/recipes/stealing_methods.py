@@ -40,6 +40,16 @@ BENIGN_STREAM = 20
 BADNETS_STREAM = 0
 # The blocks of ``config.move`` that set the meta-classifiers.
 META_CLASSIFIER_BLOCKS = ("white_box", "black_box")
+# The fields of ``config.move`` that set the tests alone (no model and no
+# meta-classifier depends on them).
+TEST_FIELDS = ("m_white_box", "m_black_box", "alpha")
+# The fields of ``config.move`` that set the meta-classifiers' data and
+# features (which stylised images train them, how the features are
+# computed), not the owner's models. Every field not named here or above
+# keys the owner's models too, so a new field errs on the side of training
+# again rather than of restoring a model it changed.
+FEATURE_FIELDS = ("verification_fraction", "pool_threshold",
+                  "gradient_batch_size", "shift")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,9 +182,14 @@ class MoveOwner:
     self.setting = block.pop("setting")
     self.run = run
     # What the owner's models depend on: the watermark's settings, not the
-    # meta-classifiers' (which key the meta-classifiers alone).
-    self.parts = ("move", {name: value for name, value in block.items()
-                           if name not in META_CLASSIFIER_BLOCKS})
+    # meta-classifiers' or the tests'.
+    self.parts = ("move", {
+        name: value for name, value in block.items()
+        if name not in META_CLASSIFIER_BLOCKS + TEST_FIELDS + FEATURE_FIELDS})
+    # What a meta-classifier depends on besides its models and settings.
+    self._feature_parts = ("move", {
+        name: value for name, value in block.items()
+        if name not in META_CLASSIFIER_BLOCKS + TEST_FIELDS})
     self.move = move.MoveConfig.from_dict(
         {**block, "cache_dir": os.path.join(run.workdir, "style_cache")})
     self.alpha = self.move.alpha
@@ -216,7 +231,7 @@ class MoveOwner:
     meta = move.train_meta_classifier(
         self.move, self.key, victims, benigns[1:], self.setting,
         workdir=os.path.join(run.workdir, f"meta_{self.setting}-" + fingerprint(
-            folders, self.parts,
+            folders, self._feature_parts,
             dataclasses.asdict(self.move.meta_classifier(self.setting)))))
     # benigns[0] and more benign models past the controls' stream.
     extra = [recipe.train_model(
