@@ -181,15 +181,14 @@ class MoveOwner:
     block = run.config.move.to_dict()
     self.setting = block.pop("setting")
     self.run = run
+    # What a meta-classifier depends on besides its models and settings.
+    features = {name: value for name, value in block.items()
+                if name not in META_CLASSIFIER_BLOCKS + TEST_FIELDS}
+    self._feature_parts = ("move", features)
     # What the owner's models depend on: the watermark's settings, not the
     # meta-classifiers' or the tests'.
-    self.parts = ("move", {
-        name: value for name, value in block.items()
-        if name not in META_CLASSIFIER_BLOCKS + TEST_FIELDS + FEATURE_FIELDS})
-    # What a meta-classifier depends on besides its models and settings.
-    self._feature_parts = ("move", {
-        name: value for name, value in block.items()
-        if name not in META_CLASSIFIER_BLOCKS + TEST_FIELDS})
+    self.parts = ("move", {name: value for name, value in features.items()
+                           if name not in FEATURE_FIELDS})
     self.move = move.MoveConfig.from_dict(
         {**block, "cache_dir": os.path.join(run.workdir, "style_cache")})
     self.alpha = self.move.alpha
