@@ -278,7 +278,8 @@ def test_removal_repairs_again_for_another_learning_rate(tmp_path, spy,
           for f in _folders(workdir) - before} == {
               f"noise_fine_tuning_all_digits_{TINY}", f"matrix_digits_{TINY}"}
   assert second["cells"]["none"] == first["cells"]["none"]
-  assert len(second["curves"]["fine_tuning_all"]) == 2
+  assert len(second["curves"]["fine_tuning_all"]) == (
+      config.defenses.fine_tuning_all.settings.num_epochs + 1)
   # The detectors judge the watermarked model alone: run once, reused by
   # the second matrix with their grid.
   assert detected == [1]

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from jaxwm.data.dataset import Dataset
 from jaxwm.defenses import repair_engine
 from jaxwm.train import recipe
+from jaxwm.train import weight_average
 from jaxwm.train.state import TrainState
 
 FC = "fc"
@@ -36,12 +37,16 @@ class FineTuneConfig:
     schedule: ``"constant"`` (UBW C.3), ``"cosine"`` (decay to 0 over
       the epochs) or ``"step"`` (a tenth of the rate for the last fifth of
       them).
+    average_epochs: the fine-tuned model is the mean of the weights and
+      batch statistics at the ends of this many last epochs (stochastic
+      weight averaging, as WILD's default); 0 or 1: the last epoch's.
   """
 
   layers: str = FC
   learning_rate: float = 0.1
   num_epochs: int = 100
   schedule: str = repair_engine.CONSTANT
+  average_epochs: int = 0
 
   def __post_init__(self):
     if self.layers not in (FC, ALL):
@@ -49,6 +54,7 @@ class FineTuneConfig:
                        f"{self.layers!r}.")
     repair_engine.check_schedule(self.learning_rate, self.num_epochs,
                                  self.schedule)
+    weight_average.check_average_epochs(self.average_epochs, self.num_epochs)
 
 
 def repair(config, model: recipe.TrainedModel, clean: Dataset,
@@ -77,8 +83,8 @@ def repair(config, model: recipe.TrainedModel, clean: Dataset,
   repair_engine.check_clean_data(model, clean)
   trainable = (repair_engine.fully_connected(model.variables["params"])
                if settings.layers == FC else None)
-  return recipe.train_model(
+  return repair_engine.train_repair(
       repair_engine.repair_recipe(config, settings.learning_rate,
                                   settings.num_epochs, settings.schedule),
-      clean, workdir=workdir, stream=stream, init_variables=model.variables,
-      trainable=trainable, on_epoch_end=on_epoch_end)
+      model, clean, average_epochs=settings.average_epochs, workdir=workdir,
+      stream=stream, trainable=trainable, on_epoch_end=on_epoch_end)

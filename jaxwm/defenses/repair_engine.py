@@ -14,7 +14,7 @@ erased copy, NAD's teacher attention) build those views in the engine's
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,7 @@ from jaxwm.steal import finetune
 from jaxwm.train import loop
 from jaxwm.train import recipe
 from jaxwm.train import step as step_lib
+from jaxwm.train import weight_average
 
 # (batch of augmented float images, key) -> the batch with added views.
 ExtendFn = Callable[[dict[str, jax.Array], jax.Array], dict[str, jax.Array]]
@@ -140,3 +141,48 @@ def with_variables(model: recipe.TrainedModel,
   params = variables.pop("params")
   return dataclasses.replace(model, state=model.state.replace(
       params=params, model_state=variables))
+
+
+def train_repair(config, model: recipe.TrainedModel, clean: Dataset, *,
+                 average_epochs: int = 0, workdir: str | None = None,
+                 on_epoch_end: Callable[[int, Any], Any] | None = None,
+                 **engine_args) -> recipe.TrainedModel:
+  """Trains ``model`` on ``clean`` with the repair recipe ``config``
+  (:func:`repair_recipe`), returning the last epoch's model or, with
+  ``average_epochs`` = K >= 2, the mean of the variables (weights and
+  batch statistics) at the ends of the last K epochs
+  (:mod:`jaxwm.train.weight_average`).
+
+  Args:
+    config: the repair's training config.
+    model: the suspect model (the repair starts from its variables).
+    clean: the defender's clean data.
+    average_epochs: 0 or 1: the last epoch's model; K: the average of the
+      last K.
+    workdir: checkpoint folder (a rerun resumes, the average too).
+    on_epoch_end: the engine's hook, called with the live (not averaged)
+      state.
+    **engine_args: further :func:`jaxwm.train.recipe.train_model`
+      arguments (``stream``, ``loss_fn``, ``trainable``, ``batch_fn``,
+      ``input_transform``).
+  """
+  if average_epochs < 2:
+    return recipe.train_model(config, clean, workdir=workdir,
+                              init_variables=model.variables,
+                              on_epoch_end=on_epoch_end, **engine_args)
+  average = weight_average.EpochAverage(model.variables,
+                                        config.train.num_epochs,
+                                        average_epochs, workdir)
+
+  def hook(epoch: int, state) -> None:
+    average.on_epoch_end(epoch, state)
+    if on_epoch_end is not None:
+      on_epoch_end(epoch, state)
+
+  try:
+    trained = recipe.train_model(config, clean, workdir=workdir,
+                                 init_variables=model.variables,
+                                 on_epoch_end=hook, **engine_args)
+    return with_variables(trained, average.variables())
+  finally:
+    average.close()

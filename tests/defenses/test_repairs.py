@@ -19,12 +19,13 @@ from jaxwm.defenses import repairs
 from jaxwm.train import optim
 from jaxwm.train import recipe
 
-# Repair settings small enough for a test: one epoch each.
+# Repair settings small enough for a test: one epoch each (WILD: two,
+# averaged, at a rate the tiny model does not diverge at).
 FAST = {
     "fine_tuning": {"num_epochs": 1},
     "pruning": {"rate": 0.5},
     "fine_pruning": {"fine_tune": {"num_epochs": 1}},
-    "wild": {"num_epochs": 1},
+    "wild": {"num_epochs": 2, "average_epochs": 2, "learning_rate": 0.03},
     "nad": {"num_epochs": 1, "teacher": {"num_epochs": 1}},
     "mcr": {"num_epochs": 1, "endpoints": {"num_epochs": 1},
             "batch_stat_epochs": 1},
