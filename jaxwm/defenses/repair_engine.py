@@ -8,7 +8,9 @@ and the batches. Repairs that need more than one view of each image (WILD's
 erased copy, NAD's teacher attention) build those views in the engine's
 ``batch_fn`` from the augmented images, so the images are augmented there
 (:func:`augmenting_batch_fn`) and the step's own input transform is
-:func:`no_transform`.
+:func:`no_transform`. Fine-tuning and WILD train through
+:func:`train_repair`, which can return the mean of the last epochs'
+weights instead of the last epoch's (:mod:`jaxwm.train.weight_average`).
 """
 
 from __future__ import annotations
