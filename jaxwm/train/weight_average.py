@@ -31,8 +31,12 @@ AVERAGE_FOLDER = "weight_average"
 
 def check_average_epochs(average_epochs: int, num_epochs: int) -> None:
   """Raises ValueError unless 0 <= ``average_epochs`` <= ``num_epochs``."""
-  if isinstance(average_epochs, bool) or int(average_epochs) != (
-      average_epochs) or not 0 <= average_epochs <= num_epochs:
+  try:
+    whole = not isinstance(average_epochs, bool) and (
+        int(average_epochs) == average_epochs)
+  except (TypeError, ValueError):
+    whole = False
+  if not whole or not 0 <= average_epochs <= num_epochs:
     raise ValueError(
         f"average_epochs must be an integer from 0 (no averaging) to "
         f"num_epochs={num_epochs}, got {average_epochs!r}.")
