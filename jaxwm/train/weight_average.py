@@ -66,19 +66,18 @@ class EpochAverage:
       raise ValueError("EpochAverage needs average_epochs >= 1.")
     self._num_epochs = num_epochs
     self._first = num_epochs - average_epochs + 1
-    self._like = jax.tree.map(jnp.asarray, dict(like))
     self._checkpointer = None if workdir is None else Checkpointer(
         os.path.join(workdir, AVERAGE_FOLDER), max_to_keep=1)
     self._mean, self._through = None, self._first - 1
     if self._checkpointer is not None:
-      self._resume()
+      self._resume(jax.tree.map(jnp.asarray, dict(like)))
 
   def _record(self) -> dict[str, Any]:
     return {"first_epoch": self._first, "num_epochs": self._num_epochs}
 
-  def _resume(self) -> None:
+  def _resume(self, like: dict[str, Any]) -> None:
     mean, through = self._checkpointer.resume(
-        self._like, self._record(), progress="epoch", limit=self._num_epochs,
+        like, self._record(), progress="epoch", limit=self._num_epochs,
         limit_name="num_epochs", what="the weight average")
     if through >= self._first:
       self._mean, self._through = mean, through
@@ -114,7 +113,9 @@ class EpochAverage:
     if self._through != self._num_epochs:
       raise RuntimeError(
           f"the weight average holds epochs up to {self._through} of "
-          f"{self._num_epochs}; train the run to its end first.")
+          f"{self._num_epochs}; train the run to its end first (a run "
+          "restored from checkpoints that were made without averaging "
+          "needs a new workdir).")
     return self._mean
 
   def close(self) -> None:

@@ -97,3 +97,12 @@ def test_the_average_is_refused_before_the_last_epoch(setting):
   skipping = weight_average.EpochAverage(model.variables, EPOCHS, 2)
   with pytest.raises(RuntimeError, match="epoch 3 came next"):
     skipping.on_epoch_end(3, model.state)
+
+
+def test_checkpoints_made_without_averaging_are_not_averaged(setting,
+                                                             tmp_path):
+  config, model, clean = setting
+  repair_engine.train_repair(config, model, clean, workdir=str(tmp_path))
+  with pytest.raises(RuntimeError, match="new workdir"):
+    repair_engine.train_repair(config, model, clean, average_epochs=2,
+                               workdir=str(tmp_path))
