@@ -89,6 +89,17 @@ def is_integer(value: Any) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def require_integer(name: str, value: Any, low: int | None = None,
+                    high: int | None = None, *, note: str = "") -> None:
+  """Raises ValueError naming ``name`` and ``value`` unless ``value`` is an
+  integer (:func:`is_integer`) within [low, high]; ``note`` follows the
+  bounds in the message (e.g. what a bound means)."""
+  if not (is_integer(value) and _in_bounds(value, low, high, False, False)):
+    bounds = _bounds(low, high, False, False)
+    raise ValueError(f"{name} must be an integer {bounds}{note}".rstrip() +
+                     f", got {value!r}.")
+
+
 def is_number(value: Any) -> bool:
   """Finite real numbers, not booleans."""
   return (isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxwm.config_checks import raise_problems
+from jaxwm.config_checks.core import require_integer
 from jaxwm.config_checks.training import training
 from jaxwm.data.dataset import Dataset
 from jaxwm.defenses import fine_tuning
@@ -76,9 +77,7 @@ class McrConfig:
     check_t(self.t)
     repair_engine.check_schedule(self.learning_rate, self.num_epochs)
     for name in ("curve_points", "batch_stat_epochs"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}.")
+      require_integer(name, getattr(self, name), 1)
 
 
 def check_t(t: float) -> None:

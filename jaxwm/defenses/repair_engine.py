@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxwm.config_checks.core import require_integer
 from jaxwm.data.dataset import Dataset
 from jaxwm.steal import finetune
 from jaxwm.train import loop
@@ -50,9 +51,7 @@ def check_schedule(learning_rate: float, num_epochs: int,
   and ``schedule`` is one of :data:`SCHEDULES`."""
   if not learning_rate > 0:
     raise ValueError(f"learning_rate must be > 0, got {learning_rate}.")
-  if isinstance(num_epochs, bool) or int(num_epochs) != num_epochs or (
-      num_epochs < 1):
-    raise ValueError(f"num_epochs must be an integer >= 1, got {num_epochs}.")
+  require_integer("num_epochs", num_epochs, 1)
   if schedule not in SCHEDULES:
     raise ValueError(f"schedule must be one of {SCHEDULES}, got "
                      f"{schedule!r}.")

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from jaxwm.config_checks.core import is_integer
+
 from jaxwm.models.common import HEAD
 
 
@@ -27,7 +29,7 @@ def check_positive(name: str, value: float | None, *,
   """Raises ValueError unless ``value`` is None or > 0 (an int if asked)."""
   if value is None:
     return
-  if integer and (isinstance(value, bool) or int(value) != value):
+  if integer and not is_integer(value):
     raise ValueError(f"{name} must be an integer, got {value!r}.")
   if not value > 0:
     raise ValueError(f"{name} must be > 0, got {value!r}.")

@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxwm.config_checks.core import require_integer
 from jaxwm.train.checkpoint import Checkpointer
 from jaxwm.train.state import TrainState
 
@@ -31,15 +32,8 @@ AVERAGE_FOLDER = "weight_average"
 
 def check_average_epochs(average_epochs: int, num_epochs: int) -> None:
   """Raises ValueError unless 0 <= ``average_epochs`` <= ``num_epochs``."""
-  try:
-    whole = not isinstance(average_epochs, bool) and (
-        int(average_epochs) == average_epochs)
-  except (TypeError, ValueError):
-    whole = False
-  if not whole or not 0 <= average_epochs <= num_epochs:
-    raise ValueError(
-        f"average_epochs must be an integer from 0 (no averaging) to "
-        f"num_epochs={num_epochs}, got {average_epochs!r}.")
+  require_integer("average_epochs", average_epochs, 0, num_epochs,
+                  note=f" (0: no averaging; {num_epochs}: num_epochs)")
 
 
 class EpochAverage:

@@ -219,6 +219,18 @@ def test_repair_recipe_schedules(schedule):
   assert float(rates(30)) == pytest.approx(end, abs=1e-9)
 
 
+@pytest.mark.parametrize("bad", [0, 2.0, 2.5, True, "3", None])
+def test_epoch_and_point_counts_must_be_integers(bad):
+  """A float such as 2.0 is refused here, as the engine's recipe check
+  would refuse it later; each message names the field and the value."""
+  with pytest.raises(ValueError, match=f"num_epochs must be an integer >= 1, "
+                     f"got {bad!r}"):
+    repair_engine.check_schedule(0.1, bad)
+  for field in ("curve_points", "batch_stat_epochs"):
+    with pytest.raises(ValueError, match=f"{field} must be an integer"):
+      mode_connectivity.McrConfig(**{field: bad})
+
+
 def test_settings_overrides_and_bad_names():
   settings = repairs.make_settings("fine_pruning",
                                    {"prune": {"rate": 0.8}})

@@ -82,7 +82,7 @@ def test_a_resumed_run_averages_the_same_epochs(setting, tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("bad", [-1, 4, 1.5, True, "2", "two", None])
+@pytest.mark.parametrize("bad", [-1, 4, 1.5, 2.0, True, "2", "two", None])
 def test_average_epochs_are_checked(bad):
   with pytest.raises(ValueError, match="average_epochs"):
     weight_average.check_average_epochs(bad, EPOCHS)
