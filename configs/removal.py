@@ -47,7 +47,9 @@ WILD's setting) and applies each defense of ``removal.columns``
 
 ``detectors`` are the settings of ``jaxwm.defenses.detector_suite`` (Neural
 Cleanse, and for dataset watermarks STRIP, Grad-CAM, spectral signatures
-and activation clustering), run on the watermarked model.
+and activation clustering), run on the watermarked model unless
+``removal.detectors`` is False (``--config.removal.detectors=False``: the
+repairs alone, e.g. an ablation of WILD on new models).
 
 ``runlocal``: one epoch of everything (two, averaged, for WILD and the
 all-layer fine-tuning), a narrow CNN (the pruning, NAD and Grad-CAM need
@@ -169,6 +171,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.removal = ml_collections.ConfigDict(dict(
       clean_fraction=0.1,
       columns=COLUMNS,
+      detectors=True,
       pruning_rates=tuple(round(0.02 * i, 2) for i in range(50)),
   ))
   config.defenses = defenses_config()

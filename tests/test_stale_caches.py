@@ -287,6 +287,13 @@ def test_removal_repairs_again_for_another_learning_rate(tmp_path, spy,
   grid = second["figures"]["neural_cleanse"]
   assert os.path.dirname(grid) != os.path.dirname(
       first["figures"]["neural_cleanse"]) and os.path.exists(grid)
+  # Switched off, the detectors are neither run nor reported; the cells are
+  # the same repairs'.
+  config.removal.detectors = False
+  third = removal.run_experiment(config, workdir)["metrics"]
+  assert detected == [1]
+  assert "detectors" not in third and "neural_cleanse" not in third["figures"]
+  assert third["cells"] == second["cells"]
 def test_model_stealing_rewatermarks_for_another_move_seed(tmp_path, spy):
   config = _config(ms_configs, "move_blackbox,digits,runlocal",
                    attacks=("direct_copy",))

@@ -100,6 +100,7 @@ def removal(config) -> list[Problem]:
   removal_block.sequence("pruning_rates", 0, 1, integer=False,
                          high_open=True, increasing=True, nonempty=True,
                          example="(0.0,0.5,0.9)")
+  removal_block.boolean("detectors")
   defenses = root.block_of("defenses")
   names = tuple(defenses.block or ())
   if removal_block.names("columns", names, nonempty=False):

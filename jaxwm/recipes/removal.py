@@ -18,7 +18,8 @@ defense matrix (UBW paper, Section 5.4.2 and Appendices C.3 and G; WILD).
 4. run the detectors on the watermarked model
    (:func:`jaxwm.defenses.detector_suite.run_detectors`: Neural Cleanse;
    for dataset watermarks also STRIP, Grad-CAM, spectral signatures and
-   activation clustering);
+   activation clustering), unless ``removal.detectors`` is False (a
+   repairs-only run, e.g. an ablation on new models);
 5. keep the row's record in the workdir's matrix folder (named by the
    dataset, model, seed and the fingerprint of the defenses' settings) and
    draw, from every row kept there, the heatmap of the matrix and the
@@ -37,7 +38,8 @@ Metrics: ``row``, ``success_metric``, ``clean_images``, ``columns``,
 ``cells`` (per column, ``none`` first: ``benign_accuracy``,
 ``watermark_success``, ``success_metric``, ``verification``), ``curves``
 (per curved column, points with ``epoch`` or ``rate``), ``detectors``
-(:meth:`jaxwm.defenses.detector_suite.DetectorReport.to_dict`) and
+(:meth:`jaxwm.defenses.detector_suite.DetectorReport.to_dict`; absent
+when they were not run) and
 ``figures`` (the PNG paths). The benign row has no watermark: its cells
 hold only ``benign_accuracy`` and no defense runs on it.
 """
@@ -279,7 +281,9 @@ def run_experiment(config, workdir: str,
       metrics["curves"][column] = curve
   folder = matrix_dir(config, workdir)
   os.makedirs(folder, exist_ok=True)
-  metrics["detectors"], figures = _detectors(config, row, workdir, folder)
+  figures = {}
+  if config.removal.detectors:
+    metrics["detectors"], figures = _detectors(config, row, workdir, folder)
   _keep_row(folder, {name: metrics[name] for name in (
       "row", "success_metric", "columns", "cells", "curves")})
   metrics["figures"] = {**figures, **_draw_matrix(folder, columns)}

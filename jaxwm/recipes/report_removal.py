@@ -119,10 +119,13 @@ def _detectors(run: Run) -> list[str]:
 
 
 def _one_per_model(runs: Sequence[Run]) -> list[Run]:
-  """The first run of each watermarked model (row and seed): the runs of
-  an ablation share the model, and so its detectors."""
+  """The first run of each watermarked model (row and seed) that ran the
+  detectors: the runs of an ablation share the model, and so its
+  detectors."""
   first: dict[tuple[Any, Any], Run] = {}
   for run in runs:
+    if "detectors" not in run.metrics:
+      continue
     first.setdefault((run.metrics.get("row"), run.seed), run)
   return list(first.values())
 

@@ -226,6 +226,24 @@ def test_an_ablation_shows_the_settings_it_varies_and_each_model_once(
   assert "weight" not in main.split("Detectors")[0]
 
 
+def test_a_run_without_detectors_leaves_them_to_another_of_its_model(
+    tmp_path):
+  runs = tmp_path / "removal"
+  runs.mkdir()
+  repairs_only = _load("removal", "content")
+  del repairs_only["metrics"]["detectors"]
+  repairs_only["config"]["removal"]["detectors"] = False
+  (runs / "content_a_repairs.json").write_text(json.dumps(repairs_only))
+  (runs / "content_b_full.json").write_text(
+      json.dumps(_load("removal", "content")))
+  block = _block(report.regenerate(_page("removal"), str(tmp_path)).text,
+                 "removal")
+  matrix, detectors = block.split("Detectors on the watermarked model")
+  assert "| `content_a_repairs` | content | 0 |" in matrix
+  assert "content_a_repairs" not in detectors
+  assert detectors.count("| `content_b_full` | content | 0 |") == 1
+
+
 def test_a_run_older_than_a_setting_shows_the_setting_s_default(tmp_path):
   ablation = tmp_path / "removal"
   ablation.mkdir()
