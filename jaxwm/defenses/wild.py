@@ -18,7 +18,7 @@ through both views.
 
 WILD's description fixes neither lambda, the layer nor the erasing
 parameters; jaxwm's defaults (:class:`WildConfig`) are lambda = 5, the
-logits, Jensen-Shannon, and Random Erasing's usual area range (0.02, 0.33)
+logits, Jensen-Shannon (lambda = 0.5 suits the cross-entropy), and Random Erasing's usual area range (0.02, 0.33)
 and aspect range (0.3, 3.3) with probability 1 (every copy is erased, so
 every pair differs) and a uniform random fill; each can be changed for an
 ablation. The training is jaxwm's choice too: 10 epochs at a constant
@@ -60,7 +60,10 @@ class WildConfig:
   """WILD's settings (all jaxwm's choices; see the module docstring).
 
   Attributes:
-    weight: lambda, the weight of the divergence term (>= 0).
+    weight: lambda, the weight of the divergence term (>= 0). The default,
+      5, was chosen for the Jensen-Shannon divergence (at most log 2);
+      the cross-entropy is unbounded and wants about a tenth of it (0.5
+      in the removal matrix's ``wild_ce`` column, ``configs/removal.py``).
     divergence: ``"js"`` (Jensen-Shannon) or ``"ce"`` (cross-entropy).
     layer: ``"logits"`` or the name of an activation the model sows
       (``"features"``, ``"block2"``, ...), compared as a softmax over its

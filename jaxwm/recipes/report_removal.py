@@ -132,14 +132,19 @@ def _one_per_model(runs: Sequence[Run]) -> list[Run]:
 
 def removal(runs: Sequence[Run]) -> str:
   """The matrix (each cell: the watermark's success after the defense, the
-  benign accuracy and the owner's p-value) and the detectors per run."""
-  return "\n\n".join([
+  benign accuracy and the owner's p-value) and the detectors per
+  watermarked model, where any run ran them."""
+  matrix = [
       "Each cell: watermark success (ASR-A for dataset watermarks, "
       "watermark accuracy for trigger sets) / benign accuracy / p-value of "
       "the watermark's own test; (V): ownership still verified at the "
       "run's alpha. Column `none`: the watermarked model before any "
       "defense.",
-      _matrix(runs),
+      _matrix(runs)]
+  detected = _one_per_model(runs)
+  if not detected:
+    return "\n\n".join(matrix)
+  return "\n\n".join(matrix + [
       "Detectors on the watermarked model: Neural Cleanse's largest "
       "anomaly index among the classes whose trigger is smaller than the "
       "median / among all classes, and the flagged classes (flagged: "
@@ -153,5 +158,5 @@ def removal(runs: Sequence[Run]) -> str:
                       "NC flagged", "STRIP entropy trig. / clean / AUROC",
                       "Grad-CAM share / region", "spectral signatures",
                       "activation clustering"],
-                     [_detectors(run) for run in _one_per_model(runs)]),
+                     [_detectors(run) for run in detected]),
   ])

@@ -242,6 +242,12 @@ def test_a_run_without_detectors_leaves_them_to_another_of_its_model(
   assert "| `content_a_repairs` | content | 0 |" in matrix
   assert "content_a_repairs" not in detectors
   assert detectors.count("| `content_b_full` | content | 0 |") == 1
+  # Runs that all left the detectors out get the matrix alone.
+  (runs / "content_b_full.json").unlink()
+  block = _block(report.regenerate(_page("removal"), str(tmp_path)).text,
+                 "removal")
+  assert "| `content_a_repairs` | content | 0 |" in block
+  assert "Detectors on the watermarked model" not in block
 
 
 def test_a_run_older_than_a_setting_shows_the_setting_s_default(tmp_path):
