@@ -55,9 +55,7 @@ class EpochAverage:
       workdir: the engine's checkpoint folder (the mean is kept in its
         :data:`AVERAGE_FOLDER`); None: kept in memory only.
     """
-    check_average_epochs(average_epochs, num_epochs)
-    if average_epochs < 1:
-      raise ValueError("EpochAverage needs average_epochs >= 1.")
+    require_integer("average_epochs", average_epochs, 1, num_epochs)
     self._num_epochs = num_epochs
     self._first = num_epochs - average_epochs + 1
     self._checkpointer = None if workdir is None else Checkpointer(

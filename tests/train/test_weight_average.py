@@ -88,6 +88,13 @@ def test_average_epochs_are_checked(bad):
     weight_average.check_average_epochs(bad, EPOCHS)
 
 
+def test_the_average_needs_at_least_one_epoch(setting):
+  _, model, _ = setting
+  with pytest.raises(ValueError, match=r"average_epochs must be an integer "
+                     r"in \[1, 3\], got 0"):
+    weight_average.EpochAverage(model.variables, EPOCHS, 0)
+
+
 def test_the_average_is_refused_before_the_last_epoch(setting):
   _, model, _ = setting
   average = weight_average.EpochAverage(model.variables, EPOCHS, 2)
