@@ -10,6 +10,7 @@ fitted: only what does not depend on the changed value may be restored.
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import pytest
@@ -294,11 +295,35 @@ def test_removal_repairs_again_for_another_learning_rate(tmp_path, spy,
   assert detected == [1]
   assert "detectors" not in third and "neural_cleanse" not in third["figures"]
   assert third["cells"] == second["cells"]
-def test_model_stealing_rewatermarks_for_another_move_seed(tmp_path, spy):
-  config = _config(ms_configs, "move_blackbox,digits,runlocal",
-                   attacks=("direct_copy",))
-  workdir = str(tmp_path)
-  first = model_stealing.run_experiment(config, workdir)["metrics"]
+def _move_config():
+  """MOVE black-box on digits, the direct copy only."""
+  return _config(ms_configs, "move_blackbox,digits,runlocal",
+                 attacks=("direct_copy",))
+
+
+@pytest.fixture(scope="module")
+def move_run(tmp_path_factory, tiny_model):
+  """A finished run of :func:`_move_config`: (its workdir, its metrics).
+  Each test reruns in a copy of the workdir, so that one first run serves
+  them all."""
+  del tiny_model  # registered
+  workdir = str(tmp_path_factory.mktemp("model_stealing"))
+  return workdir, model_stealing.run_experiment(_move_config(),
+                                                workdir)["metrics"]
+
+
+def _copy_of(move_run, tmp_path) -> tuple[str, dict]:
+  """A copy of ``move_run``'s workdir in ``tmp_path``: (workdir, metrics)."""
+  template, metrics = move_run
+  workdir = str(tmp_path / "workdir")
+  shutil.copytree(template, workdir)
+  return workdir, metrics
+
+
+def test_model_stealing_rewatermarks_for_another_move_seed(move_run, tmp_path,
+                                                           spy):
+  config = _move_config()
+  workdir, first = _copy_of(move_run, tmp_path)
   before = _folders(workdir)
   kept = {f for f in before
           if os.path.basename(f).startswith(("benign", "independent",
@@ -319,13 +344,12 @@ def test_model_stealing_rewatermarks_for_another_move_seed(tmp_path, spy):
   assert second["benign_accuracy"] == first["benign_accuracy"]
 
 
-def _move_rerun(workdir: str, spy, change) -> tuple[Any, dict, set[str]]:
-  """MOVE black-box on digits, run, ``change(config)``, run again in the
-  same workdir: (the config, the second run's metrics, the folders it
-  added)."""
-  config = _config(ms_configs, "move_blackbox,digits,runlocal",
-                   attacks=("direct_copy",))
-  model_stealing.run_experiment(config, workdir)
+def _move_rerun(move_run, tmp_path, spy,
+                change) -> tuple[Any, dict, set[str]]:
+  """``move_run``'s job with ``change(config)``, run again in a copy of its
+  workdir: (the config, the second run's metrics, the folders it added)."""
+  config = _move_config()
+  workdir, _ = _copy_of(move_run, tmp_path)
   before = _folders(workdir)
   change(config)
   spy.reset()
@@ -339,8 +363,8 @@ def _move_rerun(workdir: str, spy, change) -> tuple[Any, dict, set[str]]:
                            config.move.verification_fraction + 0.1)],
                          ids=["meta_setting", "meta_data"])
 def test_model_stealing_retrains_only_the_meta_classifier_for_its_settings(
-    tmp_path, spy, change):
-  _, _, new = _move_rerun(str(tmp_path), spy, change)
+    move_run, tmp_path, spy, change):
+  _, _, new = _move_rerun(move_run, tmp_path, spy, change)
   # Every model is restored; the meta-classifier alone is trained again,
   # in a new folder.
   assert {os.path.basename(f).split("-")[0] for f in new} == {
@@ -353,12 +377,12 @@ def test_model_stealing_retrains_only_the_meta_classifier_for_its_settings(
 
 
 def test_model_stealing_trains_nothing_for_another_test_setting(
-    tmp_path, spy):
+    move_run, tmp_path, spy):
   def change(config):
     config.move.alpha = 0.05
     config.move.m_black_box -= 1
 
-  config, metrics, new = _move_rerun(str(tmp_path), spy, change)
+  config, metrics, new = _move_rerun(move_run, tmp_path, spy, change)
   # The test's level and sample size key no model and no meta-classifier:
   # everything is restored, and the verdict uses the new settings.
   assert not new
@@ -369,9 +393,10 @@ def test_model_stealing_trains_nothing_for_another_test_setting(
 
 
 def test_model_stealing_takes_more_meta_models_in_the_same_workdir(
-    tmp_path, spy):
-  config, metrics, new = _move_rerun(str(tmp_path), spy, lambda config: setattr(
-      config.meta, "num_models", config.meta.num_models + 1))
+    move_run, tmp_path, spy):
+  config, metrics, new = _move_rerun(
+      move_run, tmp_path, spy, lambda config: setattr(
+          config.meta, "num_models", config.meta.num_models + 1))
   # The controls' streams follow the meta-classifier's models: new
   # controls in new folders; the first models are restored.
   assert metrics["method"]["meta_models"] == config.meta.num_models
