@@ -159,7 +159,7 @@ def test_target_is_the_mean_gradient_over_all_rows_on_any_mesh():
       model, v, x / 255, y, jnp.ones(len(labels)),
       objective.reverse_cross_entropy))(variables, images.astype(np.float32),
                                         labels)
-  for devices in (1, 8):
+  for devices in (1, jax.device_count()):
     # 24 rows in batches of 16: the second batch is half padding.
     target = objective.make_target(
         model, images, labels, objective.reverse_cross_entropy,
@@ -204,7 +204,7 @@ def test_per_example_gradient_norms():
   assert norms.shape == (10,)
   norm = jax.jit(lambda x, y: objective.tree_norm(objective.loss_gradient(
       model, variables, x / 255, y, jnp.ones(1))))
-  # Rows on the first and on later devices of the 8-device mesh, and in
+  # Rows on the first and on later devices of the suite's mesh, and in
   # the padded second batch.
   for i in (0, 5, 9):
     assert norms[i] == pytest.approx(

@@ -34,7 +34,7 @@ def _config():
   config.model_kwargs.dense_width = 32
   config.train.batch_size = 32
   config.train.num_epochs = 10
-  # Synchronise often: many steps in flight on 8 fake CPU devices can
+  # Synchronise often: many steps in flight on fake CPU devices can
   # deadlock XLA's CPU collectives (as in tests/watermark/test_embedding.py).
   config.train.log_every_steps = 4
   return config

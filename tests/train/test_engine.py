@@ -51,13 +51,13 @@ def _max_abs_diff(a, b):
       lambda x, y: float(np.max(np.abs(x - y))), a, b)))
 
 
-def test_eight_devices_match_one_device():
-  assert jax.device_count() == 8
+def test_the_suites_devices_match_one_device():
+  assert jax.device_count() > 1  # tests/conftest.py's fake devices
   _, one, _ = _fit(train.make_mesh(jax.devices()[:1]))
-  _, eight, _ = _fit(train.make_mesh())
-  assert int(one.step) == int(eight.step) == 16
-  assert _max_abs_diff(one.params, eight.params) <= 1e-5
-  assert _max_abs_diff(one.model_state, eight.model_state) <= 1e-5
+  _, sharded, _ = _fit(train.make_mesh())
+  assert int(one.step) == int(sharded.step) == 16
+  assert _max_abs_diff(one.params, sharded.params) <= 1e-5
+  assert _max_abs_diff(one.model_state, sharded.model_state) <= 1e-5
   # The parameters did move: the comparison is not between two initial states.
   _, _, initial, _ = _setup(train.make_mesh())
   assert _max_abs_diff(one.params, initial.params) > 1e-3
@@ -162,8 +162,9 @@ def test_bf16_compute_keeps_float32_params_and_soft_targets():
 def test_bad_batch_sizes_are_explained():
   mesh = train.make_mesh()
   _, _, state, step = _setup(mesh)
-  with pytest.raises(ValueError, match="divisible by the 8 devices"):
-    train.fit(step, state, _digits_like(), batch_size=30, num_epochs=1,
+  with pytest.raises(ValueError, match=f"divisible by the "
+                     f"{jax.device_count()} devices"):
+    train.fit(step, state, _digits_like(), batch_size=31, num_epochs=1,
               data_rng=jax.random.PRNGKey(1), mesh=mesh, progress_bar=False)
   with pytest.raises(ValueError, match="exceeds"):
     train.fit(step, state, _digits_like(n=16), batch_size=32, num_epochs=1,

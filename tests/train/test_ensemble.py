@@ -56,7 +56,8 @@ def test_each_member_equals_the_member_trained_alone(strategy, members):
   data = _toy_data()
   model, optimizer = _model_and_optimizer()
   states, data_keys, rows = _member_setup(model, optimizer, members)
-  # 3 members are trained data-parallel, 8 sharded over the 8 devices.
+  # 3 members (not a multiple of the suite's devices) are trained
+  # data-parallel, 8 sharded over the devices.
   assert ensemble.members_sharded(members, train.make_mesh()) == (
       members == 8)
   step = train.make_train_step(model, optimizer, ensemble=strategy,

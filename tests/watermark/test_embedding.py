@@ -16,7 +16,7 @@ def _config(epochs):
   config.model_kwargs.dense_width = 64
   config.train.num_epochs = epochs
   config.train.batch_size = 16
-  # Synchronise often: many steps in flight on 8 fake CPU devices can
+  # Synchronise often: many steps in flight on fake CPU devices can
   # deadlock XLA's CPU collectives.
   config.train.log_every_steps = 4
   return config
