@@ -31,6 +31,9 @@ WILD's setting) and applies each defense of ``removal.columns``
 
 * ``fine_tuning_fc``: the UBW paper's fine-tuning (Appendix C.3): the fully
   connected layers, learning rate 0.1, 100 epochs;
+* ``fine_tuning_head`` (not among the default columns): the same on the
+  classification layer alone, the paper's ResNet-18's only fully connected
+  layer;
 * ``fine_tuning_all``: every layer at WILD's learning rate, epochs and
   weight averaging (0.05, 10, the mean of the last 4 epochs): the plain
   fine-tuning WILD is compared with;
@@ -129,6 +132,8 @@ def defenses_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       fine_tuning_fc=column("fine_tuning", layers="fc", learning_rate=0.1,
                             num_epochs=100),
+      fine_tuning_head=column("fine_tuning", layers="head",
+                              learning_rate=0.1, num_epochs=100),
       fine_tuning_all=column("fine_tuning", layers="all",
                              learning_rate=0.05, num_epochs=10,
                              average_epochs=4),
@@ -149,7 +154,7 @@ def _runlocal(config: ml_collections.ConfigDict) -> None:
   config.removal.clean_fraction = 0.5
   config.removal.pruning_rates = (0.0, 0.5)
   defenses = config.defenses
-  for name in ("fine_tuning_fc", "nad", "mcr"):
+  for name in ("fine_tuning_fc", "fine_tuning_head", "nad", "mcr"):
     defenses[name].settings.num_epochs = 1
   for name in ("fine_tuning_all", "wild_ce", "wild_js"):
     defenses[name].settings.update(num_epochs=2, average_epochs=2)

@@ -3,9 +3,11 @@
 The UBW paper's fine-tuning defence (Appendix C.3) freezes the
 convolutional layers and tunes the fully connected ones on 10% of the
 benign training data, learning rate 0.1, for 100 epochs; those are the
-defaults of :class:`FineTuneConfig`. ``layers="all"`` tunes every layer
-(the all-layer variant, usually with a smaller learning rate such as
-0.01). The optimizer, batch size, weight decay and augmentation are the
+defaults of :class:`FineTuneConfig`. ``layers="head"`` tunes the
+classification layer alone (the only fully connected layer of the paper's
+ResNet-18; jaxwm's CNN has a dense layer before it). ``layers="all"``
+tunes every layer (the all-layer variant, usually with a smaller learning
+rate such as 0.01). The optimizer, batch size, weight decay and augmentation are the
 training config's, with a constant learning rate or a cosine decay.
 """
 
@@ -17,10 +19,12 @@ from typing import Any, Callable
 from jaxwm.data.dataset import Dataset
 from jaxwm.defenses import repair_engine
 from jaxwm.train import recipe
+from jaxwm.steal import finetune
 from jaxwm.train import weight_average
 from jaxwm.train.state import TrainState
 
 FC = "fc"
+HEAD = "head"
 ALL = "all"
 
 
@@ -30,7 +34,7 @@ class FineTuneConfig:
 
   Attributes:
     layers: ``"fc"`` (fully connected layers only, the convolutional ones
-      frozen) or ``"all"``.
+      frozen), ``"head"`` (the classification layer only) or ``"all"``.
     learning_rate: the learning rate (UBW C.3: 0.1, constant; the first of
       a step or cosine schedule).
     num_epochs: epochs over the clean data (UBW C.3: 100).
@@ -49,8 +53,8 @@ class FineTuneConfig:
   average_epochs: int = 0
 
   def __post_init__(self):
-    if self.layers not in (FC, ALL):
-      raise ValueError(f"layers must be {FC!r} or {ALL!r}, got "
+    if self.layers not in (FC, HEAD, ALL):
+      raise ValueError(f"layers must be {FC!r}, {HEAD!r} or {ALL!r}, got "
                        f"{self.layers!r}.")
     repair_engine.check_schedule(self.learning_rate, self.num_epochs,
                                  self.schedule)
@@ -81,8 +85,10 @@ def repair(config, model: recipe.TrainedModel, clean: Dataset,
     The fine-tuned model (same class and interface).
   """
   repair_engine.check_clean_data(model, clean)
-  trainable = (repair_engine.fully_connected(model.variables["params"])
-               if settings.layers == FC else None)
+  if settings.layers == FC:
+    trainable = repair_engine.fully_connected(model.variables["params"])
+  else:
+    trainable = finetune.is_head if settings.layers == HEAD else None
   return repair_engine.train_repair(
       repair_engine.repair_recipe(config, settings.learning_rate,
                                   settings.num_epochs, settings.schedule),

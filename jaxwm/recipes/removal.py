@@ -83,7 +83,8 @@ DETECTOR_STREAM = 3000
 # The figures drawn from every row of the matrix folder: (file, curves,
 # abscissa, its label).
 CURVE_FIGURES = (
-    ("fine_tuning_curves.png", ("fine_tuning_fc",), "epoch", "epochs"),
+    ("fine_tuning_curves.png", ("fine_tuning_fc", "fine_tuning_head"),
+     "epoch", "epochs"),
     ("wild_curves.png", ("wild_ce", "wild_js", "fine_tuning_all"), "epoch",
      "epochs"),
     ("pruning_curves.png", (PRUNING,), "rate", "pruning rate"),

@@ -80,7 +80,11 @@ def test_each_repair_keeps_the_interface(digits, suspect, name):
                                       settings), suspect, test)
 
 
-def test_fc_fine_tuning_freezes_the_convolutions(digits, suspect):
+@pytest.mark.parametrize("layers, tuned_layers", [
+    (fine_tuning.FC, ("Dense_0", "head")), (fine_tuning.HEAD, ("head",))])
+def test_fc_and_head_fine_tuning_freeze_the_other_layers(digits, suspect,
+                                                        layers,
+                                                        tuned_layers):
   clean, test = digits
   curve = []
 
@@ -89,14 +93,15 @@ def test_fc_fine_tuning_freezes_the_convolutions(digits, suspect):
     curve.append((epoch, model.evaluate(test)["accuracy"]))
 
   tuned = fine_tuning.repair(_config(), suspect, clean,
-                             fine_tuning.FineTuneConfig(num_epochs=2),
+                             fine_tuning.FineTuneConfig(layers=layers,
+                                                        num_epochs=2),
                              on_epoch_end=measure)
   assert [epoch for epoch, _ in curve] == [1, 2]
   assert curve[-1][1] == tuned.evaluate(test)["accuracy"]
   before, after = _leaves(suspect.state.params), _leaves(tuned.state.params)
   for name, value in before.items():
     changed = not np.array_equal(after[name], value)
-    assert changed == ("Dense_0" in name or "head" in name), name
+    assert changed == any(layer in name for layer in tuned_layers), name
 
 
 def _bn_output(model, images):
