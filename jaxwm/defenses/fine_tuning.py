@@ -7,8 +7,9 @@ defaults of :class:`FineTuneConfig`. ``layers="head"`` tunes the
 classification layer alone (the only fully connected layer of the paper's
 ResNet-18; jaxwm's CNN has a dense layer before it). ``layers="all"``
 tunes every layer (the all-layer variant, usually with a smaller learning
-rate such as 0.01). The optimizer, batch size, weight decay and augmentation are the
-training config's, with a constant learning rate or a cosine decay.
+rate such as 0.01). The optimizer, batch size, weight decay and
+augmentation are the training config's, with a constant learning rate or
+a cosine decay.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any, Callable
 
 from jaxwm.data.dataset import Dataset
 from jaxwm.defenses import repair_engine
-from jaxwm.train import recipe
 from jaxwm.steal import finetune
+from jaxwm.train import recipe
 from jaxwm.train import weight_average
 from jaxwm.train.state import TrainState
 
