@@ -295,6 +295,8 @@ def test_removal_repairs_again_for_another_learning_rate(tmp_path, spy,
   assert detected == [1]
   assert "detectors" not in third and "neural_cleanse" not in third["figures"]
   assert third["cells"] == second["cells"]
+
+
 def _move_config():
   """MOVE black-box on digits, the direct copy only."""
   return _config(ms_configs, "move_blackbox,digits,runlocal",
