@@ -86,10 +86,11 @@ def repair(config, model: recipe.TrainedModel, clean: Dataset,
     The fine-tuned model (same class and interface).
   """
   repair_engine.check_clean_data(model, clean)
+  trainable = None  # ALL: every parameter
   if settings.layers == FC:
     trainable = repair_engine.fully_connected(model.variables["params"])
-  else:
-    trainable = finetune.is_head if settings.layers == HEAD else None
+  elif settings.layers == HEAD:
+    trainable = finetune.is_head
   return repair_engine.train_repair(
       repair_engine.repair_recipe(config, settings.learning_rate,
                                   settings.num_epochs, settings.schedule),
