@@ -2,17 +2,17 @@
 # The script that trained and repaired the ResNet-18 UBW-P and BadNets
 # models on the lent GPU (copied to .device/gpu.sh; .device/ held the
 # Fashion-MNIST files and an ml_collections wheel, the GPU machine having
-# no network): ten launcher processes side by side, one per (row, seed),
+# no network): a launcher process per (row, seed), side by side, one per (row, seed),
 # their JSONs written to $OUT.
-# usage: bash .device/gpu.sh MAX_WAIT_S
-max_wait=$1
+# usage: bash .device/gpu.sh MAX_WAIT_S SEED...
+max_wait=$1; shift
 R=/tmp/resnet_run
 mkdir -p /usr/share/datasets && cp -r .device/fashion-mnist /usr/share/datasets/
 python3 -m pip install -q --no-index --find-links .device/wheels ml_collections
 nvidia-smi -L; python3 -c "import jax, flax; print(jax.__version__, flax.__version__, jax.devices())"
 mkdir -p $R/logs
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
-for seed in 0 1 2 3 4; do for row in ubw_p badnets; do
+for seed in "$@"; do for row in ubw_p badnets; do
   setsid nohup python3 -m experiments.removal \
       --config=configs/removal.py:$row,fashion_mnist,resnet18 \
       --config.seed=$seed --config.train_fraction=0.1 \
