@@ -2,7 +2,7 @@
 # The script that trained and repaired the ResNet-18 UBW-P and BadNets
 # models on the lent GPU (copied to .device/gpu.sh; .device/ held the
 # Fashion-MNIST files and an ml_collections wheel, the GPU machine having
-# no network): a launcher process per (row, seed), side by side, one per (row, seed),
+# no network): a launcher process per (row, seed), side by side,
 # their JSONs written to $OUT.
 # usage: bash .device/gpu.sh MAX_WAIT_S SEED...
 max_wait=$1; shift
