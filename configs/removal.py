@@ -37,7 +37,8 @@ WILD's setting) and applies each defense of ``removal.columns``
 * ``fine_tuning_all``: every layer at WILD's learning rate, epochs and
   weight averaging (0.05, 10, the mean of the last 4 epochs): the plain
   fine-tuning WILD is compared with;
-* ``pruning``: the last convolution's least active channels at rate
+* ``pruning``: the last convolution's least active channels (a residual
+  network's: its last stage's output channels) at rate
   ``defenses.pruning.settings.rate`` (0.5); ``removal.pruning_rates``
   (0%, 2%, ..., 98%, Appendix C.3) give the curve;
 * ``fine_pruning``: pruning at 0.5, then 10 epochs of fine-tuning;

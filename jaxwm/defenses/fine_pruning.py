@@ -1,11 +1,13 @@
 """Fine-pruning repair (Liu et al., 2018): prune, then fine-tune.
 
-The last convolution's least active channels are pruned
+The last convolutional layer's least active channels are pruned
 (:mod:`jaxwm.defenses.pruning`) and the pruned model is fine-tuned on the
 clean data (all layers by default, :mod:`jaxwm.defenses.fine_tuning`).
 The pruning edit is applied again after fine-tuning, so the pruned
-channels stay removed in any architecture; in conv-BN-ReLU networks it
-changes nothing, as a zeroed channel gets zero gradients there.
+channels stay removed in any architecture: in conv-BN-ReLU networks it
+changes nothing, as a zeroed channel gets zero gradients there; in
+residual networks it zeroes again the head's rows that the fine-tuning
+has grown back.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pruning repair: remove the last convolution's least active channels.
+"""Pruning repair: remove the last convolutional layer's least active channels.
 
 The UBW paper's model pruning (Section 5.4.2, Appendix C.3) prunes the
 channels of the last convolutional layer's output with 10% of the benign
@@ -10,17 +10,24 @@ least active of the C channels (round half up; ties broken by channel
 index) are pruned.
 
 Pruning is an edit of the parameters, so the model keeps its class and
-interface: the channel's kernel column (and bias) and the scale and offset
-of the batch normalisation that follows are set to zero, which makes the
-channel's output exactly zero for every input. In conv-BN-ReLU networks
-(``cnn``, ``vgg16_bn``) that zero is what the next layer sees; in a
-residual block (``resnet18``) the pruned convolution is the last one of
-the residual branch, and the shortcut still adds to the block's output.
+interface. In conv-BN-ReLU networks (``cnn``, ``vgg16_bn``) the last
+convolution's kernel column (and bias) and the scale and offset of the
+batch normalisation that follows are set to zero, which makes the
+channel's output exactly zero for every input, and that zero is what the
+next layer sees. In residual networks (``resnet18``, the WRNs: models
+whose class sets ``prunes_pooled_stage``) the last convolution sits in a
+residual branch that the shortcut bypasses, so the pruned channels are
+those of the last stage's output, which the head reads through global
+average pooling (the output the paper's reference defence masks, and the
+layer whose removal costs benign accuracy at high rates, as in the paper's
+Figure 7): their rows of the classifier's kernel are set to zero, which
+gives the logits of masking those channels before the pooling.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -31,6 +38,7 @@ import numpy as np
 
 from jaxwm.data.dataset import Dataset
 from jaxwm.defenses import repair_engine
+from jaxwm.models import common
 from jaxwm.models import normalization
 from jaxwm.train import loop
 from jaxwm.train import recipe
@@ -79,6 +87,23 @@ class ConvLayer:
   channels: int
 
 
+@dataclasses.dataclass(frozen=True)
+class PooledStage:
+  """The last stage's output of a residual network, as its head reads it.
+
+  Attributes:
+    head: path of the classifier ``nn.Dense`` whose input [B, C] is the
+      stage's output averaged over positions, e.g. ``("head",)``.
+    channels: C, the stage's channels (the rows of the head's kernel).
+  """
+
+  head: tuple[str, ...]
+  channels: int
+
+
+PrunedLayer = ConvLayer | PooledStage
+
+
 def _calls(model: nn.Module, variables: Any,
            image_shape: tuple[int, ...]) -> list[tuple[tuple[str, ...],
                                                         nn.Module]]:
@@ -118,10 +143,35 @@ def last_conv_layer(model: recipe.TrainedModel,
   return ConvLayer(path, norm, int(conv.features))
 
 
+def pruned_layer(model: recipe.TrainedModel,
+                 image_shape: tuple[int, ...]) -> PrunedLayer:
+  """The layer pruning removes channels of: the last stage's pooled output
+  when the model's class sets ``prunes_pooled_stage``, else
+  :func:`last_conv_layer`."""
+  if getattr(model.model, "prunes_pooled_stage", False):
+    kernel = model.variables["params"][common.HEAD]["kernel"]
+    return PooledStage((common.HEAD,), int(kernel.shape[0]))
+  return last_conv_layer(model, image_shape)
+
+
+def _pooled_activity(variables, images, model: nn.Module) -> jax.Array:
+  """float32 [B, C]: the head's input, the stage's output (after its final
+  ReLU) averaged over positions: each channel's mean activation."""
+  _, sown, _ = common.apply_with_features(model, variables, images)
+  return sown[common.FEATURES].astype(jnp.float32)
+
+
 def _layer_activity(model: recipe.TrainedModel,
-                    layer: ConvLayer):
+                    layer: PrunedLayer):
   """A jitted ``(variables, images [B, H, W, C]) -> float32 [B, C]``: each
   image's mean ReLU activation per channel of ``layer``."""
+  rep = sharding.replicated(model.mesh)
+  jit = functools.partial(
+      jax.jit, in_shardings=(rep, sharding.batch_sharded(model.mesh)),
+      out_shardings=rep)
+  if isinstance(layer, PooledStage):
+    return jit(lambda variables, images: _pooled_activity(
+        variables, step_lib.to_float_images(images), model.model))
   source = layer.norm or layer.conv
 
   def is_source(module: nn.Module, method: str) -> bool:
@@ -137,22 +187,19 @@ def _layer_activity(model: recipe.TrainedModel,
     output = tree["__call__"][0]
     return jnp.mean(jax.nn.relu(output.astype(jnp.float32)), axis=(1, 2))
 
-  rep = sharding.replicated(model.mesh)
-  return jax.jit(activity,
-                 in_shardings=(rep, sharding.batch_sharded(model.mesh)),
-                 out_shardings=rep)
+  return jit(activity)
 
 
 @dataclasses.dataclass(frozen=True)
 class ChannelRanking:
-  """The last convolution's channels with their activity on clean data.
+  """The pruned layer's channels with their activity on clean data.
 
   Attributes:
-    layer: the pruned convolution.
+    layer: the pruned layer (:func:`pruned_layer`).
     activity: float64 [C], mean activation of each channel.
   """
 
-  layer: ConvLayer
+  layer: PrunedLayer
   activity: np.ndarray
 
   def least_active(self, rate: float) -> np.ndarray:
@@ -164,7 +211,7 @@ class ChannelRanking:
 
 def rank_channels(model: recipe.TrainedModel, clean: Dataset,
                   batch_size: int = ACTIVITY_BATCH_SIZE) -> ChannelRanking:
-  """Measures the activity of the last convolution's channels on ``clean``.
+  """Measures the activity of the pruned layer's channels on ``clean``.
 
   Args:
     model: the suspect model.
@@ -172,7 +219,7 @@ def rank_channels(model: recipe.TrainedModel, clean: Dataset,
     batch_size: images per forward pass.
   """
   repair_engine.check_clean_data(model, clean)
-  layer = last_conv_layer(model, clean.image_shape)
+  layer = pruned_layer(model, clean.image_shape)
   per_image = loop.predict_logits(_layer_activity(model, layer),
                                   model.variables, clean.images, batch_size,
                                   model.mesh)
@@ -180,36 +227,41 @@ def rank_channels(model: recipe.TrainedModel, clean: Dataset,
 
 
 def _zero_channels(tree: dict, path: tuple[str, ...], names: tuple[str, ...],
-                   channels: np.ndarray) -> dict:
-  """``tree`` with the last axis of ``tree[*path][name]`` zeroed at
+                   channels: np.ndarray, axis: int = -1) -> dict:
+  """``tree`` with ``axis`` of ``tree[*path][name]`` zeroed at
   ``channels``, for each of ``names`` present there."""
   if path:
     head, *rest = path
     return {**tree, head: _zero_channels(tree[head], tuple(rest), names,
-                                         channels)}
-  return {**tree, **{name: _zeroed(tree[name], channels)
+                                         channels, axis)}
+  return {**tree, **{name: _zeroed(tree[name], channels, axis)
                      for name in names if name in tree}}
 
 
-def _zeroed(array: Any, channels: np.ndarray) -> np.ndarray:
+def _zeroed(array: Any, channels: np.ndarray, axis: int) -> np.ndarray:
   array = np.array(array)
-  array[..., channels] = 0
+  np.moveaxis(array, axis, 0)[channels] = 0
   return array
 
 
-def prune_variables(variables: dict, layer: ConvLayer,
+def prune_variables(variables: dict, layer: PrunedLayer,
                     channels: np.ndarray) -> dict:
   """``variables`` with ``channels`` of ``layer`` removed.
 
-  Zeroes the convolution's ``kernel[..., c]`` (and ``bias[c]``) and the
-  following batch norm's ``scale[c]`` and ``bias[c]``: the channel's
-  output is then exactly zero.
+  A convolution: zeroes its ``kernel[..., c]`` (and ``bias[c]``) and the
+  following batch norm's ``scale[c]`` and ``bias[c]``, so that the
+  channel's output is exactly zero. A pooled stage: zeroes the head's
+  ``kernel[c, :]``, so that the logits no longer depend on channel c.
   """
   channels = np.asarray(channels, np.int64)
   params = jax.device_get(variables["params"])
-  params = _zero_channels(params, layer.conv, ("kernel", "bias"), channels)
-  if layer.norm is not None:
-    params = _zero_channels(params, layer.norm, ("scale", "bias"), channels)
+  if isinstance(layer, PooledStage):
+    params = _zero_channels(params, layer.head, ("kernel",), channels, axis=0)
+  else:
+    params = _zero_channels(params, layer.conv, ("kernel", "bias"), channels)
+    if layer.norm is not None:
+      params = _zero_channels(params, layer.norm, ("scale", "bias"),
+                              channels)
   return {**variables, "params": params}
 
 

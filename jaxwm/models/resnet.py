@@ -10,7 +10,7 @@ has 11,173,962 parameters.
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -76,6 +76,11 @@ class ResNet(nn.Module):
   num_classes: int
   stage_sizes: Sequence[int]
   dtype: Any = jnp.float32
+
+  # Pruning (jaxwm.defenses.pruning) removes channels of the last stage's
+  # output, which the head reads through global pooling: the last
+  # convolution is in a residual branch that the shortcut bypasses.
+  prunes_pooled_stage: ClassVar[bool] = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -10,7 +10,7 @@ parameters for 10 classes and 3 input channels.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -58,6 +58,9 @@ class WideResNet(nn.Module):
   widen_factor: int
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+
+  # As ResNet's (jaxwm.models.resnet.ResNet.prunes_pooled_stage).
+  prunes_pooled_stage: ClassVar[bool] = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

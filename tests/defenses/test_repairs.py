@@ -16,8 +16,10 @@ from jaxwm.defenses import mode_connectivity
 from jaxwm.defenses import pruning
 from jaxwm.defenses import repair_engine
 from jaxwm.defenses import repairs
+from jaxwm.models import resnet
 from jaxwm.train import optim
 from jaxwm.train import recipe
+from jaxwm.train import step as step_lib
 
 # Repair settings small enough for a test: one epoch each (WILD: two,
 # averaged, at a rate the tiny model does not diverge at).
@@ -130,6 +132,53 @@ def test_pruning_zeroes_the_least_active_channels(digits, suspect, rate):
   np.testing.assert_array_equal(
       _leaves(pruned.state.params)["['Dense_0']['kernel']"],
       _leaves(suspect.state.params)["['Dense_0']['kernel']"])
+
+
+@pytest.fixture(scope="module")
+def residual(suspect):
+  """A small ResNet (one block a stage) at its initialisation on digits."""
+  net = resnet.ResNet(num_classes=10, stage_sizes=(1, 1, 1, 1))
+  variables = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))
+  return repair_engine.with_variables(
+      dataclasses.replace(suspect, model=net, spec=None,
+                          predict_fn=step_lib.make_predict_fn(net,
+                                                              suspect.mesh)),
+      variables)
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.98])
+def test_pruning_a_resnet_masks_its_last_stage_output(digits, residual,
+                                                      rate):
+  clean, test = digits
+
+  def stage_output(model, images):
+    _, state = model.model.apply(model.variables, images / 255.0,
+                                 mutable=["intermediates"])
+    return np.array(state["intermediates"]["block4"][0])
+
+  ranking = pruning.rank_channels(residual, clean)
+  assert ranking.layer == pruning.PooledStage(("head",), 512)
+  activity = stage_output(residual, clean.images).mean(axis=(0, 1, 2))
+  np.testing.assert_allclose(ranking.activity, activity, rtol=1e-4,
+                             atol=1e-6)
+  pruned = pruning.prune(residual, ranking, rate)
+  count = int(np.floor(rate * 512 + 0.5))
+  removed = np.argsort(activity, kind="stable")[:count]
+  # The logits of the unpruned network with those channels of the last
+  # stage's output set to zero before the pooling.
+  masked = stage_output(residual, test.images[:50])
+  masked[..., removed] = 0
+  head = residual.variables["params"]["head"]
+  np.testing.assert_allclose(
+      np.asarray(pruned.logits(test.images[:50])),
+      masked.mean(axis=(1, 2)) @ np.asarray(head["kernel"])
+      + np.asarray(head["bias"]), rtol=1e-4, atol=1e-4)
+  before, after = _leaves(residual.variables), _leaves(pruned.variables)
+  changed = [name for name in before
+             if not np.array_equal(before[name], after[name])]
+  assert changed == ["['params']['head']['kernel']"]
+  kernel = after["['params']['head']['kernel']"]
+  assert set(np.flatnonzero(np.all(kernel == 0, axis=1))) == set(removed)
 
 
 def test_pruning_refuses_rates_outside_zero_to_one():
