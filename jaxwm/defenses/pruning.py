@@ -18,10 +18,9 @@ next layer sees. In residual networks (``resnet18``, the WRNs: models
 whose class sets ``prunes_pooled_stage``) the last convolution sits in a
 residual branch that the shortcut bypasses, so the pruned channels are
 those of the last stage's output, which the head reads through global
-average pooling (the output the paper's reference defence masks, and the
-layer whose removal costs benign accuracy at high rates, as in the paper's
-Figure 7): their rows of the classifier's kernel are set to zero, which
-gives the logits of masking those channels before the pooling.
+average pooling (the output the paper's reference defence masks): their
+rows of the classifier's kernel are set to zero, which gives the logits of
+masking those channels before the pooling.
 """
 
 from __future__ import annotations
