@@ -193,6 +193,7 @@ class MoveOwner:
         {**block, "cache_dir": os.path.join(run.workdir, "style_cache")})
     self.alpha = self.move.alpha
     self.marked, self.key = move.watermark(self.move, run.owner)
+    move.check_verification_size(self.move, self.key, self.setting)
     _picture_stylised(self.key)
     self._references: dict[str, _References] = {}
     self._controls: dict[str, dict[str, Any]] = {}

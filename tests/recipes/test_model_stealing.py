@@ -19,7 +19,9 @@ from jaxwm import monitor
 from jaxwm.models import registry
 from jaxwm.recipes import model_stealing
 from jaxwm.recipes import stealing_methods
+from jaxwm.train import recipe
 from jaxwm.verify import levels
+from jaxwm.watermark import move
 
 import tiny
 
@@ -127,3 +129,27 @@ def test_the_stylised_training_images_are_pictured(outcome):
   _, _, _, log = outcome
   assert [os.path.basename(path) for path in log.written
           if path.endswith("move_stylised.png")] == ["move_stylised.png"]
+
+
+@pytest.mark.parametrize("variant", ["move_whitebox,digits",
+                                     "move_blackbox,digits",
+                                     "move_blackbox,digits,runlocal"])
+def test_the_configured_key_holds_m_verification_images(variant):
+  config = stealing_configs.get_config(variant)
+  owner_data, _, _ = recipe.load_owner_and_attacker(
+      config, config.split.attacker_fraction)
+  block = config.move.to_dict()
+  setting = block.pop("setting")
+  settings = move.MoveConfig.from_dict(block)
+  _, key = move.watermark(settings, owner_data, transform=lambda x: x)
+  assert settings.m(setting) <= key.verification_positions.size
+  move.check_verification_size(settings, key, setting)
+
+
+def test_a_test_that_cannot_run_is_refused_before_any_training(tmp_path):
+  config = stealing_configs.get_config("move_blackbox,digits")
+  config.move.style.steps = 2
+  config.move.m_black_box = 1000
+  with pytest.raises(ValueError, match="m = 1000 verification images"):
+    model_stealing.run_experiment(config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ["style_cache"]

@@ -23,6 +23,7 @@ from jaxwm.watermark.move.external_features import MoveKey
 from jaxwm.watermark.move.meta_classifier import MetaClassifier
 from jaxwm.watermark.move.meta_classifier import MetaClassifierConfig
 from jaxwm.watermark.move.pipeline import BLACK_BOX
+from jaxwm.watermark.move.pipeline import check_verification_size
 from jaxwm.watermark.move.pipeline import held_out_accuracy
 from jaxwm.watermark.move.pipeline import MoveConfig
 from jaxwm.watermark.move.pipeline import train_meta_classifier

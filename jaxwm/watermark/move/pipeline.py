@@ -175,6 +175,15 @@ def watermark(config: MoveConfig, train: Dataset,
                description=description)
 
 
+def check_verification_size(config: MoveConfig, key: MoveKey,
+                            setting: str) -> None:
+  """Raises ValueError when ``key`` holds fewer verification rows than the
+  m of ``setting``: called right after :func:`watermark`, before any model
+  is trained for a test that could not run."""
+  verification.check_sample_size(config.m(setting),
+                                 key.verification_positions.size)
+
+
 def features(config: MoveConfig, key: MoveKey, positions: np.ndarray,
              model: TrainedModel, setting: str) -> np.ndarray:
   """Meta-features of ``model`` on the key's rows ``positions``:

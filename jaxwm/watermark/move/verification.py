@@ -151,12 +151,17 @@ def sample_positions(verification_positions: np.ndarray, m: int,
     key: jax.random key.
   """
   verification_positions = np.asarray(verification_positions, np.int64)
-  if not 2 <= m <= verification_positions.size:
+  check_sample_size(m, verification_positions.size)
+  return select_indices(verification_positions, m, key)
+
+
+def check_sample_size(m: int, available: int) -> None:
+  """Raises ValueError unless 2 <= m <= ``available`` verification rows."""
+  if not 2 <= m <= available:
     raise ValueError(
         f"m = {m} verification images requested but the key holds "
-        f"{verification_positions.size}; lower m (at least 2) or embed with "
-        "a larger transform_rate or verification_fraction.")
-  return select_indices(verification_positions, m, key)
+        f"{available}; lower m (at least 2) or embed with a larger "
+        "transform_rate or verification_fraction.")
 
 
 def ownership_test(suspect_confidence: np.ndarray,
