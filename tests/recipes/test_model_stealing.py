@@ -5,7 +5,8 @@ two models, not the external features, and accuses models trained
 independently on other data. The recipe trains it on several victim-like
 and benign models and compares with a benign model it never saw; on
 digits the independent model (the thief's half, another seed) must then
-not be accused.
+not be accused. A key too small for the test's m is refused before any
+model trains.
 """
 
 from __future__ import annotations
