@@ -28,4 +28,8 @@ while pgrep -f experiments.removal > /dev/null && [ $(( $(date +%s) - t0 )) -lt 
 echo "running: $(pgrep -f experiments.removal | wc -l) after $(( $(date +%s) - t0 )) s"
 for f in $R/logs/*.log; do echo "== $f"; grep -v "^I1\|^W1" $f | tail -n 4; grep "step\|epoch" $f | tail -n 2; done > $OUT/logs.txt
 nvidia-smi > $OUT/nvidia.txt
+# The device returns a limited number of files: the launchers' pictures
+# folders beside each JSON crowded one JSON out of the first call of the
+# rerun at 02cc290; the second call removed them, as here.
+rm -rf $OUT/*_pictures
 ls $OUT; tail -n 60 $OUT/logs.txt
