@@ -48,8 +48,8 @@ TEST_FIELDS = ("m_white_box", "m_black_box", "alpha")
 # computed), not the owner's models. Every field not named here or above
 # keys the owner's models too, so a new field errs on the side of training
 # again rather than of restoring a model it changed.
-FEATURE_FIELDS = ("verification_fraction", "pool_threshold",
-                  "gradient_batch_size", "shift")
+FEATURE_FIELDS = ("verification_fraction", "white_box_features",
+                  "pool_threshold", "gradient_batch_size", "shift")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,23 +1,32 @@
 """What MOVE's meta-classifier sees of a model: white-box and black-box
 features of the model on transformed images.
 
-White-box (Section 5.3, Eq. 4): for a transformed image x' with label y,
-the sign of the gradient of the model's cross-entropy loss with respect to
-its weights, sign(grad_w L(f(x'; w), y)), computed per image with
-``jax.vmap(jax.grad(...))`` in inference mode (batch-norm running
-statistics). The vector is kept small the way the authors' code does it, in
-the parameters' flattening order (:func:`reduce_gradients`):
+White-box, two reductions of the per-image gradient of the model's
+cross-entropy loss with respect to its weights, grad_w L(f(x; w), y),
+computed with ``jax.vmap(jax.grad(...))`` in inference mode (batch-norm
+running statistics):
 
-* parameters with one axis (biases, batch-norm scales and offsets) are
-  dropped;
-* a convolution kernel [kh, kw, in, out] is max-pooled over its spatial
-  extent to [in, out] (its largest partial derivative per filter pair), or
-  dropped when in * out > ``pool_threshold``;
-* a dense kernel [in, out] is kept whole when in * out <= ``pool_threshold``
-  and otherwise max-pooled over its inputs to [out].
-
-The sign is taken after pooling; ``pool_threshold`` = 5000 is the authors'
-value.
+* ``gradient_norm_ratios`` (jaxwm's default): for a transformed image x'
+  and its benign version x, per weight kernel W_l (parameters with two or
+  more axes, in the parameters' flattening order),
+  log ||grad_{W_l} L(x')|| - log ||grad_{W_l} L(x)||: how much harder the
+  external feature pushes on each layer than the image without it. A norm
+  does not change when a layer's hidden units are permuted, so models
+  trained from different initialisations give comparable features; L
+  values per image (:func:`gradient_norm_ratio_features`).
+* ``gradient_signs`` (Section 5.3, Eq. 4, the paper's): the sign of the
+  gradient on x', kept small the way the authors' code does it
+  (:func:`reduce_gradients`): parameters with one axis (biases, batch-norm
+  scales and offsets) are dropped; a convolution kernel [kh, kw, in, out]
+  is max-pooled over its spatial extent to [in, out] (its largest partial
+  derivative per filter pair), or dropped when in * out >
+  ``pool_threshold``; a dense kernel [in, out] is kept whole when in * out
+  <= ``pool_threshold`` and otherwise max-pooled over its inputs to [out].
+  The sign is taken after pooling; ``pool_threshold`` = 5000 is the
+  authors' value. These features follow the order of hidden units, which
+  independent trainings do not share: a meta-classifier on them learns its
+  training models' weights rather than the external features (see
+  docs/move.md).
 
 Black-box (Section 5.3, Eqs. 5-8): for a transformed image x' and its benign
 version x, the concatenation over the paper's five augmentations T_a
@@ -42,6 +51,12 @@ from jaxwm.verify.dataset_ownership import PredictProba
 from jaxwm.verify.dataset_ownership import query_probabilities
 
 POOL_THRESHOLD = 5000
+GRADIENT_NORM_RATIOS = "gradient_norm_ratios"
+GRADIENT_SIGNS = "gradient_signs"
+WHITE_BOX_FEATURES = (GRADIENT_NORM_RATIOS, GRADIENT_SIGNS)
+# The floor of a gradient norm before its log (a loss saturated to exactly
+# 0 has a zero gradient): float32's smallest normal number.
+_NORM_FLOOR = float(np.finfo(np.float32).tiny)
 AUGMENTATIONS = ("identity", "horizontal_flip", "shift_down_right",
                  "shift_right", "shift_down")
 QUERIES_PER_IMAGE = 2 * len(AUGMENTATIONS)
@@ -87,34 +102,116 @@ def reduce_gradients(gradients: Any,
   return jnp.concatenate(parts)
 
 
-@functools.lru_cache(maxsize=16)
-def _sign_gradient_fn(model, pool_threshold: int) -> Callable[..., jax.Array]:
-  """(variables, images float [B, H, W, C], labels [B]) -> int8 [B, D],
-  compiled once per model and threshold (flax modules hash by value)."""
+def kernel_norms(gradients: Any) -> jax.Array:
+  """A gradient pytree -> float [L], the Frobenius norm of each leaf with
+  two or more axes (the weight kernels), in flattening order."""
+  norms = [jnp.linalg.norm(g) for g in jax.tree_util.tree_leaves(gradients)
+           if g.ndim >= 2]
+  if not norms:
+    raise ValueError("the model has no weight kernel (no parameter with "
+                     "two or more axes) to take gradient norms of.")
+  return jnp.stack(norms)
 
-  def one(params, model_state, image, label):
+
+def _per_sample_gradient(model) -> Callable[..., Any]:
+  """(params, model_state, image [H, W, C], label) -> grad_w L, the
+  gradient pytree of the cross-entropy loss on the one image."""
+
+  def gradient(params, model_state, image, label):
     def loss(p):
       logits = model.apply({"params": p, **model_state}, image[None],
                            train=False)
       return losses.cross_entropy(logits, label[None])[0]
+    return jax.grad(loss)(params)
 
-    gradient = reduce_gradients(jax.grad(loss)(params), pool_threshold)
-    return jnp.sign(gradient).astype(jnp.int8)
+  return gradient
 
-  def batch(variables, images, labels):
+
+def _batched(one: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+  """``one(params, model_state, *per_image)`` -> a compiled
+  ``(variables, *batched) -> [B, ...]`` mapping it over the leading axis."""
+
+  def batch(variables, *per_image):
     variables = dict(variables)
     params = variables.pop("params")
-    return jax.vmap(one, in_axes=(None, None, 0, 0))(params, variables,
-                                                     images, labels)
+    return jax.vmap(one, in_axes=(None, None) + (0,) * len(per_image))(
+        params, variables, *per_image)
 
   return compiler.jit(batch)
+
+
+@functools.lru_cache(maxsize=16)
+def _sign_gradient_fn(model, pool_threshold: int) -> Callable[..., jax.Array]:
+  """(variables, images float [B, H, W, C], labels [B]) -> int8 [B, D],
+  compiled once per model and threshold (flax modules hash by value)."""
+  gradient = _per_sample_gradient(model)
+
+  def one(params, model_state, image, label):
+    reduced = reduce_gradients(gradient(params, model_state, image, label),
+                               pool_threshold)
+    return jnp.sign(reduced).astype(jnp.int8)
+
+  return _batched(one)
+
+
+@functools.lru_cache(maxsize=16)
+def _norm_ratio_fn(model) -> Callable[..., jax.Array]:
+  """(variables, transformed float [B, H, W, C], benign float [B, H, W, C],
+  labels [B]) -> float32 [B, L], compiled once per model."""
+  gradient = _per_sample_gradient(model)
+
+  def log_norms(params, model_state, image, label):
+    norms = kernel_norms(gradient(params, model_state, image, label))
+    return jnp.log(jnp.maximum(norms, _NORM_FLOOR))
+
+  def one(params, model_state, transformed, benign, label):
+    return (log_norms(params, model_state, transformed, label)
+            - log_norms(params, model_state, benign, label))
+
+  return _batched(one)
+
+
+def _in_chunks(features_fn: Callable[..., jax.Array], variables: Any,
+               image_sets: list[np.ndarray], labels: np.ndarray,
+               batch_size: int) -> np.ndarray:
+  """``features_fn(variables, *float image batches, labels)`` over the rows
+  in chunks of ``batch_size`` (the last padded: one compiled shape)."""
+  outputs = []
+  for start in range(0, labels.shape[0], batch_size):
+    chunks = [step_lib.to_float_images(jnp.asarray(images[start:start +
+                                                          batch_size]))
+              for images in image_sets]
+    chunk_labels = labels[start:start + batch_size]
+    pad = batch_size - chunk_labels.shape[0]
+    if pad:
+      chunks = [jnp.concatenate([c, jnp.zeros((pad, *c.shape[1:]), c.dtype)])
+                for c in chunks]
+      chunk_labels = np.concatenate([chunk_labels, np.zeros(pad, np.int32)])
+    outputs.append(np.asarray(features_fn(variables, *chunks,
+                                          chunk_labels))[:batch_size - pad])
+  return np.concatenate(outputs)
+
+
+def _check_images(labels: np.ndarray, images: np.ndarray) -> None:
+  if images.ndim != 4 or labels.shape != images.shape[:1]:
+    raise ValueError(
+        f"images must be [N, H, W, C] with labels [N], got {images.shape} "
+        f"and {labels.shape}.")
+
+
+def _check_pairs(transformed: np.ndarray, benign: np.ndarray) -> None:
+  if transformed.shape != benign.shape or transformed.ndim != 4:
+    raise ValueError(
+        f"transformed and benign images must be paired [N, H, W, C], got "
+        f"{transformed.shape} and {benign.shape}.")
 
 
 def gradient_sign_features(model, variables: Any, images: np.ndarray,
                            labels: np.ndarray, *,
                            pool_threshold: int = POOL_THRESHOLD,
                            batch_size: int = 32) -> np.ndarray:
-  """White-box features: sign(grad_w L(f(x'; w), y)), reduced, per image.
+  """White-box features (the paper's): sign(grad_w L(f(x'; w), y)),
+  reduced, per image.
 
   Args:
     model: the (jaxwm) model f.
@@ -130,24 +227,37 @@ def gradient_sign_features(model, variables: Any, images: np.ndarray,
   """
   images = np.asarray(images)
   labels = np.asarray(labels, np.int32)
-  if images.ndim != 4 or labels.shape != images.shape[:1]:
-    raise ValueError(
-        f"images must be [N, H, W, C] with labels [N], got {images.shape} "
-        f"and {labels.shape}.")
-  features_fn = _sign_gradient_fn(model, int(pool_threshold))
-  outputs = []
-  for start in range(0, images.shape[0], batch_size):
-    chunk = step_lib.to_float_images(jnp.asarray(
-        images[start:start + batch_size]))
-    chunk_labels = labels[start:start + batch_size]
-    pad = batch_size - chunk.shape[0]
-    if pad:  # one compiled shape for every chunk
-      chunk = jnp.concatenate([chunk, jnp.zeros((pad, *chunk.shape[1:]),
-                                                chunk.dtype)])
-      chunk_labels = np.concatenate([chunk_labels, np.zeros(pad, np.int32)])
-    outputs.append(np.asarray(features_fn(variables, chunk,
-                                          chunk_labels))[:batch_size - pad])
-  return np.concatenate(outputs)
+  _check_images(labels, images)
+  return _in_chunks(_sign_gradient_fn(model, int(pool_threshold)), variables,
+                    [images], labels, batch_size)
+
+
+def gradient_norm_ratio_features(model, variables: Any,
+                                 transformed: np.ndarray, benign: np.ndarray,
+                                 labels: np.ndarray, *,
+                                 batch_size: int = 32) -> np.ndarray:
+  """White-box features (jaxwm's default): per weight kernel W_l,
+  log ||grad_{W_l} L(f(x'), y)|| - log ||grad_{W_l} L(f(x), y)||.
+
+  Args:
+    model: the (jaxwm) model f.
+    variables: its variables {"params": ..., and "batch_stats" if any}.
+    transformed: uint8 [N, H, W, C], the transformed images x'.
+    benign: uint8 [N, H, W, C], their benign versions x.
+    labels: int [N], their labels y.
+    batch_size: image pairs per compiled call (memory: 2 batch_size copies
+      of the full gradient).
+
+  Returns:
+    float32 [N, L], L the model's weight kernels (:func:`kernel_norms`);
+    a norm is floored at float32's smallest normal number before its log.
+  """
+  transformed, benign = np.asarray(transformed), np.asarray(benign)
+  labels = np.asarray(labels, np.int32)
+  _check_pairs(transformed, benign)
+  _check_images(labels, transformed)
+  return _in_chunks(_norm_ratio_fn(model), variables, [transformed, benign],
+                    labels, batch_size).astype(np.float32)
 
 
 def _translate(images: np.ndarray, down: int, right: int) -> np.ndarray:
@@ -186,10 +296,7 @@ def probability_difference_features(predict_proba: PredictProba,
     (:data:`QUERIES_PER_IMAGE` per image), in one call.
   """
   transformed, benign = np.asarray(transformed), np.asarray(benign)
-  if transformed.shape != benign.shape or transformed.ndim != 4:
-    raise ValueError(
-        f"transformed and benign images must be paired [N, H, W, C], got "
-        f"{transformed.shape} and {benign.shape}.")
+  _check_pairs(transformed, benign)
   count = transformed.shape[0]
   queries = np.concatenate(augmented_views(transformed, shift) +
                            augmented_views(benign, shift))

@@ -68,7 +68,10 @@ class MoveConfig:
     transform_rate: gamma, the transformed share of the training set (10%).
     verification_fraction: share of the transformed images kept for
       verification, out of the meta-classifier's training.
-    pool_threshold: white-box feature reduction (:mod:`.meta_features`).
+    white_box_features: the white-box features (:mod:`.meta_features`):
+      ``"gradient_norm_ratios"`` (default) or the paper's
+      ``"gradient_signs"``.
+    pool_threshold: the reduction of ``"gradient_signs"``.
     gradient_batch_size: images per compiled per-sample-gradient call.
     shift: black-box translations, in pixels.
     white_box: the white-box meta-classifier (D -> D/8 -> D/16 -> 2).
@@ -84,6 +87,7 @@ class MoveConfig:
   cache_dir: str | None = None
   transform_rate: float = 0.1
   verification_fraction: float = 0.2
+  white_box_features: str = meta_features.GRADIENT_NORM_RATIOS
   pool_threshold: int = meta_features.POOL_THRESHOLD
   gradient_batch_size: int = 32
   shift: int = 2
@@ -111,6 +115,13 @@ class MoveConfig:
         fields.known_settings(kind, block, name)
         values[name] = dataclasses.replace(getattr(defaults, name), **block)
     return cls(**values)
+
+  def __post_init__(self):
+    if self.white_box_features not in meta_features.WHITE_BOX_FEATURES:
+      raise ValueError(
+          f"white_box_features must be one of "
+          f"{meta_features.WHITE_BOX_FEATURES}, got "
+          f"{self.white_box_features!r}.")
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -187,13 +198,18 @@ def check_verification_size(config: MoveConfig, key: MoveKey,
 def features(config: MoveConfig, key: MoveKey, positions: np.ndarray,
              model: TrainedModel, setting: str) -> np.ndarray:
   """Meta-features of ``model`` on the key's rows ``positions``:
-  int8 [n, D] white-box, float32 [n, 5 K] black-box."""
+  white-box float32 [n, L] (``gradient_norm_ratios``) or int8 [n, D]
+  (``gradient_signs``), black-box float32 [n, 5 K]."""
   transformed, benign_images = key.pairs(positions)
   if _check_setting(setting) == WHITE_BOX:
-    return meta_features.gradient_sign_features(
-        model.model, model.variables, transformed.images, transformed.labels,
-        pool_threshold=config.pool_threshold,
-        batch_size=config.gradient_batch_size)
+    if config.white_box_features == meta_features.GRADIENT_SIGNS:
+      return meta_features.gradient_sign_features(
+          model.model, model.variables, transformed.images,
+          transformed.labels, pool_threshold=config.pool_threshold,
+          batch_size=config.gradient_batch_size)
+    return meta_features.gradient_norm_ratio_features(
+        model.model, model.variables, transformed.images, benign_images,
+        transformed.labels, batch_size=config.gradient_batch_size)
   return meta_features.probability_difference_features(
       model.predict_proba, transformed.images, benign_images,
       transformed.num_classes, shift=config.shift)

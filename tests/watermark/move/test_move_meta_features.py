@@ -1,4 +1,5 @@
-"""White-box gradient-sign and black-box probability-difference features."""
+"""White-box gradient-norm-ratio and gradient-sign features, black-box
+probability-difference features."""
 
 import jax
 import numpy as np
@@ -36,6 +37,22 @@ def _reference_reduction(gradient, threshold):
   return gradient.max(axis=0) if fan > threshold else gradient.ravel()
 
 
+def _loss_gradient(model, variables):
+  """(float image [H, W, C], label) -> grad_w L, one sample at a time."""
+  variables = dict(variables)
+  params = variables.pop("params")
+
+  @jax.jit
+  def gradient(image, label):
+    def loss(p):
+      logits = model.apply({"params": p, **variables}, image[None],
+                           train=False)
+      return losses.cross_entropy(logits, label[None])[0]
+    return jax.tree_util.tree_leaves(jax.grad(loss)(params))
+
+  return gradient
+
+
 def test_per_sample_sign_gradients_match_a_loop(digits, victim):
   images = digits[1].images[:5]
   labels = digits[1].labels[:5]
@@ -43,17 +60,8 @@ def test_per_sample_sign_gradients_match_a_loop(digits, victim):
   features = meta_features.gradient_sign_features(
       victim.model, victim.variables, images, labels,
       pool_threshold=threshold, batch_size=4)  # 5 = 4 + a padded batch
-  variables = dict(victim.variables)
-  params = variables.pop("params")
+  gradient = _loss_gradient(victim.model, victim.variables)
   assert features.dtype == np.int8
-
-  @jax.jit
-  def gradient(image, label):
-    def loss(p):
-      logits = victim.model.apply({"params": p, **variables}, image[None],
-                                  train=False)
-      return losses.cross_entropy(logits, label[None])[0]
-    return jax.tree_util.tree_leaves(jax.grad(loss)(params))
 
   for row in range(len(images)):  # one sample at a time
     parts = [_reference_reduction(g, threshold) for g in gradient(
@@ -65,6 +73,81 @@ def test_per_sample_sign_gradients_match_a_loop(digits, victim):
     np.testing.assert_array_equal(features[row][clear],
                                   np.sign(reference[clear]))
     assert np.mean(features[row] == np.sign(reference)) > 0.999
+
+
+def test_norm_ratios_match_a_loop_over_single_samples(marked, victim):
+  key = marked[1]
+  transformed, benign = key.pairs(key.verification_positions[:5])
+  features = meta_features.gradient_norm_ratio_features(
+      victim.model, victim.variables, transformed.images, benign,
+      transformed.labels, batch_size=4)  # 5 = 4 + a padded batch
+  gradient = _loss_gradient(victim.model, victim.variables)
+  assert features.dtype == np.float32
+  assert features.shape == (5, 4)  # Conv_0, Conv_1, Dense_0, head kernels
+  for row in range(5):
+    def log_norms(image):
+      return np.array([np.log(np.linalg.norm(g)) for g in gradient(
+          image.astype(np.float32) / 255.0, transformed.labels[row])
+                       if g.ndim >= 2])
+    np.testing.assert_allclose(
+        features[row], log_norms(transformed.images[row])
+        - log_norms(benign[row]), atol=1e-4)
+
+
+def _permute_hidden_units(variables, seed=0):
+  """The width-8 cnn with its first conv's channels and its dense layer's
+  units in another order: the same function, other weights."""
+  rng = np.random.default_rng(seed)
+  params = jax.tree_util.tree_map(np.array, dict(variables["params"]))
+  stats = jax.tree_util.tree_map(np.array, dict(variables["batch_stats"]))
+  channels = rng.permutation(params["Conv_0"]["kernel"].shape[-1])
+  params["Conv_0"]["kernel"] = params["Conv_0"]["kernel"][..., channels]
+  for block in (params["BatchNorm_0"], stats["BatchNorm_0"]):
+    for name in block:
+      block[name] = block[name][channels]
+  params["Conv_1"]["kernel"] = params["Conv_1"]["kernel"][:, :, channels]
+  units = rng.permutation(params["Dense_0"]["kernel"].shape[-1])
+  params["Dense_0"]["kernel"] = params["Dense_0"]["kernel"][:, units]
+  params["Dense_0"]["bias"] = params["Dense_0"]["bias"][units]
+  params["head"]["kernel"] = params["head"]["kernel"][units]
+  return {"params": params, "batch_stats": stats}
+
+
+def test_norm_ratios_do_not_depend_on_the_order_of_hidden_units(marked,
+                                                                 victim):
+  key = marked[1]
+  transformed, benign = key.pairs(key.verification_positions[:8])
+  permuted = _permute_hidden_units(victim.variables)
+  images = transformed.images.astype(np.float32) / 255.0
+  np.testing.assert_allclose(
+      victim.model.apply(permuted, images),
+      victim.model.apply(victim.variables, images), atol=1e-4)
+
+  def ratios(variables):
+    return meta_features.gradient_norm_ratio_features(
+        victim.model, variables, transformed.images, benign,
+        transformed.labels, batch_size=4)  # shapes compiled above
+
+  np.testing.assert_allclose(ratios(permuted), ratios(victim.variables),
+                             atol=1e-4)
+
+  def signs(variables):
+    return meta_features.gradient_sign_features(
+        victim.model, variables, transformed.images, transformed.labels,
+        pool_threshold=200, batch_size=4)
+
+  # The paper's sign features follow the units: the same function gives
+  # other features.
+  assert np.mean(signs(permuted) != signs(victim.variables)) > 0.1
+
+
+def test_norm_ratio_features_refuse_unpaired_images(marked, victim):
+  key = marked[1]
+  transformed, benign = key.pairs(key.verification_positions[:4])
+  with pytest.raises(ValueError, match="paired"):
+    meta_features.gradient_norm_ratio_features(
+        victim.model, victim.variables, transformed.images, benign[:3],
+        transformed.labels)
 
 
 def test_augmented_views_are_the_papers_five():
