@@ -121,9 +121,10 @@ def _move(setting: str) -> ml_collections.ConfigDict:
       m_black_box=100,
       alpha=0.01,
       # Per weight kernel, the log-ratio of the gradient norms on a
-      # stylised image and its benign version (invariant to the order of
-      # hidden units); "gradient_signs" is the paper's Eq. 4.
-      white_box_features="gradient_norm_ratios",
+      # stylised image and its benign version, and the gradients' cosine
+      # (invariant to the order of hidden units); "gradient_signs" is the
+      # paper's Eq. 4.
+      white_box_features="gradient_comparisons",
       gradient_batch_size=32,
       shift=2,
       # Adam steps per stylised image; the other style-transfer settings

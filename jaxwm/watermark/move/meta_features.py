@@ -6,14 +6,16 @@ cross-entropy loss with respect to its weights, grad_w L(f(x; w), y),
 computed with ``jax.vmap(jax.grad(...))`` in inference mode (batch-norm
 running statistics):
 
-* ``gradient_norm_ratios`` (jaxwm's default): for a transformed image x'
-  and its benign version x, per weight kernel W_l (parameters with two or
-  more axes, in the parameters' flattening order),
-  log ||grad_{W_l} L(x')|| - log ||grad_{W_l} L(x)||: how much harder the
-  external feature pushes on each layer than the image without it. A norm
-  does not change when a layer's hidden units are permuted, so models
-  trained from different initialisations give comparable features; L
-  values per image (:func:`gradient_norm_ratio_features`).
+* ``gradient_comparisons`` (jaxwm's default): for a transformed image x'
+  and its benign version x, with g_l(x) = grad_{W_l} L(x) for each weight
+  kernel W_l (parameters with two or more axes, in the parameters'
+  flattening order), the log-ratio of the norms,
+  log ||g_l(x')|| - log ||g_l(x)|| (how much harder the external feature
+  pushes on the layer than the image without it), and the cosine between
+  g_l(x') and g_l(x) (how differently it pushes). Norms and inner products
+  do not change when a layer's hidden units are permuted, so models
+  trained from different initialisations give comparable features; 2 L
+  values per image (:func:`gradient_comparison_features`).
 * ``gradient_signs`` (Section 5.3, Eq. 4, the paper's): the sign of the
   gradient on x', kept small the way the authors' code does it
   (:func:`reduce_gradients`): parameters with one axis (biases, batch-norm
@@ -51,11 +53,12 @@ from jaxwm.verify.dataset_ownership import PredictProba
 from jaxwm.verify.dataset_ownership import query_probabilities
 
 POOL_THRESHOLD = 5000
-GRADIENT_NORM_RATIOS = "gradient_norm_ratios"
+GRADIENT_COMPARISONS = "gradient_comparisons"
 GRADIENT_SIGNS = "gradient_signs"
-WHITE_BOX_FEATURES = (GRADIENT_NORM_RATIOS, GRADIENT_SIGNS)
-# The floor of a gradient norm before its log (a loss saturated to exactly
-# 0 has a zero gradient): float32's smallest normal number.
+WHITE_BOX_FEATURES = (GRADIENT_COMPARISONS, GRADIENT_SIGNS)
+# The floor of a gradient norm before its log or a division (a loss
+# saturated to exactly 0 has a zero gradient): float32's smallest normal
+# number.
 _NORM_FLOOR = float(np.finfo(np.float32).tiny)
 AUGMENTATIONS = ("identity", "horizontal_flip", "shift_down_right",
                  "shift_right", "shift_down")
@@ -102,15 +105,25 @@ def reduce_gradients(gradients: Any,
   return jnp.concatenate(parts)
 
 
-def kernel_norms(gradients: Any) -> jax.Array:
-  """A gradient pytree -> float [L], the Frobenius norm of each leaf with
-  two or more axes (the weight kernels), in flattening order."""
-  norms = [jnp.linalg.norm(g) for g in jax.tree_util.tree_leaves(gradients)
-           if g.ndim >= 2]
-  if not norms:
+def compare_kernels(transformed_gradients: Any,
+                    benign_gradients: Any) -> jax.Array:
+  """Two gradient pytrees of one model -> float [2 L]: per leaf with two or
+  more axes (the L weight kernels, in flattening order), the log-ratio of
+  the first's norm to the second's, then per kernel the cosine between
+  them (0 where either is zero)."""
+  pairs = [(a, b) for a, b in zip(jax.tree_util.tree_leaves(
+      transformed_gradients), jax.tree_util.tree_leaves(benign_gradients))
+           if a.ndim >= 2]
+  if not pairs:
     raise ValueError("the model has no weight kernel (no parameter with "
-                     "two or more axes) to take gradient norms of.")
-  return jnp.stack(norms)
+                     "two or more axes) to compare gradients on.")
+  norms = jnp.stack([jnp.stack([jnp.linalg.norm(a), jnp.linalg.norm(b)])
+                     for a, b in pairs])  # [L, 2]
+  norms = jnp.maximum(norms, _NORM_FLOOR)
+  inner = jnp.stack([jnp.vdot(a, b) for a, b in pairs])
+  log_ratios = jnp.log(norms[:, 0]) - jnp.log(norms[:, 1])
+  cosines = inner / (norms[:, 0] * norms[:, 1])
+  return jnp.concatenate([log_ratios, cosines])
 
 
 def _per_sample_gradient(model) -> Callable[..., Any]:
@@ -155,18 +168,14 @@ def _sign_gradient_fn(model, pool_threshold: int) -> Callable[..., jax.Array]:
 
 
 @functools.lru_cache(maxsize=16)
-def _norm_ratio_fn(model) -> Callable[..., jax.Array]:
+def _comparison_fn(model) -> Callable[..., jax.Array]:
   """(variables, transformed float [B, H, W, C], benign float [B, H, W, C],
-  labels [B]) -> float32 [B, L], compiled once per model."""
+  labels [B]) -> float32 [B, 2 L], compiled once per model."""
   gradient = _per_sample_gradient(model)
 
-  def log_norms(params, model_state, image, label):
-    norms = kernel_norms(gradient(params, model_state, image, label))
-    return jnp.log(jnp.maximum(norms, _NORM_FLOOR))
-
   def one(params, model_state, transformed, benign, label):
-    return (log_norms(params, model_state, transformed, label)
-            - log_norms(params, model_state, benign, label))
+    return compare_kernels(gradient(params, model_state, transformed, label),
+                           gradient(params, model_state, benign, label))
 
   return _batched(one)
 
@@ -232,12 +241,13 @@ def gradient_sign_features(model, variables: Any, images: np.ndarray,
                     [images], labels, batch_size)
 
 
-def gradient_norm_ratio_features(model, variables: Any,
+def gradient_comparison_features(model, variables: Any,
                                  transformed: np.ndarray, benign: np.ndarray,
                                  labels: np.ndarray, *,
                                  batch_size: int = 32) -> np.ndarray:
   """White-box features (jaxwm's default): per weight kernel W_l,
-  log ||grad_{W_l} L(f(x'), y)|| - log ||grad_{W_l} L(f(x), y)||.
+  log ||g_l(x')|| - log ||g_l(x)|| and cos(g_l(x'), g_l(x)), with
+  g_l(x) = grad_{W_l} L(f(x), y).
 
   Args:
     model: the (jaxwm) model f.
@@ -249,14 +259,15 @@ def gradient_norm_ratio_features(model, variables: Any,
       of the full gradient).
 
   Returns:
-    float32 [N, L], L the model's weight kernels (:func:`kernel_norms`);
-    a norm is floored at float32's smallest normal number before its log.
+    float32 [N, 2 L], L the model's weight kernels: the L log-ratios, then
+    the L cosines (:func:`compare_kernels`; a norm is floored at float32's
+    smallest normal number).
   """
   transformed, benign = np.asarray(transformed), np.asarray(benign)
   labels = np.asarray(labels, np.int32)
   _check_pairs(transformed, benign)
   _check_images(labels, transformed)
-  return _in_chunks(_norm_ratio_fn(model), variables, [transformed, benign],
+  return _in_chunks(_comparison_fn(model), variables, [transformed, benign],
                     labels, batch_size).astype(np.float32)
 
 

@@ -69,7 +69,7 @@ class MoveConfig:
     verification_fraction: share of the transformed images kept for
       verification, out of the meta-classifier's training.
     white_box_features: the white-box features (:mod:`.meta_features`):
-      ``"gradient_norm_ratios"`` (default) or the paper's
+      ``"gradient_comparisons"`` (default) or the paper's
       ``"gradient_signs"``.
     pool_threshold: the reduction of ``"gradient_signs"``.
     gradient_batch_size: images per compiled per-sample-gradient call.
@@ -87,7 +87,7 @@ class MoveConfig:
   cache_dir: str | None = None
   transform_rate: float = 0.1
   verification_fraction: float = 0.2
-  white_box_features: str = meta_features.GRADIENT_NORM_RATIOS
+  white_box_features: str = meta_features.GRADIENT_COMPARISONS
   pool_threshold: int = meta_features.POOL_THRESHOLD
   gradient_batch_size: int = 32
   shift: int = 2
@@ -198,7 +198,7 @@ def check_verification_size(config: MoveConfig, key: MoveKey,
 def features(config: MoveConfig, key: MoveKey, positions: np.ndarray,
              model: TrainedModel, setting: str) -> np.ndarray:
   """Meta-features of ``model`` on the key's rows ``positions``:
-  white-box float32 [n, L] (``gradient_norm_ratios``) or int8 [n, D]
+  white-box float32 [n, 2 L] (``gradient_comparisons``) or int8 [n, D]
   (``gradient_signs``), black-box float32 [n, 5 K]."""
   transformed, benign_images = key.pairs(positions)
   if _check_setting(setting) == WHITE_BOX:
@@ -207,7 +207,7 @@ def features(config: MoveConfig, key: MoveKey, positions: np.ndarray,
           model.model, model.variables, transformed.images,
           transformed.labels, pool_threshold=config.pool_threshold,
           batch_size=config.gradient_batch_size)
-    return meta_features.gradient_norm_ratio_features(
+    return meta_features.gradient_comparison_features(
         model.model, model.variables, transformed.images, benign_images,
         transformed.labels, batch_size=config.gradient_batch_size)
   return meta_features.probability_difference_features(

@@ -1,4 +1,4 @@
-"""White-box gradient-norm-ratio and gradient-sign features, black-box
+"""White-box gradient-comparison and gradient-sign features, black-box
 probability-difference features."""
 
 import jax
@@ -75,23 +75,29 @@ def test_per_sample_sign_gradients_match_a_loop(digits, victim):
     assert np.mean(features[row] == np.sign(reference)) > 0.999
 
 
-def test_norm_ratios_match_a_loop_over_single_samples(marked, victim):
+def test_gradient_comparisons_match_a_loop_over_single_samples(marked,
+                                                               victim):
   key = marked[1]
   transformed, benign = key.pairs(key.verification_positions[:5])
-  features = meta_features.gradient_norm_ratio_features(
+  features = meta_features.gradient_comparison_features(
       victim.model, victim.variables, transformed.images, benign,
       transformed.labels, batch_size=4)  # 5 = 4 + a padded batch
   gradient = _loss_gradient(victim.model, victim.variables)
   assert features.dtype == np.float32
-  assert features.shape == (5, 4)  # Conv_0, Conv_1, Dense_0, head kernels
+  assert features.shape == (5, 8)  # Conv_0, Conv_1, Dense_0, head: 2 x 4
   for row in range(5):
-    def log_norms(image):
-      return np.array([np.log(np.linalg.norm(g)) for g in gradient(
+    def kernels(image):
+      return [np.asarray(g).ravel() for g in gradient(
           image.astype(np.float32) / 255.0, transformed.labels[row])
-                       if g.ndim >= 2])
-    np.testing.assert_allclose(
-        features[row], log_norms(transformed.images[row])
-        - log_norms(benign[row]), atol=1e-4)
+              if g.ndim >= 2]
+    pairs = list(zip(kernels(transformed.images[row]), kernels(benign[row])))
+    log_ratios = [np.log(np.linalg.norm(a) / np.linalg.norm(b))
+                  for a, b in pairs]
+    cosines = [a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+               for a, b in pairs]
+    np.testing.assert_allclose(features[row], log_ratios + cosines,
+                               atol=1e-4)
+  assert np.all(np.abs(features[:, 4:]) <= 1 + 1e-6)
 
 
 def _permute_hidden_units(variables, seed=0):
@@ -113,8 +119,8 @@ def _permute_hidden_units(variables, seed=0):
   return {"params": params, "batch_stats": stats}
 
 
-def test_norm_ratios_do_not_depend_on_the_order_of_hidden_units(marked,
-                                                                 victim):
+def test_gradient_comparisons_do_not_depend_on_the_order_of_hidden_units(
+    marked, victim):
   key = marked[1]
   transformed, benign = key.pairs(key.verification_positions[:8])
   permuted = _permute_hidden_units(victim.variables)
@@ -123,13 +129,13 @@ def test_norm_ratios_do_not_depend_on_the_order_of_hidden_units(marked,
       victim.model.apply(permuted, images),
       victim.model.apply(victim.variables, images), atol=1e-4)
 
-  def ratios(variables):
-    return meta_features.gradient_norm_ratio_features(
+  def comparisons(variables):
+    return meta_features.gradient_comparison_features(
         victim.model, variables, transformed.images, benign,
         transformed.labels, batch_size=4)  # shapes compiled above
 
-  np.testing.assert_allclose(ratios(permuted), ratios(victim.variables),
-                             atol=1e-4)
+  np.testing.assert_allclose(comparisons(permuted),
+                             comparisons(victim.variables), atol=1e-4)
 
   def signs(variables):
     return meta_features.gradient_sign_features(
@@ -141,11 +147,11 @@ def test_norm_ratios_do_not_depend_on_the_order_of_hidden_units(marked,
   assert np.mean(signs(permuted) != signs(victim.variables)) > 0.1
 
 
-def test_norm_ratio_features_refuse_unpaired_images(marked, victim):
+def test_gradient_comparisons_refuse_unpaired_images(marked, victim):
   key = marked[1]
   transformed, benign = key.pairs(key.verification_positions[:4])
   with pytest.raises(ValueError, match="paired"):
-    meta_features.gradient_norm_ratio_features(
+    meta_features.gradient_comparison_features(
         victim.model, victim.variables, transformed.images, benign[:3],
         transformed.labels)
 
