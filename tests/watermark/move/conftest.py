@@ -21,7 +21,7 @@ def _move_config():
   return move.MoveConfig.from_dict({
       "style": {"steps": 50},
       "shift": 1,
-      "white_box": {"num_epochs": 10, "batch_size": 32},
+      "white_box": {"num_epochs": 30, "batch_size": 32},
       "black_box": {"num_epochs": 30, "batch_size": 32},
       "m_black_box": 25,
   })
