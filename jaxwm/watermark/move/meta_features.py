@@ -120,9 +120,11 @@ def compare_kernels(transformed_gradients: Any,
   norms = jnp.stack([jnp.stack([jnp.linalg.norm(a), jnp.linalg.norm(b)])
                      for a, b in pairs])  # [L, 2]
   norms = jnp.maximum(norms, _NORM_FLOOR)
-  inner = jnp.stack([jnp.vdot(a, b) for a, b in pairs])
+  # Each gradient is scaled to unit norm before the inner product: the
+  # product of two floored norms would underflow to 0.
+  cosines = jnp.stack([jnp.vdot(a / na, b / nb)
+                       for (a, b), (na, nb) in zip(pairs, norms)])
   log_ratios = jnp.log(norms[:, 0]) - jnp.log(norms[:, 1])
-  cosines = inner / (norms[:, 0] * norms[:, 1])
   return jnp.concatenate([log_ratios, cosines])
 
 

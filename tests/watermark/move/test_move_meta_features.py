@@ -100,6 +100,23 @@ def test_gradient_comparisons_match_a_loop_over_single_samples(marked,
   assert np.all(np.abs(features[:, 4:]) <= 1 + 1e-6)
 
 
+def test_gradient_comparisons_stay_finite_where_a_gradient_vanishes():
+  # A loss saturated to exactly 0 has a zero gradient; so may one kernel.
+  kernel = np.full((3, 3, 1, 4), 1e-3, np.float32)
+  dense = np.arange(12, dtype=np.float32).reshape(4, 3)
+  zero = {"conv": np.zeros_like(kernel), "dense": np.zeros_like(dense),
+          "bias": np.ones(3, np.float32)}
+  some = {"conv": kernel, "dense": dense, "bias": np.ones(3, np.float32)}
+  np.testing.assert_array_equal(meta_features.compare_kernels(zero, zero),
+                                [0.0, 0.0, 0.0, 0.0])
+  mixed = np.asarray(meta_features.compare_kernels(zero, some))
+  assert np.all(np.isfinite(mixed))
+  np.testing.assert_array_equal(mixed[2:], [0.0, 0.0])  # cosines
+  assert np.all(mixed[:2] < -50)  # log of the floor minus log of a norm
+  np.testing.assert_allclose(meta_features.compare_kernels(some, some),
+                             [0.0, 0.0, 1.0, 1.0], atol=1e-6)
+
+
 def _permute_hidden_units(variables, seed=0):
   """The width-8 cnn with its first conv's channels and its dense layer's
   units in another order: the same function, other weights."""
